@@ -1,0 +1,74 @@
+"""The ``pipeline`` command line.
+
+Each command lives in its own module exposing ``add_arguments(parser)`` and
+``run(args) -> int``; modules are imported only when their command runs, so the
+command line starts fast and never imports Dagster for engine work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# command name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "local": ("pipeline.local.commands", "start, stop and inspect the embedded local stack"),
+    "generate": ("pipeline.generate", "generate sample data (book orders, sensor records)"),
+    "guess": ("pipeline.commands.guess", "fill in.parser of a seed config from a sample of the data"),
+    "run": ("pipeline.commands.run", "load what is new according to a config"),
+    "demo": ("pipeline.commands.demo", "bring up the local stack, generate data and run both pipelines"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pipeline", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        command.set_defaults(_module=module_name)
+        # add_arguments is imported lazily only for the command being parsed (see main).
+        command.set_defaults(_name=name)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipeline.errors import PipelineError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # Parse once to find the command, then let its module add its own arguments.
+    known, _ = parser.parse_known_args(argv)
+    module = importlib.import_module(known._module)
+    command_parser = _subparser(parser, known._name)
+    module.add_arguments(command_parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return int(module.run(args) or 0)
+    except PipelineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    for action in parser._subparsers._group_actions:  # type: ignore[union-attr]
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[name]
+    raise KeyError(name)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
