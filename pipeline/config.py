@@ -1,0 +1,627 @@
+"""The pipeline config language: Embulk's ``in`` / ``filters`` / ``exec`` / ``out`` YAML.
+
+A config is read, interpolated from the environment and validated into frozen dataclasses
+before anything runs; every error names the YAML path of the bad key. Secrets are never
+written into a config: ``{{ env.NAME }}`` (Embulk's liquid form) and ``${NAME}`` take them
+from the environment, and the dataclasses keep them out of ``repr``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ConfigError
+from pipeline.schema import COLUMN_TYPES, Column
+
+OUTPUT_TYPES = ("postgresql", "hologres", "redshift")
+MODES = ("insert", "insert_direct", "truncate_insert", "replace", "merge", "append")
+STARTING_POSITIONS = ("trim_horizon", "latest", "at_timestamp")
+NEWLINES = ("CRLF", "LF", "CR")
+HOLOGRES_TABLE_PROPERTIES = (
+    "orientation",
+    "distribution_key",
+    "clustering_key",
+    "event_time_column",
+    "segment_key",
+    "bitmap_columns",
+    "dictionary_encoding_columns",
+    "time_to_live_in_seconds",
+    "storage_format",
+    "table_group",
+    "binlog_level",
+    "binlog_ttl",
+)
+
+_LIQUID = re.compile(r"\{\{\s*env\.([A-Za-z_][A-Za-z0-9_]*)\s*(?:\|\s*default:\s*(['\"])(.*?)\2\s*)?\}\}")
+_SHELL = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+# --------------------------------------------------------------------------- dataclasses
+
+
+@dataclass(frozen=True)
+class AwsSettings:
+    """Where and as whom to call AWS; ``None`` means the standard AWS chain decides."""
+
+    endpoint: str | None = None
+    region: str | None = None
+    access_key_id: str | None = field(default=None, repr=False)
+    secret_access_key: str | None = field(default=None, repr=False)
+    session_token: str | None = field(default=None, repr=False)
+    allow_insecure: bool = False
+
+    def client_kwargs(self) -> dict[str, Any]:
+        return {
+            "endpoint": self.endpoint,
+            "region": self.region,
+            "access_key_id": self.access_key_id,
+            "secret_access_key": self.secret_access_key,
+            "session_token": self.session_token,
+        }
+
+
+@dataclass(frozen=True)
+class CsvParserConfig:
+    charset: str = "UTF-8"
+    newline: str = "CRLF"
+    delimiter: str = ","
+    quote: str | None = '"'
+    escape: str | None = '"'
+    null_string: str | None = None
+    skip_header_lines: int = 0
+    trim_if_not_quoted: bool = False
+    comment_line_marker: str | None = None
+    allow_extra_columns: bool = False
+    allow_optional_columns: bool = False
+    max_quoted_size_limit: int = 131072
+    stop_on_invalid_record: bool = True
+    columns: tuple[Column, ...] = ()
+    type: str = "csv"
+
+
+@dataclass(frozen=True)
+class JsonParserConfig:
+    columns: tuple[Column, ...] = ()
+    stop_on_invalid_record: bool = True
+    max_record_bytes: int = 1 << 20
+    type: str = "json"
+
+
+@dataclass(frozen=True)
+class S3InputConfig:
+    bucket: str
+    path_prefix: str
+    aws: AwsSettings
+    path_match_pattern: str | None = None
+    total_file_count_limit: int | None = None
+    parser: CsvParserConfig | None = None
+    type: str = "s3"
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.path_prefix}"
+
+
+@dataclass(frozen=True)
+class KinesisInputConfig:
+    stream: str
+    aws: AwsSettings
+    starting_position: str = "trim_horizon"
+    timestamp: str | None = None
+    parser: JsonParserConfig = field(default_factory=JsonParserConfig)
+    type: str = "kinesis"
+
+
+@dataclass(frozen=True)
+class ExecConfig:
+    max_threads: int = 4
+    window_seconds: float = 1.0
+    max_records: int = 100_000
+    max_bytes: int = 64 << 20
+    max_runtime: float | None = None
+
+
+@dataclass(frozen=True)
+class S3StagingConfig:
+    bucket: str
+    prefix: str = "pipeline-staging/"
+    sse_kms_key_id: str | None = None
+    format: str = "json"
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    type: str
+    conninfo: str = field(repr=False)
+    schema: str
+    table: str
+    mode: str = "insert_direct"
+    merge_keys: tuple[str, ...] = ()
+    primary_key: tuple[str, ...] = ()
+    create_table: bool = True
+    column_options: Mapping[str, str] = field(default_factory=dict)
+    table_properties: Mapping[str, Any] = field(default_factory=dict)
+    distkey: str | None = None
+    sortkey: tuple[str, ...] = ()
+    s3_staging: S3StagingConfig | None = None
+    iam_role: str | None = None
+    rejected_table: str | None = None
+    state_schema: str | None = None
+    allow_insecure: bool = False
+
+    @property
+    def qualified_table(self) -> str:
+        return f"{self.schema}.{self.table}"
+
+    @property
+    def rejected(self) -> str:
+        return self.rejected_table or f"{self.table}_rejected"
+
+    @property
+    def state(self) -> str:
+        return self.state_schema or self.schema
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    name: str
+    input: S3InputConfig | KinesisInputConfig
+    output: OutputConfig
+    filters: tuple[Mapping[str, Any], ...] = ()
+    exec: ExecConfig = field(default_factory=ExecConfig)
+    path: Path | None = None
+
+    @property
+    def is_stream(self) -> bool:
+        return isinstance(self.input, KinesisInputConfig)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load(path: str | Path, *, require_parser: bool = True, environ: Mapping[str, str] | None = None
+         ) -> PipelineConfig:
+    """Read, interpolate and validate the config file at ``path``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("", f"no config file at {path}") from None
+    raw = load_yaml(text, str(path))
+    return parse(raw, name=_name_from_path(path), path=path, require_parser=require_parser, environ=environ)
+
+
+def load_yaml(text: str, origin: str = "<config>") -> dict[str, Any]:
+    import yaml
+
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError("", f"{origin} is not valid YAML{where}: {getattr(error, 'problem', error)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError("", f"{origin} must be a mapping with 'in' and 'out' keys")
+    return raw
+
+
+def parse(
+    raw: Mapping[str, Any],
+    *,
+    name: str = "pipeline",
+    path: Path | None = None,
+    require_parser: bool = True,
+    environ: Mapping[str, str] | None = None,
+) -> PipelineConfig:
+    """Validate an already-read config mapping."""
+    data = interpolate(raw, os.environ if environ is None else environ)
+    top = _Section(data, "")
+    name = top.str("name", default=name)
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise ConfigError("name", f"{name!r} must be a simple identifier (letters, digits, underscore)")
+    source = _input(top.section("in", required=True), require_parser)
+    filters = tuple(top.list("filters", default=[]))
+    if filters:
+        from pipeline.filters import build_filters
+
+        build_filters(list(filters))  # validates, raising ConfigError with the filters[i] path
+    exec_config = _exec(top.section("exec", default={}))
+    output = _output(top.section("out", required=True))
+    top.done()
+    return PipelineConfig(name=name, input=source, output=output, filters=filters, exec=exec_config, path=path)
+
+
+def interpolate(value: Any, environ: Mapping[str, str], path: str = "") -> Any:
+    """Replace ``{{ env.NAME }}`` and ``${NAME}`` in every string of ``value``."""
+    if isinstance(value, str):
+        return _interpolate_string(value, environ, path)
+    if isinstance(value, Mapping):
+        return {k: interpolate(v, environ, _join(path, str(k))) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, environ, f"{path}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _interpolate_string(text: str, environ: Mapping[str, str], path: str) -> str:
+    def replace(match: re.Match[str], default_group: int) -> str:
+        name = match.group(1)
+        if name in environ:
+            return environ[name]
+        default = match.group(default_group)
+        if default is not None:
+            return default
+        raise ConfigError(path, f"environment variable {name} is not set")
+
+    text = _LIQUID.sub(lambda m: replace(m, 3), text)
+    return _SHELL.sub(lambda m: replace(m, 2), text)
+
+
+def _name_from_path(path: Path) -> str:
+    stem = path.name.split(".")[0]
+    return re.sub(r"[^A-Za-z0-9_]", "_", stem) or "pipeline"
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+# --------------------------------------------------------------------------- sections
+
+
+class _Section:
+    """A mapping being validated; remembers which keys were read so unknown ones are reported."""
+
+    def __init__(self, data: Any, path: str):
+        if not isinstance(data, Mapping):
+            raise ConfigError(path, f"must be a mapping, got {type(data).__name__}")
+        self.data = data
+        self.path = path
+        self.seen: set[str] = set()
+
+    def at(self, key: str) -> str:
+        return _join(self.path, key)
+
+    def has(self, key: str) -> bool:
+        return self.data.get(key) is not None
+
+    def get(self, key: str, default: Any = None, *, required: bool = False) -> Any:
+        self.seen.add(key)
+        value = self.data.get(key)
+        if value is None:
+            if required:
+                raise ConfigError(self.at(key), "is required")
+            return default
+        return value
+
+    def str(self, key: str, default: str | None = None, *, required: bool = False,
+            choices: tuple[str, ...] | None = None) -> Any:
+        value = self.get(key, default, required=required)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise ConfigError(self.at(key), f"must be a string, got {type(value).__name__}")
+        value = str(value)
+        if choices is not None and value not in choices:
+            raise ConfigError(self.at(key), f"{value!r} is not one of {', '.join(choices)}")
+        return value
+
+    def char(self, key: str, default: str | None) -> str | None:
+        value = self.str(key, default)
+        if value is None or value == "":
+            return None
+        if len(value) != 1:
+            raise ConfigError(self.at(key), f"must be a single character, got {value!r}")
+        return value
+
+    def int(self, key: str, default: int | None = None, *, required: bool = False, minimum: int = 0) -> Any:
+        value = self.get(key, default, required=required)
+        if value is None:
+            return None
+        if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(self.at(key), f"must be a whole number, got {value!r}")
+        if value < minimum:
+            raise ConfigError(self.at(key), f"must be at least {minimum}, got {value}")
+        return value
+
+    def float(self, key: str, default: float | None = None, *, minimum: float = 0.0) -> Any:
+        value = self.get(key, default)
+        if value is None:
+            return None
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(self.at(key), f"must be a number, got {value!r}") from None
+        if isinstance(value, bool) or number < minimum:
+            raise ConfigError(self.at(key), f"must be a number of at least {minimum}, got {value!r}")
+        return number
+
+    def bool(self, key: str, default: bool) -> bool:
+        value = self.get(key, default)
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        if not isinstance(value, bool):
+            raise ConfigError(self.at(key), f"must be true or false, got {value!r}")
+        return value
+
+    def list(self, key: str, default: list | None = None, *, required: bool = False) -> Any:
+        value = self.get(key, default, required=required)
+        if value is None:
+            return None
+        if not isinstance(value, list):
+            raise ConfigError(self.at(key), f"must be a list, got {type(value).__name__}")
+        return value
+
+    def names(self, key: str) -> tuple[str, ...]:
+        """A column list given as a YAML list or a comma-separated string."""
+        value = self.get(key)
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise ConfigError(self.at(key), "must be a list of column names")
+        return tuple(value)
+
+    def section(self, key: str, default: Any = None, *, required: bool = False) -> _Section:
+        value = self.get(key, default, required=required)
+        return _Section(value, self.at(key))
+
+    def mapping(self, key: str) -> dict[str, Any]:
+        value = self.get(key, {})
+        if not isinstance(value, Mapping):
+            raise ConfigError(self.at(key), f"must be a mapping, got {type(value).__name__}")
+        return dict(value)
+
+    def done(self, *, ignored: tuple[str, ...] = ()) -> None:
+        unknown = [k for k in self.data if k not in self.seen and k not in ignored]
+        if unknown:
+            expected = ", ".join(sorted(self.seen))
+            raise ConfigError(self.at(str(unknown[0])), f"unknown key (expected one of: {expected})")
+
+
+# --------------------------------------------------------------------------- in
+
+
+def _aws(section: _Section) -> AwsSettings:
+    auth_method = section.str("auth_method", "basic" if section.has("access_key_id") else "default",
+                              choices=("basic", "env", "default", "instance", "profile", "session"))
+    settings = AwsSettings(
+        endpoint=section.str("endpoint"),
+        region=section.str("region"),
+        access_key_id=section.str("access_key_id"),
+        secret_access_key=section.str("secret_access_key"),
+        session_token=section.str("session_token"),
+        allow_insecure=section.bool("allow_insecure", False),
+    )
+    if auth_method == "basic" and (settings.access_key_id is None) != (settings.secret_access_key is None):
+        missing = "secret_access_key" if settings.secret_access_key is None else "access_key_id"
+        raise ConfigError(section.at(missing), "is required when the other AWS key is given")
+    if settings.endpoint and not re.match(r"https?://", settings.endpoint):
+        raise ConfigError(section.at("endpoint"), f"must be an http(s):// URL, got {settings.endpoint!r}")
+    return settings
+
+
+def _input(section: _Section, require_parser: bool) -> S3InputConfig | KinesisInputConfig:
+    kind = section.str("type", required=True, choices=("s3", "kinesis"))
+    aws = _aws(section)
+    if kind == "s3":
+        pattern = section.str("path_match_pattern")
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ConfigError(section.at("path_match_pattern"), f"is not a valid regex: {error}") from None
+        config = S3InputConfig(
+            bucket=section.str("bucket", required=True),
+            path_prefix=section.str("path_prefix", default=""),
+            aws=aws,
+            path_match_pattern=pattern,
+            total_file_count_limit=section.int("total_file_count_limit", minimum=1),
+            parser=_csv_parser(section, require_parser),
+        )
+        for decoder in section.list("decoders", default=[]):
+            if not (isinstance(decoder, Mapping) and decoder.get("type") in ("gzip", "bzip2")):
+                raise ConfigError(section.at("decoders"), "each decoder must be {type: gzip} or {type: bzip2}")
+        # Embulk keys with no effect here: compression is detected by content, the ledger replaces last_path.
+        section.done(ignored=("incremental", "last_path", "use_modified_time", "path_style_access"))
+        return config
+    starting = section.str("starting_position", "trim_horizon", choices=STARTING_POSITIONS)
+    timestamp = section.str("timestamp")
+    if starting == "at_timestamp" and timestamp is None:
+        raise ConfigError(section.at("timestamp"), "is required when starting_position is at_timestamp")
+    config = KinesisInputConfig(
+        stream=section.str("stream", required=True),
+        aws=aws,
+        starting_position=starting,
+        timestamp=timestamp,
+        parser=_json_parser(section),
+    )
+    section.done()
+    return config
+
+
+def _csv_parser(parent: _Section, require_parser: bool) -> CsvParserConfig | None:
+    if not parent.has("parser"):
+        parent.get("parser")
+        if require_parser:
+            raise ConfigError(parent.at("parser"), "is required; run `pipeline guess` to fill it in")
+        return None
+    section = parent.section("parser")
+    section.str("type", "csv", choices=("csv",))
+    config = CsvParserConfig(
+        charset=section.str("charset", "UTF-8"),
+        newline=section.str("newline", "CRLF", choices=NEWLINES),
+        delimiter=section.char("delimiter", section.char("field_delimiter", ",")) or ",",
+        quote=section.char("quote", '"'),
+        escape=section.char("escape", '"'),
+        null_string=section.str("null_string"),
+        skip_header_lines=section.int("skip_header_lines", 0),
+        trim_if_not_quoted=section.bool("trim_if_not_quoted", False),
+        comment_line_marker=section.str("comment_line_marker"),
+        allow_extra_columns=section.bool("allow_extra_columns", False),
+        allow_optional_columns=section.bool("allow_optional_columns", False),
+        max_quoted_size_limit=section.int("max_quoted_size_limit", 131072, minimum=1),
+        stop_on_invalid_record=section.bool("stop_on_invalid_record", True),
+        columns=_columns(section, require=require_parser),
+    )
+    _check_charset(section, config.charset)
+    section.done(ignored=("header_line", "default_timezone", "default_date"))
+    return config
+
+
+def _check_charset(section: _Section, charset: str) -> None:
+    from pipeline.formats.decode import python_codec
+
+    try:
+        python_codec(charset)
+    except (ValueError, LookupError):
+        raise ConfigError(section.at("charset"), f"unknown charset {charset!r}") from None
+
+
+def _json_parser(parent: _Section) -> JsonParserConfig:
+    section = parent.section("parser", default={})
+    section.str("type", "json", choices=("json", "jsonl"))
+    config = JsonParserConfig(
+        columns=_columns(section, require=True),
+        stop_on_invalid_record=section.bool("stop_on_invalid_record", True),
+        max_record_bytes=section.int("max_record_bytes", 1 << 20, minimum=1),
+    )
+    section.done()
+    return config
+
+
+def _columns(section: _Section, *, require: bool) -> tuple[Column, ...]:
+    items = section.list("columns", default=[])
+    if require and not items:
+        raise ConfigError(section.at("columns"), "must list at least one column")
+    columns = []
+    seen: set[str] = set()
+    for index, item in enumerate(items):
+        column = _Section(item, f"{section.at('columns')}[{index}]")
+        name = column.str("name", required=True)
+        kind = column.str("type", "string", choices=COLUMN_TYPES)
+        fmt = column.str("format")
+        if fmt is not None and kind != "timestamp":
+            raise ConfigError(column.at("format"), "only timestamp columns take a format")
+        if name in seen:
+            raise ConfigError(column.at("name"), f"duplicate column name {name!r}")
+        seen.add(name)
+        column.done(ignored=("timezone", "date"))
+        columns.append(Column(name=name, type=kind, format=fmt))
+    return tuple(columns)
+
+
+# --------------------------------------------------------------------------- exec
+
+
+def _exec(section: _Section) -> ExecConfig:
+    config = ExecConfig(
+        max_threads=section.int("max_threads", 4, minimum=1),
+        window_seconds=section.float("window_seconds", 1.0, minimum=0.05),
+        max_records=section.int("max_records", 100_000, minimum=1),
+        max_bytes=section.int("max_bytes", 64 << 20, minimum=1024),
+        max_runtime=section.float("max_runtime", None, minimum=0.0),
+    )
+    section.done(ignored=("min_output_tasks", "type"))
+    return config
+
+
+# --------------------------------------------------------------------------- out
+
+
+def _output(section: _Section) -> OutputConfig:
+    kind = section.str("type", required=True, choices=OUTPUT_TYPES)
+    conninfo = _conninfo(section, kind)
+    schema, table = _table(section)
+    mode = section.str("mode", "append" if kind == "redshift" else "insert_direct", choices=MODES)
+    merge_keys = section.names("merge_keys")
+    primary_key = section.names("primary_key")
+    column_options = {}
+    for column, options in section.mapping("column_options").items():
+        sub = _Section(options, f"{section.at('column_options')}.{column}")
+        column_options[str(column)] = sub.str("type", required=True)
+        sub.done(ignored=("value_type", "timestamp_format", "timezone"))
+    properties = section.mapping("table_properties")
+    for key in properties:
+        if key not in HOLOGRES_TABLE_PROPERTIES:
+            raise ConfigError(f"{section.at('table_properties')}.{key}",
+                              f"unknown Hologres table property (known: {', '.join(HOLOGRES_TABLE_PROPERTIES)})")
+    if properties and kind != "hologres":
+        raise ConfigError(section.at("table_properties"), "table_properties apply only to out.type hologres")
+    distkey = section.str("distkey")
+    sortkey = section.names("sortkey")
+    if (distkey or sortkey) and kind != "redshift":
+        raise ConfigError(section.at("distkey" if distkey else "sortkey"), "applies only to out.type redshift")
+    staging = None
+    if section.has("s3_staging"):
+        sub = section.section("s3_staging")
+        staging = S3StagingConfig(
+            bucket=sub.str("bucket", required=True),
+            prefix=sub.str("prefix", "pipeline-staging/"),
+            sse_kms_key_id=sub.str("sse_kms_key_id"),
+            format=sub.str("format", "json", choices=("json", "csv")),
+        )
+        sub.done()
+    config = OutputConfig(
+        type=kind,
+        conninfo=conninfo,
+        schema=schema,
+        table=table,
+        mode=mode,
+        merge_keys=merge_keys,
+        primary_key=primary_key,
+        create_table=section.bool("create_table", True),
+        column_options=column_options,
+        table_properties=properties,
+        distkey=distkey,
+        sortkey=sortkey,
+        s3_staging=staging,
+        iam_role=section.str("iam_role"),
+        rejected_table=section.str("rejected_table"),
+        state_schema=section.str("state_schema"),
+        allow_insecure=section.bool("allow_insecure", False),
+    )
+    section.done(ignored=("batch_size", "options", "retry_limit", "retry_wait", "max_retry_wait"))
+    return config
+
+
+def _conninfo(section: _Section, kind: str) -> str:
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    url = section.str("url")
+    params: dict[str, Any] = {}
+    for key in ("host", "port", "user", "password", "database", "sslmode", "connect_timeout"):
+        value = section.str(key)
+        if value is not None:
+            params["dbname" if key == "database" else key] = value
+    if url is None and "host" not in params:
+        raise ConfigError(section.at("url"), "is required (or give host, port, user, password and database)")
+    try:
+        base = conninfo_to_dict(url) if url else {}
+    except Exception as error:  # psycopg raises ProgrammingError for a malformed URL
+        raise ConfigError(section.at("url"), f"is not a valid PostgreSQL URL: {error}") from None
+    base.update(params)
+    base.setdefault("port", "5439" if kind == "redshift" else "5432")
+    base.setdefault("connect_timeout", "10")
+    base.setdefault("application_name", "pipeline")
+    return make_conninfo(**{k: str(v) for k, v in base.items()})
+
+
+def _table(section: _Section) -> tuple[str, str]:
+    table = section.str("table", required=True)
+    schema = section.str("schema")
+    parts = table.split(".")
+    if len(parts) == 2 and schema is None:
+        schema, table = parts
+    elif len(parts) != 1:
+        raise ConfigError(section.at("table"), f"{table!r} must be TABLE or SCHEMA.TABLE")
+    if not table or (not schema and schema is not None):
+        raise ConfigError(section.at("table"), "table and schema names must not be empty")
+    return schema or "public", table
