@@ -1,0 +1,64 @@
+"""Bulk writes through ``COPY ... FROM STDIN``.
+
+Two ways in: raw CSV bytes that the server parses itself (the fast path, as fast as ``psql
+\\copy``), and rows we parsed and validated ourselves, sent as COPY text format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import psycopg
+from psycopg import sql
+
+# COPY text format: backslash escapes for the four characters that would break a line or field.
+_TEXT_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def copy_csv_statement(
+    table: sql.Composable,
+    columns: Sequence[str],
+    *,
+    delimiter: str,
+    quote: str,
+    escape: str | None,
+    null_string: str | None,
+) -> sql.Composed:
+    options = [
+        sql.SQL("FORMAT csv"),
+        sql.SQL("DELIMITER {}").format(sql.Literal(delimiter)),
+        sql.SQL("QUOTE {}").format(sql.Literal(quote)),
+        sql.SQL("ESCAPE {}").format(sql.Literal(escape or quote)),
+        sql.SQL("NULL {}").format(sql.Literal(null_string or "")),
+        sql.SQL("ENCODING 'UTF8'"),
+    ]
+    return sql.SQL("COPY {} ({}) FROM STDIN ({})").format(
+        table, sql.SQL(", ").join(map(sql.Identifier, columns)), sql.SQL(", ").join(options))
+
+
+def copy_text_statement(table: sql.Composable, columns: Sequence[str]) -> sql.Composed:
+    return sql.SQL("COPY {} ({}) FROM STDIN").format(table, sql.SQL(", ").join(map(sql.Identifier, columns)))
+
+
+def copy_bytes(cur: psycopg.Cursor, statement: sql.Composable, chunks: Iterable[bytes]) -> tuple[int, int]:
+    """Stream ``chunks`` into a COPY; returns (rows, bytes)."""
+    nbytes = 0
+    with cur.copy(statement) as copy:
+        for chunk in chunks:
+            nbytes += len(chunk)
+            copy.write(chunk)
+    return max(cur.rowcount, 0), nbytes
+
+
+def text_line(values: Sequence[str | None]) -> str:
+    """One row in COPY text format; ``None`` is NULL."""
+    return "\t".join("\\N" if v is None else v.translate(_TEXT_ESCAPES) for v in values) + "\n"
+
+
+def copy_lines(cur: psycopg.Cursor, statement: sql.Composable, lines: Sequence[str]) -> int:
+    """Write pre-formatted COPY text lines in one COPY; returns rows written."""
+    if not lines:
+        return 0
+    with cur.copy(statement) as copy:
+        copy.write("".join(lines).encode("utf-8"))
+    return len(lines)

@@ -1,0 +1,129 @@
+"""The ledger of loaded S3 objects and the Kinesis shard checkpoints.
+
+Both live in the target database and are written in the same transaction as the rows they
+account for: that is what makes a load exactly-once across re-runs, crashes and retries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import psycopg
+from psycopg import sql
+
+from pipeline.warehouse import ddl
+
+
+def ensure_state_tables(conn: psycopg.Connection, schema: str, dialect: str) -> None:
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(ddl.create_schema(schema))
+        cur.execute(ddl.ledger_table(schema, dialect))
+        cur.execute(ddl.checkpoint_table(schema, dialect))
+
+
+def _ledger(schema: str) -> sql.Identifier:
+    return sql.Identifier(schema, ddl.LEDGER_TABLE)
+
+
+def loaded_objects(conn: psycopg.Connection, schema: str, pipeline: str) -> dict[str, set[str]]:
+    """Object key -> the ETags already loaded for it."""
+    loaded: dict[str, set[str]] = {}
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("SELECT object_key, etag FROM {} WHERE pipeline = %s").format(_ledger(schema)),
+                    (pipeline,))
+        for key, etag in cur:
+            loaded.setdefault(key, set()).add(etag)
+    return loaded
+
+
+def claim_object(cur: psycopg.Cursor, schema: str, pipeline: str, key: str, etag: str) -> bool:
+    """Insert the ledger row first, inside the load's transaction.
+
+    A concurrent run loading the same object waits on this row and then finds it taken, so two
+    runs never both load one object version.
+    """
+    cur.execute(
+        sql.SQL("INSERT INTO {} (pipeline, object_key, etag, rows, rejected, bytes) VALUES (%s, %s, %s, 0, 0, 0) "
+                "ON CONFLICT DO NOTHING").format(_ledger(schema)),
+        (pipeline, key, etag),
+    )
+    return cur.rowcount == 1
+
+
+def complete_object(cur: psycopg.Cursor, schema: str, pipeline: str, key: str, etag: str, *,
+                    rows: int, rejected: int, nbytes: int) -> None:
+    cur.execute(
+        sql.SQL("UPDATE {} SET rows = %s, rejected = %s, bytes = %s, loaded_at = now() "
+                "WHERE pipeline = %s AND object_key = %s AND etag = %s").format(_ledger(schema)),
+        (rows, rejected, nbytes, pipeline, key, etag),
+    )
+
+
+def forget_pipeline(cur: psycopg.Cursor, schema: str, pipeline: str) -> None:
+    """Drop every ledger row of a pipeline (modes that rebuild the whole table)."""
+    cur.execute(sql.SQL("DELETE FROM {} WHERE pipeline = %s").format(_ledger(schema)), (pipeline,))
+
+
+def ledger_rows(conn: psycopg.Connection, schema: str, pipeline: str, key: str | None = None) -> list[dict]:
+    query = sql.SQL("SELECT object_key, etag, rows, rejected, bytes, loaded_at FROM {} WHERE pipeline = %s").format(
+        _ledger(schema))
+    params: list = [pipeline]
+    if key is not None:
+        query += sql.SQL(" AND object_key = %s")
+        params.append(key)
+    with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        cur.execute(query + sql.SQL(" ORDER BY object_key, loaded_at"), params)
+        return list(cur)
+
+
+# --------------------------------------------------------------------------- shard checkpoints
+
+
+def _checkpoints(schema: str) -> sql.Identifier:
+    return sql.Identifier(schema, ddl.CHECKPOINT_TABLE)
+
+
+def read_checkpoints(conn: psycopg.Connection, schema: str, pipeline: str, stream: str) -> dict[str, str]:
+    """Shard id -> checkpoint (the position of the last record committed)."""
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("SELECT shard_id, sequence_number FROM {} WHERE pipeline = %s AND stream = %s").format(
+            _checkpoints(schema)), (pipeline, stream))
+        return dict(cur.fetchall())
+
+
+def write_checkpoints(cur: psycopg.Cursor, schema: str, pipeline: str, stream: str,
+                      positions: Mapping[str, str], counts: Mapping[str, int] | None = None,
+                      *, expected: Mapping[str, str | None] | None = None) -> None:
+    """Move shard checkpoints forward, in the caller's transaction (the same one as the batch).
+
+    ``expected`` is where each shard's checkpoint stood when the batch was read; if another run
+    moved it meanwhile, the update finds no row and the whole transaction is refused, so a batch
+    is never committed twice.
+    """
+    counts = counts or {}
+    for shard, position in positions.items():
+        before = (expected or {}).get(shard)
+        if before is None:
+            cur.execute(
+                sql.SQL("INSERT INTO {} (pipeline, stream, shard_id, sequence_number, records) "
+                        "VALUES (%s, %s, %s, %s, %s)").format(_checkpoints(schema)),
+                (pipeline, stream, shard, position, counts.get(shard, 0)),
+            )
+            continue
+        cur.execute(
+            sql.SQL("UPDATE {} SET sequence_number = %s, records = records + %s, updated_at = now() "
+                    "WHERE pipeline = %s AND stream = %s AND shard_id = %s AND sequence_number = %s").format(
+                _checkpoints(schema)),
+            (position, counts.get(shard, 0), pipeline, stream, shard, before),
+        )
+        if cur.rowcount != 1:
+            raise CheckpointMoved(shard)
+
+
+class CheckpointMoved(Exception):
+    """Another run committed past this shard's checkpoint while this batch was being read."""
+
+    def __init__(self, shard: str):
+        super().__init__(f"shard {shard}: the checkpoint moved while this batch was read (another run?)")
+        self.shard = shard
+
