@@ -130,3 +130,17 @@ def redshift(stack: StackEndpoints) -> Iterator[Any]:
 
     with psycopg.connect(stack.redshift_url, autocommit=True) as connection:
         yield connection
+
+
+@pytest.fixture
+def own_stack() -> Iterator[LocalStack]:
+    """A stack of the test's own (fresh state dir, free ports), not started; stopped afterwards.
+
+    For tests that start, stop or break a stack without touching the session's ``stack``.
+    """
+    local = LocalStack(new_state_dir("pipeline-test-own-stack-"), free_port(), free_port(), dotenv_path=None)
+    _running_stacks.append(local)
+    try:
+        yield local
+    finally:
+        stop_stack(local)

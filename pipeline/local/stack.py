@@ -202,23 +202,32 @@ class LocalStack:
 
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._record()
-        moto_action = "reused"
-        if moto_pid is None:
-            # moto takes a few seconds to import; let it start while PostgreSQL does.
-            moto_pid = self._start_moto()
-            moto_action = "started"
-        pg_action = "reused"
-        if pg_pid is None:
-            self._initdb(bindir)
-            pg_pid = self._start_postgres(bindir)
-            pg_action = "started"
-        self._wait_for_postgres()
-        self._create_databases()
-        self._wait_for_moto(moto_pid)
-        self._bootstrap_aws()
-        self._prepare_dagster_home()
+        started: list[str] = []
+        try:
+            if moto_pid is None:
+                # moto takes a few seconds to import; let it start while PostgreSQL does.
+                moto_pid = self._start_moto()
+                started.append("moto")
+            if pg_pid is None:
+                self._initdb(bindir)
+                pg_pid = self._start_postgres(bindir)
+                started.append("postgresql")
+            self._wait_for_postgres()
+            self._create_databases()
+            self._wait_for_moto(moto_pid)
+            self._bootstrap_aws()
+            self._prepare_dagster_home()
+        except BaseException:
+            # A failed `up` leaves nothing half-started behind; what was running before stays.
+            if "postgresql" in started:
+                self._stop_postgres()
+            if "moto" in started:
+                self._stop_moto()
+            raise
         if self.dotenv_path is not None:
             write_dotenv(self.dotenv_path, self.env())
+        pg_action = "started" if "postgresql" in started else "reused"
+        moto_action = "started" if "moto" in started else "reused"
         return [
             ServiceStatus("postgresql", pg_pid, f"{HOST}:{self.pg_port}", True, pg_action),
             ServiceStatus("moto", moto_pid, f"{HOST}:{self.aws_port}", True, moto_action),
