@@ -59,6 +59,13 @@ def _stop_all_stacks() -> None:
 atexit.register(_stop_all_stacks)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Tests that need PostgreSQL and moto carry the `stack` marker, so `-m "not stack"` skips them.
+    for item in items:
+        if {"stack", "own_stack"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.stack)
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     # Runs after fixture teardown, also on Ctrl-C and failures: nothing started may outlive pytest.
