@@ -39,12 +39,13 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    # Parse once to find the command, then let its module add its own arguments.
-    known, _ = parser.parse_known_args(argv)
-    module = importlib.import_module(known._module)
-    command_parser = _subparser(parser, known._name)
-    module.add_arguments(command_parser)
+    # Only the command being run imports its module and adds its arguments (so -h shows them).
+    name = next((arg for arg in argv if arg in COMMANDS), None)
+    module = importlib.import_module(COMMANDS[name][0]) if name else None
+    if module is not None:
+        module.add_arguments(_subparser(parser, name))
     args = parser.parse_args(argv)
+    assert module is not None  # parse_args exits when no command was given
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
