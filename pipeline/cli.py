@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     # Only the command being run imports its module and adds its arguments (so -h shows them).
-    name = next((arg for arg in argv if arg in COMMANDS), None)
+    name = next((arg for arg in argv if not arg.startswith("-")), None)
+    name = name if name in COMMANDS else None
     module = importlib.import_module(COMMANDS[name][0]) if name else None
     if module is not None:
         module.add_arguments(_subparser(parser, name))
