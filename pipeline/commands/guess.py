@@ -1,0 +1,96 @@
+"""``pipeline guess SEED.yml -o CONFIG.yml``: fill ``in.parser`` from a sample, as `embulk guess` does.
+
+The seed is rewritten as written (``{{ env.X }}`` stays a reference, no secret is resolved into
+the output); only ``in.parser`` is replaced. The CREATE TABLE the run would issue is printed too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("seed", help="seed config: in and out without in.parser")
+    parser.add_argument("-o", "--output", help="write the completed config here (default: print it)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import yaml
+
+    from pipeline import config as config_module
+
+    seed_path = Path(args.seed)
+    try:
+        raw = config_module.load_yaml(seed_path.read_text(encoding="utf-8"), str(seed_path))
+    except FileNotFoundError:
+        raise config_module.ConfigError("", f"no seed config at {seed_path}") from None
+    seed = config_module.parse(raw, name=config_module._name_from_path(seed_path), path=seed_path,
+                               require_parser=False)
+    completed = guess_config(seed, raw)
+    text = yaml.safe_dump(completed, sort_keys=False, allow_unicode=True, default_flow_style=False, width=110)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        print(text, end="")
+    final = config_module.parse(completed, name=seed.name, path=seed_path)
+    print(f"\n-- the table {final.output.qualified_table} that `pipeline run` creates if it is missing "
+          f"({final.output.type}):", file=sys.stderr)
+    print(create_table_sql(final), file=sys.stderr)
+    return 0
+
+
+def guess_config(seed, raw: dict) -> dict:
+    """The seed mapping with ``in.parser`` guessed from the first non-empty object of the source."""
+    from pipeline.config import S3InputConfig
+    from pipeline.errors import SourceError
+
+    if not isinstance(seed.input, S3InputConfig):
+        raise SourceError("guess reads S3 objects; for a stream list in.parser.columns in the config")
+    from pipeline.formats.guess import SAMPLE_BYTES, guess_csv
+    from pipeline.sources.aws import client
+    from pipeline.sources.s3 import list_objects, read_sample
+
+    s3 = client("s3", **seed.input.aws.client_kwargs())
+    sample_object = next((o for o in list_objects(s3, seed.input.bucket, seed.input.path_prefix,
+                                                  pattern=seed.input.path_match_pattern) if o.size > 0), None)
+    if sample_object is None:
+        raise SourceError(f"no non-empty object under {seed.input.uri} to guess from")
+    sample, complete = read_sample(s3, sample_object, SAMPLE_BYTES)
+    from pipeline.formats.decode import decompress
+
+    sample = b"".join(decompress([sample])) if complete else _decompress_prefix(sample)
+    parser = guess_csv(sample, complete=complete)
+    completed = dict(raw)
+    completed["in"] = {**raw["in"], "parser": {**(raw["in"].get("parser") or {}), **parser}}
+    return completed
+
+
+def _decompress_prefix(sample: bytes) -> bytes:
+    """Decompress as much of a truncated compressed sample as possible."""
+    import bz2
+    import zlib
+
+    if sample[:2] == b"\x1f\x8b":
+        return zlib.decompressobj(wbits=47).decompress(sample)
+    if sample[:3] == b"BZh":
+        decompressor = bz2.BZ2Decompressor()
+        try:
+            return decompressor.decompress(sample)
+        except (OSError, EOFError):
+            return b""
+    return sample
+
+
+def create_table_sql(config) -> str:
+    from pipeline.filters import build_filters, output_columns
+    from pipeline.warehouse.ddl import render
+    from pipeline.warehouse.target import Target
+
+    columns = list(config.input.parser.columns)
+    if config.filters:
+        columns = output_columns(columns, build_filters(list(config.filters)))
+    target = Target(config.output, columns, config.name)
+    return render(target.create_statements(config.output.type))

@@ -1,0 +1,37 @@
+"""``pipeline run CONFIG.yml``: load what is new, print a summary."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="pipeline config (YAML)")
+    parser.add_argument("--key", action="append", dest="keys", metavar="KEY",
+                        help="load only this object key (repeatable); default: every new or changed object")
+    parser.add_argument("--follow", action="store_true",
+                        help="streams only: keep reading and commit every exec.window_seconds until stopped")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipeline import config as config_module
+
+    config = config_module.load(args.config)
+    if config.is_stream:
+        from pipeline.stream import StreamLoad
+
+        load = StreamLoad(config, emit=_emit)
+        summary = load.follow() if args.follow else load.run()
+    else:
+        if args.follow:
+            raise config_module.ConfigError("in.type", "--follow applies to kinesis streams, not s3")
+        from pipeline.batch import BatchLoad
+
+        summary = BatchLoad(config, emit=_emit).run(keys=args.keys)
+    print(summary.describe())
+    return 0
+
+
+def _emit(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

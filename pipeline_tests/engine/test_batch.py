@@ -1,0 +1,254 @@
+"""S3 to warehouse on the local stack: guess, run, every mode, exactly once, bad records."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline import config as config_module
+from pipeline.batch import BatchLoad
+from pipeline.errors import RecordError
+
+pytestmark = pytest.mark.stack
+
+HEADER = "order_id,user_id,book_id,book_name,order_cnt,order_amt\n"
+COLUMNS = [
+    {"name": "order_id", "type": "string"},
+    {"name": "user_id", "type": "long"},
+    {"name": "book_id", "type": "long"},
+    {"name": "book_name", "type": "string"},
+    {"name": "order_cnt", "type": "long"},
+    {"name": "order_amt", "type": "long"},
+]
+
+
+def rows_csv(start: int, count: int, *, title: str = "人間失格") -> str:
+    return "".join(f"o{i:06d},{i % 50 + 1},6,{title},{i % 5 + 1},{(i % 5 + 1) * 100}\n"
+                   for i in range(start, start + count))
+
+
+def write_config(path: Path, prefix: str, table: str, **out: object) -> Path:
+    parser = {"type": "csv", "charset": "UTF-8", "newline": "LF", "delimiter": ",", "quote": '"',
+              "escape": '"', "skip_header_lines": 1, "columns": COLUMNS}
+    parser.update(out.pop("parser", {}))
+    document = {
+        "in": {"type": "s3", "bucket": "{{ env.PIPELINE_BUCKET }}", "path_prefix": prefix, "parser": parser},
+        "exec": {"max_threads": 2},
+        "out": {"type": "postgresql", "url": "{{ env.HOLOGRES_URL }}", "table": f"public.{table}",
+                "mode": "insert_direct", "primary_key": ["order_id"], **out},
+    }
+    path.write_text(yaml.safe_dump(document, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def put(s3, bucket: str, key: str, body: str | bytes, **extra: str) -> None:
+    s3.put_object(Bucket=bucket, Key=key, Body=body.encode() if isinstance(body, str) else body, **extra)
+
+
+def count(conn, table: str) -> int:
+    return conn.execute(f"SELECT count(*) FROM public.{table}").fetchone()[0]  # test-owned names
+
+
+def pipeline_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True,
+                            timeout=300, env=os.environ.copy())
+    if check and result.returncode != 0:
+        raise AssertionError(f"pipeline {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture
+def unique() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+def test_tutorial_seed_goes_through_guess_then_run_plain_and_encrypted(stack, s3, hologres, tmp_path, unique):
+    from pipeline.generate import generate_books
+
+    body = b"".join(generate_books(10_000, seed=7))
+    put(s3, stack.bucket, f"{unique}/original-data/book_order.csv", body)
+    put(s3, stack.bucket, f"{unique}/encryption-data/book_order.csv", b"".join(generate_books(10_000, seed=8)),
+        ServerSideEncryption="aws:kms", SSEKMSKeyId=stack.kms_key)
+    seed = tmp_path / "seed.yml"
+    seed.write_text(f"""
+in:
+  type: s3
+  bucket: bob-embulk-demo
+  path_prefix: {unique}/
+  endpoint: '{{{{ env.AWS_ENDPOINT_URL }}}}'
+  access_key_id: '{{{{ env.AWS_ACCESS_KEY_ID }}}}'
+  secret_access_key: '{{{{ env.AWS_SECRET_ACCESS_KEY }}}}'
+out:
+  type: hologres
+  url: '{{{{ env.HOLOGRES_URL }}}}'
+  table: public.{unique}
+  mode: insert_direct
+  primary_key: [order_id]
+  table_properties: {{orientation: column, distribution_key: order_id}}
+""")
+    guessed = pipeline_cli("guess", str(seed), "-o", str(tmp_path / "book_order.yml"))
+    assert "CALL set_table_property" in guessed.stderr
+    completed = yaml.safe_load((tmp_path / "book_order.yml").read_text())
+    assert completed["in"]["access_key_id"] == "{{ env.AWS_ACCESS_KEY_ID }}"  # no secret written out
+    assert [c["name"] for c in completed["in"]["parser"]["columns"]] == [c["name"] for c in COLUMNS]
+    first = pipeline_cli("run", str(tmp_path / "book_order.yml"))
+    assert "loaded 2 objects, 20,000 rows, 0 rejected" in first.stdout
+    assert count(hologres, unique) == 20_000
+    second = pipeline_cli("run", str(tmp_path / "book_order.yml"))
+    assert "nothing new to load" in second.stdout
+    assert count(hologres, unique) == 20_000
+    amounts = hologres.execute(f"SELECT count(*) FROM public.{unique} WHERE order_amt % order_cnt <> 0").fetchone()
+    assert amounts[0] == 0
+
+
+def test_a_changed_object_is_loaded_again_and_a_new_object_alone(stack, s3, hologres, tmp_path, unique):
+    config_path = write_config(tmp_path / f"{unique}.yml", f"{unique}/", unique, mode="merge")
+    put(s3, stack.bucket, f"{unique}/a.csv", HEADER + rows_csv(0, 10))
+    BatchLoad(config_module.load(config_path)).run()
+    put(s3, stack.bucket, f"{unique}/a.csv", HEADER + rows_csv(0, 10, title="こころ"))
+    put(s3, stack.bucket, f"{unique}/b.csv", HEADER + rows_csv(10, 5))
+    summary = BatchLoad(config_module.load(config_path)).run()
+    assert sorted(r.key for r in summary.loaded) == [f"{unique}/a.csv", f"{unique}/b.csv"]
+    assert count(hologres, unique) == 15
+    titles = hologres.execute(f"SELECT DISTINCT book_name FROM public.{unique} WHERE order_id < 'o000010'")
+    assert titles.fetchall() == [("こころ",)]
+
+
+@pytest.mark.parametrize("mode", ["insert", "truncate_insert", "replace"])
+def test_staged_modes_publish_everything_in_one_transaction(stack, s3, hologres, tmp_path, unique, mode):
+    config_path = write_config(tmp_path / f"{unique}.yml", f"{unique}/", unique, mode=mode)
+    for i in range(3):
+        put(s3, stack.bucket, f"{unique}/part{i}.csv", HEADER + rows_csv(i * 100, 100))
+    summary = BatchLoad(config_module.load(config_path)).run()
+    assert summary.rows == 300 and count(hologres, unique) == 300
+    assert BatchLoad(config_module.load(config_path)).run().loaded == []
+    put(s3, stack.bucket, f"{unique}/part3.csv", HEADER + rows_csv(300, 100))
+    again = BatchLoad(config_module.load(config_path)).run()
+    if mode == "insert":
+        assert again.rows == 100 and count(hologres, unique) == 400
+    else:  # these modes rebuild the table from every object
+        assert again.rows == 400 and count(hologres, unique) == 400
+    leftovers = hologres.execute("SELECT count(*) FROM information_schema.tables WHERE table_name LIKE %s",
+                                 (f"{unique}_pl_%",)).fetchone()[0]
+    assert leftovers == 0
+
+
+def test_insert_direct_commits_each_object_with_its_ledger_row(stack, s3, hologres, tmp_path, unique):
+    config_path = write_config(tmp_path / f"{unique}.yml", f"{unique}/", unique)
+    put(s3, stack.bucket, f"{unique}/a.csv", HEADER + rows_csv(0, 20))
+    put(s3, stack.bucket, f"{unique}/b.csv", HEADER + rows_csv(20, 30))
+    BatchLoad(config_module.load(config_path)).run()
+    ledger = hologres.execute("SELECT object_key, rows FROM public.pipeline_object_ledger WHERE pipeline = %s "
+                              "AND object_key LIKE %s ORDER BY 1", (unique, f"{unique}/%")).fetchall()
+    assert ledger == [(f"{unique}/a.csv", 20), (f"{unique}/b.csv", 30)]
+
+
+def test_a_bad_value_stops_the_object_naming_object_line_column_and_value(stack, s3, hologres, tmp_path, unique):
+    config_path = write_config(tmp_path / f"{unique}.yml", f"{unique}/", unique)
+    put(s3, stack.bucket, f"{unique}/bad.csv", HEADER + rows_csv(0, 3) + "o9,abc,6,x,1,100\n" + rows_csv(3, 3))
+    result = pipeline_cli("run", str(config_path), check=False)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert f"s3://{stack.bucket}/{unique}/bad.csv line 5, column user_id" in result.stderr
+    assert "'abc'" in result.stderr
+    assert count(hologres, unique) == 0  # none of its rows committed
+
+
+def test_rejected_records_land_in_the_rejected_table_and_add_up(stack, s3, hologres, tmp_path, unique):
+    config_path = write_config(tmp_path / f"{unique}.yml", f"{unique}/", unique,
+                               parser={"stop_on_invalid_record": False})
+    body = (HEADER + rows_csv(0, 4) + "o8,abc,6,x,1,100\n" + "o9,1,6\n" + '"o10,1,6,x,1,1\n' )
+    put(s3, stack.bucket, f"{unique}/mixed.csv", body)
+    summary = BatchLoad(config_module.load(config_path)).run()
+    result = summary.loaded[0]
+    rejected = hologres.execute(
+        f"SELECT source, line_number, column_name, raw_record FROM public.{unique}_rejected ORDER BY line_number"
+    ).fetchall()
+    assert result.rows == 4 and result.rejected == 3 and result.parsed == 7
+    assert [(r[1], r[2]) for r in rejected][:1] == [(6, "user_id")]
+    assert [r[1] for r in rejected] == [6, 7, 8]
+    assert all(r[0] == f"s3://{stack.bucket}/{unique}/mixed.csv" for r in rejected)
+    assert count(hologres, unique) == 4
+
+
+def test_compressed_objects_are_decoded_by_content(stack, s3, hologres, tmp_path, unique):
+    config_path = write_config(tmp_path / f"{unique}.yml", f"{unique}/", unique)
+    put(s3, stack.bucket, f"{unique}/a.csv.gz", gzip.compress((HEADER + rows_csv(0, 10)).encode()))
+    put(s3, stack.bucket, f"{unique}/b.data", bz2.compress((HEADER + rows_csv(10, 10)).encode()))
+    assert BatchLoad(config_module.load(config_path)).run().rows == 20
+
+
+def test_shift_jis_crlf_quoted_newlines_and_empty_objects(stack, s3, hologres, tmp_path, unique):
+    config_path = write_config(tmp_path / f"{unique}.yml", f"{unique}/", unique, parser={"charset": "MS932"})
+    text = (HEADER + 'o1,1,1,"嫌われる,\r\n勇気",1,500\r\n' + 'o2,2,2,"ノルウェイの""森""",1,600\r\n')
+    put(s3, stack.bucket, f"{unique}/sjis.csv", text.encode("cp932"))
+    put(s3, stack.bucket, f"{unique}/empty.csv", b"")
+    put(s3, stack.bucket, f"{unique}/header-only.csv", HEADER.encode())
+    summary = BatchLoad(config_module.load(config_path)).run()
+    assert summary.rows == 2 and len(summary.loaded) == 3
+    names = hologres.execute(f"SELECT book_name FROM public.{unique} ORDER BY order_id").fetchall()
+    assert names == [("嫌われる,\r\n勇気",), ('ノルウェイの"森"',)]
+
+
+def test_a_hostile_header_cannot_inject_sql(stack, s3, hologres, tmp_path, unique):
+    hostile = 'x"); DROP TABLE public.pipeline_object_ledger; --'
+    put(s3, stack.bucket, f"{unique}/h.csv", f'id,"{hostile.replace(chr(34), chr(34) * 2)}"\n1,2\n')
+    seed = tmp_path / "seed.yml"
+    seed.write_text(f"in: {{type: s3, bucket: bob-embulk-demo, path_prefix: {unique}/}}\n"
+                    f"out: {{type: postgresql, url: '{{{{ env.HOLOGRES_URL }}}}', table: public.{unique}}}\n")
+    pipeline_cli("guess", str(seed), "-o", str(tmp_path / f"{unique}.yml"))
+    pipeline_cli("run", str(tmp_path / f"{unique}.yml"))
+    columns = hologres.execute("SELECT column_name FROM information_schema.columns WHERE table_name = %s "
+                               "ORDER BY ordinal_position", (unique,)).fetchall()
+    assert columns == [("id",), (hostile,)]
+    assert hologres.execute("SELECT to_regclass('public.pipeline_object_ledger')").fetchone()[0] is not None
+
+
+def test_a_table_missing_a_configured_column_is_a_clear_error(stack, s3, hologres, tmp_path, unique):
+    hologres.execute(f"CREATE TABLE public.{unique} (order_id text PRIMARY KEY, user_id bigint)")
+    config_path = write_config(tmp_path / f"{unique}.yml", f"{unique}/", unique)
+    put(s3, stack.bucket, f"{unique}/a.csv", HEADER + rows_csv(0, 1))
+    result = pipeline_cli("run", str(config_path), check=False)
+    assert result.returncode == 1
+    assert f"table public.{unique} has no column book_id, book_name, order_cnt, order_amt" in result.stderr
+
+
+def test_kill_9_mid_run_then_rerun_leaves_exactly_the_source_rows(stack, s3, hologres, tmp_path, unique):
+    from pipeline.generate import generate_books
+
+    config_path = write_config(tmp_path / f"{unique}.yml", f"{unique}/", unique)
+    for i in range(6):
+        put(s3, stack.bucket, f"{unique}/part{i}.csv", b"".join(generate_books(20_000, seed=i)))
+    process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(config_path)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
+
+    def objects_committed() -> int:
+        if hologres.execute("SELECT to_regclass('public.pipeline_object_ledger')").fetchone()[0] is None:
+            return 0
+        return hologres.execute("SELECT count(*) FROM public.pipeline_object_ledger WHERE pipeline = %s",
+                                (unique,)).fetchone()[0]
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and objects_committed() == 0:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)  # after the first object committed, before the last
+    assert process.wait(timeout=30) == -signal.SIGKILL
+    assert 0 < objects_committed() < 6
+    pipeline_cli("run", str(config_path))
+    total, distinct = hologres.execute(f"SELECT count(*), count(DISTINCT order_id) FROM public.{unique}").fetchone()
+    assert total == distinct == 120_000
+
+
+def test_the_record_error_names_where_and_what():
+    error = RecordError("s3://b/k.csv", 12, "not a 64-bit integer", column="user_id", value="abc")
+    assert str(error) == "s3://b/k.csv line 12, column user_id: not a 64-bit integer (value 'abc')"
