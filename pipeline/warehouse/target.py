@@ -108,15 +108,22 @@ class Target:
                       table: sql.Identifier | None = None) -> None:
         if not rejects:
             return
-        statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
-            table or self.rejected_ident, sql.SQL(", ").join(map(sql.Identifier, REJECTED_COLUMNS)))
-        with cur.copy(statement) as copy:
-            for error in rejects:
-                line = error.position if isinstance(error.position, int) else None
-                sequence = None if isinstance(error.position, int) or error.position is None else str(
-                    error.position)
-                copy.write_row((self.pipeline, error.source, line, sequence, error.column,
-                                _printable(error.raw), error.describe()))
+        rows = [self._rejected_row(error) for error in rejects]
+        names = sql.SQL(", ").join(map(sql.Identifier, REJECTED_COLUMNS))
+        if self.dialect == "redshift":
+            # Redshift has no COPY FROM STDIN; rejects are few, so plain INSERTs do.
+            cur.executemany(sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+                table or self.rejected_ident, names, sql.SQL(", ").join(sql.Placeholder() * len(REJECTED_COLUMNS))),
+                rows)
+            return
+        with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(table or self.rejected_ident, names)) as copy:
+            for row in rows:
+                copy.write_row(row)
+
+    def _rejected_row(self, error: RecordError) -> tuple:
+        line = error.position if isinstance(error.position, int) else None
+        sequence = None if isinstance(error.position, int) or error.position is None else str(error.position)
+        return (self.pipeline, error.source, line, sequence, error.column, _printable(error.raw), error.describe())
 
 
 def table_columns(cur: psycopg.Cursor, schema: str, table: str) -> list[str]:

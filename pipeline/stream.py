@@ -1,0 +1,361 @@
+"""Kinesis records into a warehouse table in micro-batches, exactly once per record.
+
+A batch reads every readable shard from its checkpoint (parents before children), parses and
+filters the records, and commits the rows, the rejected records and the new checkpoints in one
+transaction. A crash before the commit leaves the checkpoints where they were, so the same
+records are read again and, with deterministic UUIDs, become the same rows.
+
+On plain PostgreSQL (the Redshift stand-in) rows go in by ``COPY FROM STDIN``. Real Redshift has
+no COPY FROM STDIN: the batch is staged to S3 as gzip CSV (SSE-KMS when configured) and loaded
+with ``COPY ... FROM 's3://...' IAM_ROLE ...`` in the same transaction as the checkpoints.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import psycopg
+from psycopg import sql
+
+from pipeline.config import KinesisInputConfig, PipelineConfig, S3StagingConfig
+from pipeline.errors import PipelineError, RecordError, SourceError, WarehouseError
+from pipeline.warehouse import state
+from pipeline.warehouse.copy import copy_lines, copy_text_statement, text_line
+from pipeline.warehouse.target import Target
+
+log = logging.getLogger(__name__)
+
+FLUSH_BYTES = 4 << 20  # rows go to COPY in pieces of about this size within the batch's transaction
+
+
+@dataclass
+class BatchResult:
+    """One committed micro-batch."""
+
+    records: int = 0
+    rows: int = 0
+    rejected: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    shards: dict[str, int] = field(default_factory=dict)
+    checkpoints: dict[str, str] = field(default_factory=dict)
+    at_tip: bool = True
+    oldest_arrival: datetime | None = None
+
+
+@dataclass
+class StreamSummary:
+    pipeline: str
+    batches: list[BatchResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def records(self) -> int:
+        return sum(b.records for b in self.batches)
+
+    @property
+    def rows(self) -> int:
+        return sum(b.rows for b in self.batches)
+
+    @property
+    def rejected(self) -> int:
+        return sum(b.rejected for b in self.batches)
+
+    @property
+    def bytes(self) -> int:
+        return sum(b.bytes for b in self.batches)
+
+    def describe(self) -> str:
+        if not self.records:
+            return f"{self.pipeline}: no new records"
+        rate = self.records / self.seconds if self.seconds else 0
+        committed = [b for b in self.batches if b.records]
+        return (f"{self.pipeline}: read {self.records:,} records in {len(committed)} batch"
+                f"{'es' if len(committed) != 1 else ''}, {self.rows:,} rows loaded, {self.rejected:,} rejected, "
+                f"{self.bytes / 1e6:.1f} MB in {self.seconds:.2f} s ({rate:,.0f} records/s)")
+
+
+class StreamLoad:
+    """One Kinesis pipeline: ``run`` reads to the tip and exits; ``follow`` keeps going."""
+
+    def __init__(self, config: PipelineConfig, *, kinesis_client=None, s3_client=None,
+                 emit: Callable[[str], None] | None = None, sleep: Callable[[float], None] = time.sleep):
+        if not isinstance(config.input, KinesisInputConfig):
+            raise PipelineError(f"{config.name}: in.type is {config.input.type}, not kinesis")
+        from pipeline.filters import build_filters, output_columns
+        from pipeline.formats.json import JsonOptions
+
+        self.config = config
+        self.input: KinesisInputConfig = config.input
+        self.options = JsonOptions(columns=self.input.parser.columns,
+                                   stop_on_invalid_record=self.input.parser.stop_on_invalid_record,
+                                   max_record_bytes=self.input.parser.max_record_bytes)
+        self.filters = build_filters(list(config.filters))
+        self.record_columns = list(self.options.record_columns)
+        self.columns = output_columns(self.record_columns, self.filters)
+        self.target = Target(config.output, self.columns, config.name)
+        self.emit = emit or log.info
+        self.sleep = sleep
+        self._kinesis = kinesis_client
+        self._s3 = s3_client
+        self._prepared = False
+        self.timestamp = _parse_time(self.input.timestamp) if self.input.timestamp else None
+
+    # ----------------------------------------------------------------- clients
+
+    @property
+    def kinesis(self):
+        if self._kinesis is None:
+            from pipeline.sources.aws import client
+
+            self._kinesis = client("kinesis", **self.input.aws.client_kwargs())
+        return self._kinesis
+
+    @property
+    def s3(self):
+        if self._s3 is None:
+            from pipeline.sources.aws import client
+
+            self._s3 = client("s3", **self.input.aws.client_kwargs())
+        return self._s3
+
+    # ----------------------------------------------------------------- public
+
+    def checkpoints(self, conn: psycopg.Connection | None = None) -> dict[str, str]:
+        if conn is None:
+            with self.target.connect(autocommit=True) as own:
+                self._prepare(own)
+                return self.checkpoints(own)
+        return state.read_checkpoints(conn, self.config.output.state, self.config.name, self.input.stream)
+
+    def pending(self) -> dict:
+        """Shard id -> ShardLag: a cheap look for records past the checkpoints (for sensors)."""
+        from pipeline.sources.kinesis import stream_tip_lag
+
+        return stream_tip_lag(self.kinesis, self.input.stream, self.checkpoints(),
+                              starting_position=self.input.starting_position, timestamp=self.timestamp)
+
+    def run(self, *, max_batches: int | None = None) -> StreamSummary:
+        """Read from the checkpoints to the tip of every shard, committing each bounded batch."""
+        started = time.monotonic()
+        summary = StreamSummary(self.config.name)
+        with self.target.connect() as conn:
+            self._prepare(conn)
+            while True:
+                result = self.batch(conn)
+                summary.batches.append(result)
+                if result.at_tip or (max_batches is not None and len(summary.batches) >= max_batches):
+                    break
+        summary.seconds = time.monotonic() - started
+        return summary
+
+    def follow(self, stop: threading.Event | None = None, *,
+               on_batch: Callable[[BatchResult], None] | None = None) -> StreamSummary:
+        """Commit a batch every ``exec.window_seconds`` until ``stop`` is set or ``exec.max_runtime``."""
+        stop = stop or threading.Event()
+        window = self.config.exec.window_seconds
+        deadline = None if self.config.exec.max_runtime is None else time.monotonic() + self.config.exec.max_runtime
+        started = time.monotonic()
+        summary = StreamSummary(self.config.name)
+        with self.target.connect() as conn:
+            self._prepare(conn)
+            while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+                tick = time.monotonic()
+                result = self.batch(conn)
+                if result.records:
+                    summary.batches.append(result)
+                    self.emit(f"committed {result.records:,} records ({result.rows:,} rows, "
+                              f"{result.rejected:,} rejected) in {result.seconds:.2f} s")
+                if on_batch is not None:
+                    on_batch(result)
+                if result.at_tip:
+                    stop.wait(max(0.0, window - (time.monotonic() - tick)))
+        summary.seconds = time.monotonic() - started
+        return summary
+
+    # ----------------------------------------------------------------- one batch
+
+    def _prepare(self, conn: psycopg.Connection) -> None:
+        if not self._prepared:
+            autocommit = conn.autocommit
+            conn.autocommit = True
+            try:
+                self.target.prepare(conn)
+            finally:
+                conn.autocommit = autocommit
+            self._prepared = True
+
+    def batch(self, conn: psycopg.Connection) -> BatchResult:
+        """Read at most exec.max_records / exec.max_bytes past the checkpoints and commit them."""
+        from pipeline.filters import apply
+        from pipeline.formats.json import parse_records, row_identity
+        from pipeline.sources.kinesis import SHARD_END, list_shards, read_order, read_shard
+
+        started = time.monotonic()
+        result = BatchResult()
+        stream = self.input.stream
+        before = state.read_checkpoints(conn, self.config.output.state, self.config.name, stream)
+        conn.commit()  # the read above must not hold a snapshot across the whole read from Kinesis
+        positions = dict(before)
+        shards = list_shards(self.kinesis, stream, sleep=self.sleep)
+        budget_records = self.config.exec.max_records
+        budget_bytes = self.config.exec.max_bytes
+        names = [c.name for c in self.columns]
+        stop_on_invalid = self.input.parser.stop_on_invalid_record
+        lines: list[str] = []
+        rejects: list[RecordError] = []
+        visited: set[str] = set()
+        while True:
+            readable = [s for s in read_order(shards, positions) if s.shard_id not in visited]
+            if not readable:
+                break
+            for shard in readable:
+                visited.add(shard.shard_id)
+                if budget_records <= 0 or budget_bytes <= 0:
+                    result.at_tip = False
+                    break
+                source = f"{stream}/{shard.shard_id}"
+                reader = read_shard(self.kinesis, stream, shard, after_sequence=positions.get(shard.shard_id),
+                                    starting_position=self.input.starting_position, timestamp=self.timestamp,
+                                    max_records=budget_records, max_bytes=budget_bytes, stop_at_tip=True,
+                                    sleep=self.sleep)
+                for record in reader:
+                    if result.oldest_arrival is None or record.approximate_arrival_timestamp < result.oldest_arrival:
+                        result.oldest_arrival = record.approximate_arrival_timestamp
+                    identity = record.identity(stream)
+                    for line, row in parse_records(record.data, record.metadata(), self.options, source,
+                                                   record.position):
+                        if isinstance(row, RecordError):
+                            if stop_on_invalid:
+                                raise row
+                            rejects.append(row)
+                            continue
+                        apply(self.filters, row, row_identity(identity, line))
+                        lines.append(text_line([row.get(name) for name in names]))
+                budget_records -= reader.records_read
+                budget_bytes -= reader.bytes_read
+                result.records += reader.records_read
+                result.bytes += reader.bytes_read
+                result.shards[shard.shard_id] = reader.records_read
+                if reader.checkpoint is not None and reader.checkpoint != positions.get(shard.shard_id):
+                    positions[shard.shard_id] = reader.checkpoint
+                if reader.checkpoint != SHARD_END and (reader.millis_behind or 0) > 0:
+                    result.at_tip = False
+            if budget_records <= 0 or budget_bytes <= 0:
+                result.at_tip = False
+                break
+        moved = {shard: pos for shard, pos in positions.items() if before.get(shard) != pos}
+        if not moved:
+            result.seconds = time.monotonic() - started
+            return result
+        self._commit(conn, lines, rejects, moved, before, result)
+        result.checkpoints = dict(positions)
+        result.rows = len(lines)
+        result.rejected = len(rejects)
+        result.seconds = time.monotonic() - started
+        return result
+
+    def _commit(self, conn: psycopg.Connection, lines: list[str], rejects: list[RecordError],
+                moved: dict[str, str], before: dict[str, str], result: BatchResult) -> None:
+        out = self.config.output
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                if lines:
+                    if self.target.dialect == "redshift":
+                        self._copy_from_s3(cur, lines, moved)
+                    else:
+                        self._copy_stdin(cur, lines)
+                self.target.write_rejects(cur, rejects)
+                counts = {shard: result.shards.get(shard, 0) for shard in moved}
+                state.write_checkpoints(cur, out.state, self.config.name, self.input.stream, moved, counts,
+                                        expected={shard: before.get(shard) for shard in moved})
+        except state.CheckpointMoved as error:
+            raise PipelineError(f"{self.config.name}: {error}; this batch was not committed, "
+                                "the other run's rows stand") from None
+        except psycopg.errors.UniqueViolation:
+            raise PipelineError(f"{self.config.name}: another run committed the same shards at the same time; "
+                                "this batch was not committed") from None
+        except psycopg.OperationalError as error:
+            raise WarehouseError(f"{self.config.name}: the warehouse connection failed during the commit "
+                                 f"({str(error).strip()}); nothing of this batch was committed") from None
+
+    def _copy_stdin(self, cur: psycopg.Cursor, lines: list[str]) -> None:
+        statement = copy_text_statement(self.target.ident, [c.name for c in self.columns])
+        start, size = 0, 0
+        for index, line in enumerate(lines):
+            size += len(line)
+            if size >= FLUSH_BYTES:
+                copy_lines(cur, statement, lines[start:index + 1])
+                start, size = index + 1, 0
+        copy_lines(cur, statement, lines[start:])
+
+    def _copy_from_s3(self, cur: psycopg.Cursor, lines: list[str], moved: dict[str, str]) -> None:
+        staging = self.config.output.s3_staging
+        if staging is None or not self.config.output.iam_role:
+            raise WarehouseError("Redshift loads through S3: set out.s3_staging.bucket and out.iam_role")
+        uri = stage_batch(self.s3, staging, self.config.name, lines, moved)
+        cur.execute(redshift_copy(self.target.ident, [c.name for c in self.columns], uri, self.config.output.iam_role))
+
+
+# --------------------------------------------------------------------------- Redshift staging
+
+
+def staged_key(staging: S3StagingConfig, pipeline: str, moved: dict[str, str]) -> str:
+    """The same batch (same checkpoints) always stages to the same key, so a retry overwrites it."""
+    digest = hashlib.sha1(repr(sorted(moved.items())).encode(), usedforsecurity=False).hexdigest()[:20]
+    return f"{staging.prefix}{pipeline}/{digest}.csv.gz"
+
+
+def staged_csv(lines: Sequence[str]) -> bytes:
+    """COPY text lines as gzip CSV for Redshift: every value quoted, NULL as an unquoted \\N."""
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=5) as out:
+        for line in lines:
+            fields = line.rstrip("\n").split("\t")
+            out.write((",".join(_csv_field(f) for f in fields) + "\n").encode("utf-8"))
+    return buffer.getvalue()
+
+
+def _csv_field(text_value: str) -> str:
+    if text_value == "\\N":
+        return "\\N"
+    value = (text_value.replace("\\t", "\t").replace("\\n", "\n").replace("\\r", "\r")
+             .replace("\\\\", "\\"))
+    return '"' + value.replace('"', '""') + '"'
+
+
+def stage_batch(s3, staging: S3StagingConfig, pipeline: str, lines: Sequence[str], moved: dict[str, str]) -> str:
+    key = staged_key(staging, pipeline, moved)
+    extra = {}
+    if staging.sse_kms_key_id:
+        extra = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": staging.sse_kms_key_id}
+    try:
+        s3.put_object(Bucket=staging.bucket, Key=key, Body=staged_csv(lines), **extra)
+    except Exception as error:  # botocore ClientError and connection errors alike
+        raise SourceError(f"cannot stage the batch to s3://{staging.bucket}/{key}: {error}") from None
+    return f"s3://{staging.bucket}/{key}"
+
+
+def redshift_copy(table: sql.Composable, columns: Sequence[str], uri: str, iam_role: str) -> sql.Composed:
+    return sql.SQL(
+        "COPY {} ({}) FROM {} IAM_ROLE {} FORMAT AS CSV GZIP NULL AS '\\\\N' TIMEFORMAT 'auto' "
+        "ACCEPTINVCHARS COMPUPDATE OFF STATUPDATE OFF"
+    ).format(table, sql.SQL(", ").join(map(sql.Identifier, columns)), sql.Literal(uri), sql.Literal(iam_role))
+
+
+def _parse_time(text: str) -> datetime:
+    from datetime import UTC
+
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise PipelineError(f"in.timestamp {text!r} is not an ISO 8601 time") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

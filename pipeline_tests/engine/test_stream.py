@@ -1,0 +1,188 @@
+"""Kinesis to the Redshift stand-in: micro-batches, exactly-once checkpoints, rejects, follow mode."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline import config as config_module
+from pipeline.stream import StreamLoad, redshift_copy, stage_batch, staged_csv
+from pipeline.warehouse.copy import text_line
+
+pytestmark = pytest.mark.stack
+
+
+@pytest.fixture
+def stream(stack, kinesis) -> str:
+    name = f"s{uuid.uuid4().hex[:10]}"
+    kinesis.create_stream(StreamName=name, ShardCount=2)
+    kinesis.get_waiter("stream_exists").wait(StreamName=name, WaiterConfig={"Delay": 0.2})
+    return name
+
+
+def write_config(path: Path, stream: str, **changes: object) -> Path:
+    document = yaml.safe_load((Path(__file__).resolve().parents[2] / "pipelines" / "sensor_data.yml").read_text())
+    document["in"]["stream"] = stream
+    document["out"]["table"] = f"sensor_schema.{path.stem}"
+    for dotted, value in changes.items():
+        section, key = dotted.split("__")
+        document[section][key] = value
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def put(kinesis, stream: str, records: list[bytes | dict]) -> None:
+    for start in range(0, len(records), 500):
+        entries = [{"Data": r if isinstance(r, bytes) else json.dumps(r).encode(), "PartitionKey": str(i)}
+                   for i, r in enumerate(records[start:start + 500], start)]
+        assert kinesis.put_records(StreamName=stream, Records=entries)["FailedRecordCount"] == 0
+
+
+def sensors(n: int, offset: int = 0) -> list[dict]:
+    return [{"sensorId": (i + offset) % 101, "currentTemperature": 10 + i % 141, "status": "OK"} for i in range(n)]
+
+
+def table_rows(conn, table: str) -> list[tuple]:
+    return conn.execute(f"SELECT sensorid, currenttemperature, status, uuid FROM sensor_schema.{table}").fetchall()
+
+
+def test_a_run_loads_every_record_once_with_uuid_and_without_record_timestamp(stack, kinesis, redshift, tmp_path,
+                                                                              stream):
+    path = write_config(tmp_path / f"{stream}.yml", stream)
+    put(kinesis, stream, sensors(2500))
+    summary = StreamLoad(config_module.load(path)).run()
+    assert summary.records == 2500 and summary.rows == 2500
+    rows = table_rows(redshift, stream)
+    assert len(rows) == 2500 and len({r[3] for r in rows}) == 2500
+    columns = [r[0] for r in redshift.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = %s ORDER BY ordinal_position",
+        (stream,))]
+    assert columns == ["sensorid", "currenttemperature", "status", "uuid"]
+    assert StreamLoad(config_module.load(path)).run().records == 0
+    put(kinesis, stream, sensors(10, offset=7))
+    assert StreamLoad(config_module.load(path)).run().records == 10
+    assert len(table_rows(redshift, stream)) == 2510
+
+
+def test_small_batches_commit_checkpoints_with_the_rows(stack, kinesis, redshift, tmp_path, stream):
+    path = write_config(tmp_path / f"{stream}.yml", stream, exec__max_records=300)
+    put(kinesis, stream, sensors(1000))
+    summary = StreamLoad(config_module.load(path)).run()
+    assert summary.records == 1000 and len([b for b in summary.batches if b.records]) >= 4
+    checkpoints = redshift.execute(
+        "SELECT shard_id, records FROM sensor_schema.pipeline_shard_checkpoint WHERE stream = %s", (stream,)
+    ).fetchall()
+    assert sum(r[1] for r in checkpoints) == 1000 and len(checkpoints) == 2
+
+
+def test_a_replayed_batch_gets_the_same_uuids(stack, kinesis, redshift, tmp_path, stream):
+    path = write_config(tmp_path / f"{stream}.yml", stream)
+    put(kinesis, stream, sensors(50))
+    StreamLoad(config_module.load(path)).run()
+    first = {r[3] for r in table_rows(redshift, stream)}
+    redshift.execute(f"TRUNCATE sensor_schema.{stream}")
+    redshift.execute("DELETE FROM sensor_schema.pipeline_shard_checkpoint WHERE stream = %s", (stream,))
+    StreamLoad(config_module.load(path)).run()
+    assert {r[3] for r in table_rows(redshift, stream)} == first
+
+
+def test_bad_records_go_to_the_rejected_table_and_add_up(stack, kinesis, redshift, tmp_path, stream):
+    path = write_config(tmp_path / f"{stream}.yml", stream)
+    put(kinesis, stream, [*sensors(5), b"{not json", {"sensorId": "hot", "currentTemperature": 1, "status": "OK"},
+                          b"\xff\xfe", *sensors(5)])
+    summary = StreamLoad(config_module.load(path)).run()
+    rejected = redshift.execute(f"SELECT source, sequence_number, column_name, error FROM "
+                                f"sensor_schema.{stream}_rejected").fetchall()
+    assert summary.rows == 10 and summary.rejected == 3 and summary.records == 13
+    assert len(rejected) == 3
+    assert all(r[0].startswith(f"{stream}/shardId-") and r[1] for r in rejected)
+    assert any(r[2] == "sensorId" for r in rejected)
+
+
+def test_stop_on_invalid_record_fails_naming_shard_and_sequence_and_commits_nothing(stack, kinesis, redshift,
+                                                                                    tmp_path, stream):
+    document = yaml.safe_load(write_config(tmp_path / f"{stream}.yml", stream).read_text())
+    document["in"]["parser"]["stop_on_invalid_record"] = True
+    path = tmp_path / f"{stream}.yml"
+    path.write_text(yaml.safe_dump(document))
+    put(kinesis, stream, [*sensors(3), b"{broken"])
+    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(path)], capture_output=True,
+                            text=True, env=os.environ.copy(), timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"{stream}/shardId-" in result.stderr and "sequence" in result.stderr
+    assert redshift.execute("SELECT count(*) FROM sensor_schema.pipeline_shard_checkpoint WHERE stream = %s",
+                            (stream,)).fetchone()[0] == 0
+
+
+def test_kill_9_mid_batch_then_rerun_leaves_exactly_every_record(stack, kinesis, redshift, tmp_path, stream):
+    path = write_config(tmp_path / f"{stream}.yml", stream, exec__max_records=500)
+    put(kinesis, stream, sensors(2500))
+    process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(path)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        exists = redshift.execute("SELECT to_regclass(%s)", (f"sensor_schema.{stream}",)).fetchone()[0]
+        if exists and redshift.execute(f"SELECT count(*) FROM sensor_schema.{stream}").fetchone()[0] > 0:
+            break
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait(timeout=30) == -signal.SIGKILL
+    assert len(table_rows(redshift, stream)) < 2500
+    StreamLoad(config_module.load(path)).run()
+    rows = table_rows(redshift, stream)
+    assert len(rows) == 2500 and len({r[3] for r in rows}) == 2500
+
+
+def test_follow_commits_every_window_until_stopped(stack, kinesis, redshift, tmp_path, stream):
+    path = write_config(tmp_path / f"{stream}.yml", stream, exec__window_seconds=0.2)
+    load = StreamLoad(config_module.load(path))
+    stop = threading.Event()
+    worker = threading.Thread(target=load.follow, args=(stop,))
+    worker.start()
+    try:
+        put(kinesis, stream, sensors(20))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if redshift.execute("SELECT to_regclass(%s)", (f"sensor_schema.{stream}",)).fetchone()[0] and \
+                    len(table_rows(redshift, stream)) == 20:
+                break
+            time.sleep(0.05)
+        assert len(table_rows(redshift, stream)) == 20
+    finally:
+        stop.set()
+        worker.join(timeout=20)
+    assert not worker.is_alive()
+
+
+def test_redshift_copy_from_s3_is_generated_with_the_staged_object(stack, s3):
+    from psycopg import sql
+
+    from pipeline.config import S3StagingConfig
+
+    staging = S3StagingConfig(bucket=stack.bucket, prefix="redshift-staging/", sse_kms_key_id=stack.kms_key)
+    lines = [text_line(["1", "a\tb", None]), text_line(["2", 'say "hi"', "x\\y"])]
+    uri = stage_batch(s3, staging, "sensor_data", lines, {"shardId-0": "42"})
+    assert uri == stage_batch(s3, staging, "sensor_data", lines, {"shardId-0": "42"})  # a retry overwrites
+    key = uri.removeprefix(f"s3://{stack.bucket}/")
+    head = s3.head_object(Bucket=stack.bucket, Key=key)
+    assert head["ServerSideEncryption"] == "aws:kms"
+    body = gzip.decompress(s3.get_object(Bucket=stack.bucket, Key=key)["Body"].read()).decode()
+    assert body == '"1","a\tb",\\N\n"2","say ""hi""","x\\y"\n'
+    assert staged_csv(lines) and body
+    statement = redshift_copy(sql.Identifier("sensor_schema", "sensor_data"), ["sensorid", "uuid"], uri,
+                              "arn:aws:iam::123:role/r").as_string(None)
+    assert statement == (
+        f'COPY "sensor_schema"."sensor_data" ("sensorid", "uuid") FROM \'{uri}\' '
+        "IAM_ROLE 'arn:aws:iam::123:role/r' FORMAT AS CSV GZIP NULL AS '\\\\N' TIMEFORMAT 'auto' "
+        "ACCEPTINVCHARS COMPUPDATE OFF STATUPDATE OFF")
