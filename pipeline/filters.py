@@ -107,12 +107,14 @@ class DropFields(Filter):
 
 
 class Rename(Filter):
-    __slots__ = ("renames",)
+    __slots__ = ("chained", "renames")
     type = "rename"
 
     def __init__(self, path: str, renames: Mapping[str, str]):
         super().__init__(path)
         self.renames = dict(renames)
+        # A new name that is also an old one ({a: b, b: a}) needs every old value read first.
+        self.chained = not self.renames.keys().isdisjoint(self.renames.values())
 
     def columns(self, columns: list[Column]) -> list[Column]:
         names = {c.name for c in columns}
@@ -127,9 +129,11 @@ class Rename(Filter):
 
     def apply(self, record: dict[str, Any], identity: str) -> None:
         pop = record.pop
-        # Take every old value before writing any new name, so {a: b, b: a} swaps.
-        values = [(new, pop(old, None)) for old, new in self.renames.items()]
-        record.update(values)
+        if self.chained:
+            record.update([(new, pop(old, None)) for old, new in self.renames.items()])
+            return
+        for old, new in self.renames.items():
+            record[new] = pop(old, None)
 
 
 FILTER_TYPES: dict[str, type[Filter]] = {f.type: f for f in (AddUuid, DropFields, Rename)}

@@ -127,18 +127,18 @@ def test_no_filters_leave_record_and_columns_alone():
     assert output_columns(SENSOR_COLUMNS, []) == SENSOR_COLUMNS
 
 
-def test_three_filters_run_faster_than_200_thousand_records_a_second():
+def test_three_filters_keep_up_with_200_thousand_records_per_cpu_second():
     filters = build_filters(GLUE_FILTERS)
     records = [sensor_record() for _ in range(50_000)]
     identities = [f"{IDENTITY}{n}" for n in range(len(records))]
 
     best = float("inf")
-    for _ in range(3):  # best of three, so a busy machine does not fail the test
+    for _ in range(3):  # best of three CPU times, so other processes on the machine do not count
         batch = [dict(r) for r in records]
-        started = time.perf_counter()
+        started = time.process_time()
         for record, identity in zip(batch, identities, strict=True):
             apply(filters, record, identity)
-        best = min(best, time.perf_counter() - started)
+        best = min(best, time.process_time() - started)
 
     assert len(records) / best > 200_000
 
