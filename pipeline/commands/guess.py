@@ -85,12 +85,15 @@ def _decompress_prefix(sample: bytes) -> bytes:
 
 
 def create_table_sql(config) -> str:
-    from pipeline.filters import build_filters, output_columns
+    """The CREATE TABLE (and Hologres property calls) a run issues for a missing table."""
     from pipeline.warehouse.ddl import render
-    from pipeline.warehouse.target import Target
 
-    columns = list(config.input.parser.columns)
-    if config.filters:
-        columns = output_columns(columns, build_filters(list(config.filters)))
-    target = Target(config.output, columns, config.name)
+    if config.is_stream:
+        from pipeline.stream import StreamLoad
+
+        target = StreamLoad(config).target
+    else:
+        from pipeline.batch import BatchLoad
+
+        target = BatchLoad(config).target
     return render(target.create_statements(config.output.type))
