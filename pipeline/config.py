@@ -233,7 +233,11 @@ def parse(
     exec_config = _exec(top.section("exec", default={}))
     output = _output(top.section("out", required=True))
     top.done()
-    return PipelineConfig(name=name, input=source, output=output, filters=filters, exec=exec_config, path=path)
+    config = PipelineConfig(name=name, input=source, output=output, filters=filters, exec=exec_config, path=path)
+    from pipeline.security import check_transport
+
+    check_transport(config, os.environ if environ is None else environ, out_keys=data["out"])
+    return config
 
 
 def interpolate(value: Any, environ: Mapping[str, str], path: str = "") -> Any:
