@@ -145,7 +145,7 @@ def stream(stack, kinesis) -> str:
 
 
 def test_preview_of_a_stream_shows_records_after_the_checkpoint_without_moving_it(stack, kinesis, redshift,
-                                                                                   tmp_path, stream):
+                                                                                   tmp_path, stream, capsys):
     from pipeline.stream import StreamLoad
 
     config = config_module.load(sensor_config(tmp_path / f"{stream}.yml", stream))
@@ -160,6 +160,9 @@ def test_preview_of_a_stream_shows_records_after_the_checkpoint_without_moving_i
     assert [c.name for c in result.columns] == ["sensorid", "currenttemperature", "status", "uuid"]
     assert [row.values[0] for row in result.rows if not row.rejected] == ["100", "101", "102", "103"]
     assert next(row for row in result.rows if row.rejected).error.startswith(f"{stream}/")
+    code, out = command(preview_command, [str(config.path)], capsys)
+    assert code == 0 and out.splitlines()[1].startswith("sequence | sensorid")
+    assert "REJECTED: " in out and "4 records shown" not in out and "5 records shown, 1 rejected" in out
     assert StreamLoad(config).checkpoints() == before
     assert StreamLoad(config).run().records == 5
 

@@ -70,9 +70,17 @@ def write_table(result, out: TextIO) -> None:
     """Column names and target types as a two-line header; rejected records with their reason."""
     for source in result.sources:
         out.write(f"{result.pipeline}: sample of {source}\n")
-    headers = ["#", *[c.name for c in result.columns]]
-    types = ["", *result.sql_types]
-    good = [[_shown(row.position), *[_shown(v) for v in row.values]] for row in result.rows if not row.rejected]
+    stream = any(isinstance(row.position, str) for row in result.rows)
+    # Rows of several shards say which shard each came from; the sequence number alone does not.
+    by_source = stream and len(result.sources) > 1
+    headers = [*(["shard"] if by_source else []), "sequence" if stream else "line", *[c.name for c in result.columns]]
+    types = ["", *([""] if by_source else []), *result.sql_types]
+
+    def where(row) -> list[str]:
+        position = "" if row.position is None else str(row.position)
+        return [row.source.rpartition("/")[2], position] if by_source else [position]
+
+    good = [[*where(row), *[_shown(v) for v in row.values]] for row in result.rows if not row.rejected]
     widths = [max(display_width(text) for text in column) for column in zip(headers, types, *good, strict=True)]
 
     def line(cells: list[str]) -> str:
@@ -83,9 +91,10 @@ def write_table(result, out: TextIO) -> None:
     out.write("-+-".join("-" * width for width in widths) + "\n")
     for row in result.rows:
         if row.rejected:
-            out.write(f"{pad(_shown(row.position), widths[0])} | REJECTED: {row.error}\n")
+            cells = [pad(cell, width) for cell, width in zip(where(row), widths, strict=False)]
+            out.write(" | ".join([*cells, f"REJECTED: {row.error}"]) + "\n")
         else:
-            out.write(line([_shown(row.position), *[_shown(v) for v in row.values]]) + "\n")
+            out.write(line([*where(row), *[_shown(v) for v in row.values]]) + "\n")
     rejected = sum(1 for row in result.rows if row.rejected)
     out.write(f"{len(result.rows)} records shown, {rejected} rejected; {result.on_invalid}\n")
     for note in result.notes:
