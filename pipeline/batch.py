@@ -134,7 +134,10 @@ class BatchLoad:
         self.parser: CsvParserConfig = config.input.parser
         self.emit = emit or log.info
         self._s3 = s3_client
-        self.target = Target(config.output, self.parser.columns, config.name)
+        from pipeline.filters import build_filters, output_columns
+
+        self.filters = build_filters(list(config.filters))
+        self.target = Target(config.output, output_columns(self.parser.columns, self.filters), config.name)
         self.run_id = uuid.uuid4().hex[:8]
         self.fast_path = self._fast_path_possible()
 
@@ -396,6 +399,7 @@ class BatchLoad:
     def _copy_checked(self, cur: psycopg.Cursor, obj, table: sql.Identifier, rejected_table: sql.Identifier,
                       progress: Progress) -> ObjectResult:
         """Parse and validate every record ourselves; good rows by COPY, bad ones rejected or fatal."""
+        from pipeline.filters import apply, s3_identity
         from pipeline.formats.csv import read_records
         from pipeline.formats.types import normalize
 
@@ -404,6 +408,7 @@ class BatchLoad:
         result = ObjectResult(obj.key, obj.etag, path="checked")
         statement = copy_text_statement(table, self.target.column_names)
         columns = p.columns
+        column_names = [c.name for c in columns]
         lines: list[str] = []
         line_numbers = array("q")
         size = 0
@@ -436,7 +441,8 @@ class BatchLoad:
                 raw_bytes += len(chunk)
                 yield chunk
 
-        for item in read_records(counted(self._object_bytes(obj, progress)), _csv_options(p), source):
+        names = self.target.column_names
+        for item in read_records(counted(self._object_bytes(obj, progress)), csv_options(p), source):
             result.parsed += 1
             if isinstance(item, RecordError):
                 reject(item)
@@ -452,6 +458,10 @@ class BatchLoad:
             if bad is not None:
                 reject(bad)
                 continue
+            if self.filters:
+                row = apply(self.filters, dict(zip(column_names, values, strict=True)),
+                            s3_identity(source, obj.etag, item.line))
+                values = [row.get(name) for name in names]
             line = text_line(values)
             if "\x00" in line:
                 reject(RecordError(source, item.line, "NUL byte in the record", raw=item.raw))
@@ -467,7 +477,7 @@ class BatchLoad:
         return result
 
 
-def _csv_options(parser: CsvParserConfig):
+def csv_options(parser: CsvParserConfig):
     from pipeline.formats.csv import CsvOptions
 
     return CsvOptions(

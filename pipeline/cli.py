@@ -18,6 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("pipeline.generate", "generate sample data (book orders, sensor records)"),
     "guess": ("pipeline.commands.guess", "fill in.parser of a seed config from a sample of the data"),
     "run": ("pipeline.commands.run", "load what is new according to a config"),
+    "preview": ("pipeline.commands.preview", "show a sample of the source as it would be loaded; writes nothing"),
+    "check": ("pipeline.commands.check", "validate a config and test every dependency it needs"),
     "demo": ("pipeline.commands.demo", "bring up the local stack, generate data and run both pipelines"),
 }
 

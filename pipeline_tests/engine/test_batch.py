@@ -252,3 +252,22 @@ def test_kill_9_mid_run_then_rerun_leaves_exactly_the_source_rows(stack, s3, hol
 def test_the_record_error_names_where_and_what():
     error = RecordError("s3://b/k.csv", 12, "not a 64-bit integer", column="user_id", value="abc")
     assert str(error) == "s3://b/k.csv line 12, column user_id: not a 64-bit integer (value 'abc')"
+
+
+def test_filters_shape_s3_rows_with_a_stable_uuid_per_line(stack, s3, hologres, tmp_path, unique):
+    config_path = write_config(tmp_path / f"{unique}.yml", f"{unique}/", unique, primary_key=["id"])
+    document = yaml.safe_load(config_path.read_text())
+    document["filters"] = [{"type": "add_uuid", "column": "row_uuid"},
+                           {"type": "rename", "columns": {"order_id": "id"}},
+                           {"type": "drop_fields", "fields": ["book_name"]}]
+    config_path.write_text(yaml.safe_dump(document, allow_unicode=True))
+    put(s3, stack.bucket, f"{unique}/a.csv", HEADER + rows_csv(0, 3))
+    BatchLoad(config_module.load(config_path)).run()
+    rows = hologres.execute(f"SELECT * FROM public.{unique} ORDER BY id").fetchall()
+    columns = [c.name for c in hologres.execute(f"SELECT * FROM public.{unique} LIMIT 0").description]
+    assert columns == ["id", "user_id", "book_id", "order_cnt", "order_amt", "row_uuid"]
+    assert [r[0] for r in rows] == ["o000000", "o000001", "o000002"]
+    from pipeline.filters import deterministic_uuid, s3_identity
+
+    etag = s3.head_object(Bucket=stack.bucket, Key=f"{unique}/a.csv")["ETag"].strip('"')
+    assert rows[0][5] == deterministic_uuid(s3_identity(f"s3://{stack.bucket}/{unique}/a.csv", etag, 2))
