@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -267,3 +268,196 @@ def test_bucket_policy_needs_a_valid_address():
     assert policy("bucket", "b").returncode == 2
     done = policy("bucket", "b", "--allow-ip", "not-an-ip")
     assert done.returncode == 2 and "not an IP address" in done.stderr
+
+
+# --------------------------------------------------------------------------- secret leaks
+
+BOOK_HEADER = "order_id,user_id,book_id,book_name,order_cnt,order_amt\n"
+
+
+class Leak:
+    """Both shipped pipelines pointed at this test's prefix, stream and tables, run with known secrets."""
+
+    def __init__(self, stack: Any, s3: Any, kinesis: Any, directory: Path):
+        import psycopg
+        import yaml
+        from psycopg import sql
+
+        from pipeline.generate import put_sensor_records
+
+        tag = uuid.uuid4().hex[:10]
+        self.password = f"S3cr3t-pw-{tag}-Zq"
+        self.aws_key_id = f"AKIALEAK{tag.upper()}"
+        self.aws_secret = f"LeakAwsSecret/{tag}+Xy"
+        self.role = f"leaktest_{tag}"
+        with psycopg.connect(stack.hologres_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN SUPERUSER PASSWORD {}").format(
+                sql.Identifier(self.role), sql.Literal(self.password)))
+        address = f"127.0.0.1:{stack.pg_port}"
+        self.hologres_url = f"postgresql://{self.role}:{self.password}@{address}/hologres"
+        self.redshift_url = f"postgresql://{self.role}:{self.password}@{address}/redshift"
+
+        self.bucket = stack.bucket
+        self.prefix = f"leaktest/{tag}/"
+        self.stream = f"leaktest-{tag}"
+        self.good_key = f"{self.prefix}orders.csv"
+        self.bad_key = f"{self.prefix}bad/orders.csv"
+        s3.put_object(Bucket=self.bucket, Key=self.good_key,
+                      Body=(BOOK_HEADER + "o1,1,6,book,1,100\no2,2,6,book,2,200\n").encode())
+        kinesis.create_stream(StreamName=self.stream, ShardCount=1)
+        kinesis.get_waiter("stream_exists").wait(StreamName=self.stream)
+        assert put_sensor_records(kinesis, self.stream, 20, seed=1) == 20
+
+        self.directory = directory
+        shipped = ROOT / "pipelines"
+        book = yaml.safe_load((shipped / "book_order.yml").read_text(encoding="utf-8"))
+        book["in"]["path_prefix"] = self.prefix
+        book["in"]["path_match_pattern"] = r"^[^/]+/[^/]+/orders\.csv$"
+        book["out"]["table"] = f"public.leak_{tag}"
+        sensor = yaml.safe_load((shipped / "sensor_data.yml").read_text(encoding="utf-8"))
+        sensor["out"]["table"] = f"sensor_schema.leak_{tag}"
+        directory.mkdir(parents=True, exist_ok=True)
+        self.book_order = directory / "book_order.yml"
+        self.sensor_data = directory / "sensor_data.yml"
+        self.book_order.write_text(yaml.safe_dump(book, sort_keys=False), encoding="utf-8")
+        self.sensor_data.write_text(yaml.safe_dump(sensor, sort_keys=False), encoding="utf-8")
+        # The same prefix, read with no pattern: reaches an object with a value that is not a number.
+        book["in"]["path_match_pattern"] = r"bad/orders\.csv$"
+        self.bad_book_order = directory / "bad" / "book_order.yml"
+        self.bad_book_order.parent.mkdir()
+        self.bad_book_order.write_text(yaml.safe_dump(book, sort_keys=False), encoding="utf-8")
+        s3.put_object(Bucket=self.bucket, Key=self.bad_key,
+                      Body=(BOOK_HEADER + "o3,not-a-number,6,book,1,100\n").encode())
+
+    def environ(self, **overrides: str) -> dict[str, str]:
+        return {
+            "AWS_ACCESS_KEY_ID": self.aws_key_id,
+            "AWS_SECRET_ACCESS_KEY": self.aws_secret,
+            "HOLOGRES_URL": self.hologres_url,
+            "REDSHIFT_URL": self.redshift_url,
+            "PIPELINE_STREAM": self.stream,
+            "PIPELINE_CONFIG_DIR": str(self.directory),
+            **overrides,
+        }
+
+    def secrets(self) -> tuple[str, ...]:
+        return (self.password, self.aws_secret, self.aws_key_id)
+
+    def hits(self, text: str) -> list[str]:
+        return [secret for secret in self.secrets() if secret in text]
+
+
+@pytest.fixture
+def leak(stack: Any, s3: Any, kinesis: Any, tmp_path: Path) -> Leak:
+    return Leak(stack, s3, kinesis, tmp_path / "pipelines")
+
+
+def pipeline_run(leak: Leak, config_path: Path, **overrides: str) -> subprocess.CompletedProcess[str]:
+    environ = {**os.environ, **leak.environ(**overrides)}
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", "-v", "run", str(config_path)], capture_output=True,
+                          text=True, env=environ, cwd=ROOT, timeout=300)
+
+
+def test_pipeline_run_of_both_pipelines_prints_no_secret(leak: Leak):
+    for config_path in (leak.book_order, leak.sensor_data):
+        done = pipeline_run(leak, config_path)
+        assert done.returncode == 0, done.stderr
+        assert leak.hits(done.stdout + done.stderr) == []
+
+
+def test_pipeline_run_errors_print_no_secret(leak: Leak):
+    wrong = leak.password + "-wrong"
+    # case: (config, environment overrides, what the one-paragraph error must still say)
+    cases = {
+        "a value that is not a number": (leak.bad_book_order, {}, "column user_id"),
+        "a wrong password": (leak.book_order, {"HOLOGRES_URL": leak.hologres_url.replace(leak.password, wrong)},
+                             "password authentication failed"),
+        "a malformed warehouse URL": (leak.sensor_data,
+                                      {"REDSHIFT_URL": leak.redshift_url.replace("/redshift", ":port/redshift")},
+                                      "port"),
+        "a database that does not exist": (leak.sensor_data, {"REDSHIFT_URL": leak.redshift_url + "-missing"},
+                                           "does not exist"),
+    }
+    for case, (config_path, overrides, expected) in cases.items():
+        done = pipeline_run(leak, config_path, **overrides)
+        output = done.stdout + done.stderr
+        assert done.returncode == 1 and expected in done.stderr, (case, done.stderr)
+        assert "Traceback" not in output, (case, output)
+        assert leak.hits(output) == [] and wrong not in output, (case, output)
+
+
+def stored_text(instance: Any, run_ids: list[str]) -> str:
+    """Everything Dagster keeps about the runs: every event (message, metadata, errors), run config and tags."""
+    from dagster._serdes import serialize_value
+
+    parts = []
+    for run_id in run_ids:
+        for record in instance.all_logs(run_id):
+            parts.append(serialize_value(record))
+            parts.append(record.message or "")
+        run = instance.get_run_by_id(run_id)
+        parts.append(serialize_value(run))
+        parts.append(json.dumps(run.run_config, default=str) + json.dumps(dict(run.tags)))
+    return "\n".join(parts)
+
+
+def dagster_database_hits(stack: Any, secrets: tuple[str, ...]) -> dict[str, list[str]]:
+    """Every table of Dagster's own PostgreSQL database, searched row by row as text."""
+    import psycopg
+    from psycopg import sql
+
+    found: dict[str, list[str]] = {}
+    with psycopg.connect(stack.dagster_url, autocommit=True) as conn:
+        tables = conn.execute("SELECT schemaname, tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()
+        for schema, table in tables:
+            for secret in secrets:
+                count = conn.execute(sql.SQL("SELECT count(*) FROM {} AS t WHERE strpos(t::text, %s) > 0").format(
+                    sql.Identifier(schema, table)), (secret,)).fetchone()[0]
+                if count:
+                    found.setdefault(table, []).append(secret)
+    return found
+
+
+def test_dagster_runs_store_no_secret(leak: Leak, stack: Any, monkeypatch: pytest.MonkeyPatch,
+                                      capfd: pytest.CaptureFixture[str]):
+    import dagster as dg
+
+    from pipeline.defs.factory import build_definitions, read_pipeline
+
+    for name, value in leak.environ().items():
+        monkeypatch.setenv(name, value)
+    defs = build_definitions(leak.directory)
+    book = read_pipeline(leak.book_order)
+    wrong = leak.password + "-wrong"
+    run_ids = []
+    with dg.DagsterInstance.get() as instance:  # the stack's PostgreSQL storage, as dagster dev uses
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        instance.add_dynamic_partitions(book.partitions_name, [leak.good_key, leak.bad_key])
+        table = defs.get_assets_def(book.table_key)
+        loaded = dg.materialize([table], instance=instance, resources=defs.resources, partition_key=leak.good_key,
+                                raise_on_error=False)
+        assert loaded.success
+        run_ids.append(loaded.run_id)
+        # Failures: a wrong password, and an object with a bad value, each end up in stored events.
+        monkeypatch.setenv("HOLOGRES_URL", leak.hologres_url.replace(leak.password, wrong))
+        refused = dg.materialize([table], instance=instance, resources=defs.resources, partition_key=leak.good_key,
+                                 raise_on_error=False)
+        assert not refused.success
+        run_ids.append(refused.run_id)
+        monkeypatch.setenv("HOLOGRES_URL", leak.hologres_url)
+        bad = dg.materialize([table], instance=instance, resources=defs.resources, partition_key=leak.bad_key,
+                             raise_on_error=False)
+        run_ids.append(bad.run_id)
+        sensor_key = dg.AssetKey("sensor_data")
+        if defs.resolve_asset_graph().has(sensor_key):
+            streamed = dg.materialize([defs.get_assets_def(sensor_key)], instance=instance,
+                                      resources=defs.resources, raise_on_error=False)
+            assert streamed.success
+            run_ids.append(streamed.run_id)
+        text = stored_text(instance, run_ids)
+
+    assert len(text) > 1000  # the events really were read back
+    assert leak.hits(text) == [] and wrong not in text
+    assert dagster_database_hits(stack, (*leak.secrets(), wrong)) == {}
+    printed = capfd.readouterr()
+    assert leak.hits(printed.out + printed.err) == []
