@@ -610,7 +610,10 @@ def _conninfo(section: _Section, kind: str) -> str:
     try:
         base = conninfo_to_dict(url) if url else {}
     except Exception as error:  # psycopg raises ProgrammingError for a malformed URL
-        raise ConfigError(section.at("url"), f"is not a valid PostgreSQL URL: {error}") from None
+        # libpq quotes the URL, password included: keep its reason, up to the first quote.
+        reason = str(error).strip().splitlines()[0].split('"')[0].rstrip(" :")
+        raise ConfigError(section.at("url"), f"is not a valid PostgreSQL URL ({reason}); percent-encode "
+                                             "@ : / # ? % in the user or password, e.g. %40 for @") from None
     base.update(params)
     base.setdefault("port", "5439" if kind == "redshift" else "5432")
     base.setdefault("connect_timeout", "10")

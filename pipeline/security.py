@@ -12,6 +12,7 @@ Embulk-to-Hologres tutorial (allow-listed source addresses, TLS only), as plain 
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -26,6 +27,7 @@ LIBPQ_DEFAULT_SSLMODE = "prefer"
 # Names that can never resolve (RFC 6761), so nothing can be sent to them: the Dagster layer's
 # placeholders for unset variables live here.
 _UNREACHABLE_SUFFIX = ".invalid"
+_HOSTNAME = re.compile(r"[A-Za-z0-9.:-]+")
 
 POLICY_VERSION = "2012-10-17"
 
@@ -129,10 +131,12 @@ def _check_warehouse(config: PipelineConfig, environ: Mapping[str, str], out_key
         path, fix = "out.url", "add ?sslmode=require (or verify-full) to out.url, or set out.sslmode: require"
     else:
         path, fix = "out.sslmode", "set out.sslmode: require (or verify-full)"
+    # A password with an unencoded @ or / shifts into the host: name the host only when it looks like one.
+    host = remote[0] if _HOSTNAME.fullmatch(remote[0]) else "a host that is not on this machine"
     said = f"sslmode={sslmode}" if params.get("sslmode") or environ.get("PGSSLMODE") else "no sslmode"
     raise ConfigError(
         path,
-        f"{said} lets the connection to {remote[0]} fall back to plaintext, with the password and data in the "
+        f"{said} lets the connection to {host} fall back to plaintext, with the password and data in the "
         f"clear: {fix}, or set out.allow_insecure: true if this network is trusted.",
     )
 

@@ -461,3 +461,11 @@ def test_dagster_runs_store_no_secret(leak: Leak, stack: Any, monkeypatch: pytes
     assert dagster_database_hits(stack, (*leak.secrets(), wrong)) == {}
     printed = capfd.readouterr()
     assert leak.hits(printed.out + printed.err) == []
+
+
+@pytest.mark.parametrize("url", ["postgres://u:Sec%zzret-LEAK@127.0.0.1/db", "postgresql://u:Secret-LEAK@[::1/db",
+                                 "postgresql://u:Sec@ret-LEAK@db.example.com/db"])
+def test_a_malformed_warehouse_url_error_shows_no_part_of_the_password(url: str):
+    error = error_of(out=f"url: '{url}'")
+    assert error.path == "out.url"
+    assert "LEAK" not in str(error) and "Sec" not in str(error)
