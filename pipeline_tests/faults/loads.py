@@ -1,0 +1,89 @@
+"""What the fault tests share: book_order configs, the source's truth, and the table's state."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+COLUMNS = [
+    {"name": "order_id", "type": "string"},
+    {"name": "user_id", "type": "long"},
+    {"name": "book_id", "type": "long"},
+    {"name": "book_name", "type": "string"},
+    {"name": "order_cnt", "type": "long"},
+    {"name": "order_amt", "type": "long"},
+]
+HEADER = ",".join(c["name"] for c in COLUMNS) + "\n"
+
+
+def write_config(path: Path, prefix: str, table: str, *, url: str = "{{ env.HOLOGRES_URL }}",
+                 parser: dict | None = None, threads: int = 2, **out: Any) -> Path:
+    """A book_order config on the session bucket; no primary key, so a duplicate would show."""
+    document = {
+        "in": {"type": "s3", "bucket": "{{ env.PIPELINE_BUCKET }}", "path_prefix": prefix,
+               "parser": {"type": "csv", "charset": "UTF-8", "newline": "LF", "delimiter": ",", "quote": '"',
+                          "escape": '"', "skip_header_lines": 1, "columns": COLUMNS, **(parser or {})}},
+        "exec": {"max_threads": threads},
+        "out": {"type": "postgresql", "url": url, "table": f"public.{table}", "mode": "insert_direct", **out},
+    }
+    path.write_text(yaml.safe_dump(document, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@dataclass(frozen=True)
+class Truth:
+    """What an object holds, computed from its bytes with Python's csv module."""
+
+    rows: int
+    amount: int
+    order_ids: frozenset[str]
+
+
+def truth(body: bytes) -> Truth:
+    records = list(csv.reader(io.StringIO(body.decode("utf-8"), newline="")))[1:]
+    return Truth(len(records), sum(int(r[5]) for r in records), frozenset(r[0] for r in records))
+
+
+def pipeline_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def pipeline_popen(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+
+
+def exists(conn: Any, qualified: str) -> bool:
+    return conn.execute("SELECT to_regclass(%s)", (qualified,)).fetchone()[0] is not None
+
+
+def ledger(conn: Any, pipeline: str) -> dict[str, tuple[int, int]]:
+    """Object key -> (rows, rejected) committed for ``pipeline``."""
+    if not exists(conn, "public.pipeline_object_ledger"):
+        return {}
+    return {key: (rows, rejected) for key, rows, rejected in conn.execute(
+        "SELECT object_key, rows, rejected FROM public.pipeline_object_ledger WHERE pipeline = %s", (pipeline,))}
+
+
+def table_state(conn: Any, table: str) -> tuple[int, int, int]:
+    """(rows, distinct order_id, sum of order_amt) of a test-owned table."""
+    if not exists(conn, f"public.{table}"):
+        return 0, 0, 0
+    rows, distinct, amount = conn.execute(
+        f"SELECT count(*), count(DISTINCT order_id), coalesce(sum(order_amt), 0) FROM public.{table}").fetchone()
+    return rows, distinct, int(amount)
+
+
+def rejected_count(conn: Any, table: str) -> int:
+    if not exists(conn, f"public.{table}_rejected"):
+        return 0
+    return conn.execute(f"SELECT count(*) FROM public.{table}_rejected").fetchone()[0]
