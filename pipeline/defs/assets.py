@@ -1,0 +1,195 @@
+"""Assets of an S3 pipeline: the objects under its prefix, and the table they load into.
+
+Both are partitioned by object key (a dynamic partition per object, added by the sensor).
+Materializing a partition of the table loads that one object through the engine, with the same
+ledger and the same exactly-once guarantee as ``pipeline run``.
+"""
+
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import dagster as dg
+
+from pipeline.config import PipelineConfig, S3InputConfig
+from pipeline.defs.factory import REBUILDING_MODES, Pipeline
+from pipeline.errors import PipelineError
+
+# The table is stale when no object has been loaded for a day; a warning after half of that.
+FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=24), warn_window=timedelta(hours=12))
+
+_WAREHOUSE_NAMES = {"hologres": "Hologres", "redshift": "Redshift", "postgresql": "PostgreSQL"}
+
+
+def objects_spec(pipeline: Pipeline) -> dg.AssetSpec:
+    """The S3 objects, an external asset: Dagster observes them and never writes them."""
+    source = _s3_input(pipeline.config)
+    matching = f" whose keys match `{source.path_match_pattern}`" if source.path_match_pattern else ""
+    return dg.AssetSpec(
+        key=pipeline.objects_key,
+        description=(
+            f"CSV objects under {source.uri}{matching}. One partition per object key, added by "
+            f"{pipeline.name}_sensor; each load observes the object's size, ETag, encryption and KMS key."
+        ),
+        group_name=pipeline.name,
+        kinds={"s3"},
+        partitions_def=pipeline.partitions_def,
+        metadata={
+            "bucket": source.bucket,
+            "path_prefix": source.path_prefix,
+            "path_match_pattern": source.path_match_pattern or "(all keys)",
+            "dagster/uri": source.uri,
+        },
+    )
+
+
+def table_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
+    """The warehouse table; a partition is the rows of one object."""
+    from pipeline.defs.checks import object_check_spec
+
+    config = pipeline.config
+    out = config.output
+    source = _s3_input(config)
+    key_note = f", primary key {', '.join(out.primary_key)}" if out.primary_key else ""
+    description = (
+        f"Rows of the CSV objects under {source.uri}, loaded into {_WAREHOUSE_NAMES[out.type]} table "
+        f"{out.qualified_table} (mode {out.mode}{key_note}). Each partition is one object; each version "
+        f"of an object (key and ETag) loads exactly once, and records that fail to parse go to "
+        f"{out.schema}.{out.rejected}. Config: {pipeline.path.name}."
+    )
+
+    @dg.asset(
+        key=pipeline.table_key,
+        description=description,
+        group_name=pipeline.name,
+        kinds={out.type},
+        partitions_def=pipeline.partitions_def,
+        deps=[pipeline.objects_key],
+        metadata={
+            "dagster/table_name": out.qualified_table,
+            "dagster/column_schema": column_schema(config),
+            "mode": out.mode,
+            "warehouse": pipeline.warehouse,
+            "rejected_table": f"{out.schema}.{out.rejected}",
+        },
+        required_resource_keys={"s3", "kms", pipeline.warehouse_resource_key},
+        check_specs=[object_check_spec(pipeline)],
+        # One pool per warehouse: Dagster then caps concurrent loads into it, however they were launched.
+        pool=pipeline.pool,
+        freshness_policy=FRESHNESS,
+    )
+    def load_object(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        return materialize_object(context, pipeline)
+
+    return load_object
+
+
+def materialize_object(context: dg.AssetExecutionContext, pipeline: Pipeline) -> dg.MaterializeResult:
+    """Load the object named by the partition key; a version already in the ledger loads nothing."""
+    from pipeline.batch import BatchLoad
+    from pipeline.defs.checks import evaluate_object
+    from pipeline.sources.s3 import S3Object, describe
+    from pipeline.warehouse import state
+
+    key = context.partition_key
+    warehouse = getattr(context.resources, pipeline.warehouse_resource_key)
+    try:
+        config = pipeline.resolve(warehouse.conninfo)
+        if config.output.mode in REBUILDING_MODES:
+            raise PipelineError(
+                f"{config.name}: mode {config.output.mode} rebuilds the whole table from every object, so one "
+                f"object cannot be loaded on its own; use `pipeline run {pipeline.path}`, or mode insert_direct, "
+                "append or merge for per-object loads")
+        source = _s3_input(config)
+        client = context.resources.s3.client(source.aws)
+        obj = describe(client, S3Object(source.bucket, key, 0, "", datetime.fromtimestamp(0, UTC)))
+        context.log_event(dg.AssetObservation(
+            asset_key=pipeline.objects_key, partition=key,
+            metadata=object_metadata(obj, context.resources.kms, source)))
+        started = time.monotonic()
+        summary = BatchLoad(config, s3_client=client, emit=context.log.info).run(keys=[key])
+        seconds = time.monotonic() - started
+        loaded = summary.loaded[0] if summary.loaded else None
+        etag = loaded.etag if loaded else obj.etag
+        with warehouse.connect(config.output) as conn:
+            ledger = state.ledger_rows(conn, config.output.state, config.name, key)
+            check = evaluate_object(conn, pipeline, config, obj.uri, etag, ledger, loaded)
+    except PipelineError as error:
+        # The engine's message names the object, line and column: show it, not a traceback.
+        raise dg.Failure(description=str(error)) from None
+
+    current = next((row for row in ledger if row["etag"] == etag), None)
+    table_rows = int(current["rows"]) if current else 0
+    metadata: dict[str, Any] = {
+        "dagster/row_count": table_rows,
+        "dagster/column_schema": column_schema(config),
+        "object": dg.MetadataValue.url(obj.uri),
+        "etag": etag,
+        "new_rows": loaded.rows if loaded else 0,
+        "rejected_rows": loaded.rejected if loaded else int(current["rejected"]) if current else 0,
+        "object_bytes": obj.size,
+        "duration_seconds": round(seconds, 3),
+        "load_path": loaded.path if loaded else "already loaded",
+    }
+    if loaded:
+        metadata["parsed_records"] = loaded.parsed
+        metadata["bytes_loaded"] = loaded.bytes
+        metadata["status"] = (f"loaded {loaded.rows:,} rows ({loaded.rejected:,} rejected) from {obj.uri} "
+                              f"on the {loaded.path} path")
+    else:
+        when = current["loaded_at"].isoformat(timespec="seconds") if current else "an earlier run"
+        metadata["status"] = (f"{obj.uri} (ETag {etag}) was already loaded at {when}: "
+                              "nothing new, 0 rows added")
+        context.log.info(metadata["status"])
+    return dg.MaterializeResult(metadata=metadata, check_results=[check], data_version=dg.DataVersion(etag))
+
+
+def object_metadata(obj: Any, kms: Any, source: S3InputConfig) -> dict[str, Any]:
+    """What HeadObject says about one object version, for its observation."""
+    metadata: dict[str, Any] = {
+        "key": obj.key,
+        "uri": dg.MetadataValue.url(obj.uri),
+        "size_bytes": obj.size,
+        "etag": obj.etag,
+        "last_modified": dg.MetadataValue.timestamp(obj.last_modified),
+        "encryption": obj.sse or "none",
+    }
+    if obj.version_id:
+        metadata["version_id"] = obj.version_id
+    if obj.kms_key_id:
+        metadata["kms_key_id"] = obj.kms_key_id
+        metadata["kms_key_state"] = kms.key_state(obj.kms_key_id, source.aws)
+    return metadata
+
+
+def column_schema(config: PipelineConfig) -> dg.TableSchema:
+    """The target table's columns as the warehouse types them, from the config's columns."""
+    from pipeline.warehouse.ddl import sql_type
+
+    out = config.output
+    parser = _s3_input(config).parser
+    columns = parser.columns if parser else ()
+    single_key = len(out.primary_key) == 1
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                name=column.name,
+                type=sql_type(column, out.type, out.column_options),
+                description=f"Embulk type {column.type}" + (f", format {column.format}" if column.format else ""),
+                constraints=dg.TableColumnConstraints(
+                    nullable=column.name not in out.primary_key,
+                    unique=single_key and column.name in out.primary_key,
+                ),
+            )
+            for column in columns
+        ],
+        constraints=dg.TableConstraints(other=[f"PRIMARY KEY ({', '.join(out.primary_key)})"])
+        if out.primary_key else None,
+    )
+
+
+def _s3_input(config: PipelineConfig) -> S3InputConfig:
+    if not isinstance(config.input, S3InputConfig):
+        raise PipelineError(f"{config.name}: in.type is {config.input.type}, not s3")
+    return config.input
