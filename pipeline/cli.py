@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("pipeline.commands.run", "load what is new according to a config"),
     "preview": ("pipeline.commands.preview", "show a sample of the source as it would be loaded; writes nothing"),
     "check": ("pipeline.commands.check", "validate a config and test every dependency it needs"),
+    "policy": ("pipeline.commands.policy", "print least-privilege IAM and S3 bucket policies (JSON)"),
     "demo": ("pipeline.commands.demo", "bring up the local stack, generate data and run both pipelines"),
 }
 

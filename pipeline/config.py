@@ -231,7 +231,7 @@ def parse(
 
         build_filters(list(filters))  # validates, raising ConfigError with the filters[i] path
     exec_config = _exec(top.section("exec", default={}))
-    output = _output(top.section("out", required=True))
+    output = _output(top.section("out", required=True), os.environ if environ is None else environ)
     top.done()
     config = PipelineConfig(name=name, input=source, output=output, filters=filters, exec=exec_config, path=path)
     from pipeline.security import check_transport
@@ -540,9 +540,9 @@ def _exec(section: _Section) -> ExecConfig:
 # --------------------------------------------------------------------------- out
 
 
-def _output(section: _Section) -> OutputConfig:
+def _output(section: _Section, environ: Mapping[str, str]) -> OutputConfig:
     kind = section.str("type", required=True, choices=OUTPUT_TYPES)
-    conninfo = _conninfo(section, kind)
+    conninfo = _conninfo(section, kind, environ)
     schema, table = _table(section)
     mode = section.str("mode", "append" if kind == "redshift" else "insert_direct", choices=MODES)
     merge_keys = section.names("merge_keys")
@@ -596,7 +596,7 @@ def _output(section: _Section) -> OutputConfig:
     return config
 
 
-def _conninfo(section: _Section, kind: str) -> str:
+def _conninfo(section: _Section, kind: str, environ: Mapping[str, str]) -> str:
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
     url = section.str("url")
@@ -615,10 +615,23 @@ def _conninfo(section: _Section, kind: str) -> str:
         raise ConfigError(section.at("url"), f"is not a valid PostgreSQL URL ({reason}); percent-encode "
                                              "@ : / # ? % in the user or password, e.g. %40 for @") from None
     base.update(params)
+    if "@" in str(base.get("host", "")):
+        # An unencoded @ in the password splits the URL in the wrong place; never echo the pieces.
+        raise ConfigError(section.at("url"), "has an unencoded @ in the user or password; percent-encode it as %40")
+    if "sslmode" not in base and "PGSSLMODE" not in environ and not _local_hosts(str(base.get("host", ""))):
+        # Secure by default: a remote warehouse with no sslmode gets TLS rather than libpq's plaintext fallback.
+        base["sslmode"] = "require"
     base.setdefault("port", "5439" if kind == "redshift" else "5432")
     base.setdefault("connect_timeout", "10")
     base.setdefault("application_name", "pipeline")
     return make_conninfo(**{k: str(v) for k, v in base.items()})
+
+
+def _local_hosts(hosts: str) -> bool:
+    """True when every host is a Unix socket directory or on the loopback interface."""
+    from pipeline.security import is_loopback
+
+    return all(h.startswith("/") or is_loopback(h) for h in hosts.split(",")) if hosts else True
 
 
 def _table(section: _Section) -> tuple[str, str]:

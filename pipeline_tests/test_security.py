@@ -102,17 +102,18 @@ def test_a_remote_warehouse_with_sslmode_require_or_stronger_is_accepted(sslmode
                                          ).output.conninfo
 
 
-@pytest.mark.parametrize("query", ["", "?sslmode=disable", "?sslmode=allow", "?sslmode=prefer"])
-def test_a_remote_warehouse_without_sslmode_require_is_refused(query: str):
+def test_a_remote_warehouse_with_no_sslmode_gets_require_so_embulk_configs_work_as_written():
+    assert "sslmode=require" in parse(out="url: postgresql://u:p@holo.example.com:80/db").output.conninfo
+    embulk = parse(out="host: holo.example.com\nport: 80\nuser: bob\npassword: pw\ndatabase: demo")
+    assert "sslmode=require" in embulk.output.conninfo
+
+
+@pytest.mark.parametrize("query", ["?sslmode=disable", "?sslmode=allow", "?sslmode=prefer"])
+def test_a_remote_warehouse_with_a_weak_sslmode_is_refused(query: str):
     error = error_of(out=f"url: postgresql://u:s3cr3t-pw@holo.example.com:80/db{query}")
     assert error.path == "out.url"
     assert "sslmode=require" in error.message and "out.allow_insecure: true" in error.message
     assert "s3cr3t-pw" not in str(error)
-
-
-def test_embulk_host_and_port_without_sslmode_names_out_sslmode():
-    error = error_of(out="host: holo.example.com\nport: 80\nuser: bob\npassword: pw\ndatabase: demo")
-    assert error.path == "out.sslmode" and "require" in error.message
 
 
 def test_a_weak_out_sslmode_key_is_named():
@@ -140,14 +141,15 @@ def test_pgsslmode_in_the_environment_counts_as_libpq_would_use_it():
     assert "sslmode=prefer" in error.message
 
 
-def test_a_multi_host_url_is_refused_when_any_host_is_remote():
-    error = error_of(out="url: 'postgresql://u:p@127.0.0.1:5432,replica.example.com:5432/db'")
+def test_a_multi_host_url_is_refused_when_any_host_is_remote_and_tls_is_weak():
+    error = error_of(out="url: 'postgresql://u:p@127.0.0.1:5432,replica.example.com:5432/db?sslmode=prefer'")
     assert "replica.example.com" in error.message
 
 
 def test_each_side_opts_out_separately():
     # in.allow_insecure does not relax the warehouse, and out.allow_insecure does not relax AWS.
-    error = error_of("endpoint: 'http://minio.lan'\n  allow_insecure: true", "url: postgresql://u:p@holo.lan/db")
+    error = error_of("endpoint: 'http://minio.lan'\n  allow_insecure: true",
+                     "url: postgresql://u:p@holo.lan/db?sslmode=disable")
     assert error.path == "out.url"
     error = error_of("endpoint: 'http://minio.lan'", "url: postgresql://u:p@holo.lan/db\nallow_insecure: true")
     assert error.path == "in.endpoint"
@@ -160,8 +162,8 @@ def test_the_shipped_configs_pass_on_the_local_stack_environment():
         assert config.load(ROOT / "pipelines" / f"{name}.yml", environ=environ).name == name
 
 
-def test_the_shipped_configs_refuse_a_real_warehouse_url_without_tls():
-    environ = {"HOLOGRES_URL": "postgresql://u:p@hgpostcn-cn-x.hologres.aliyuncs.com:80/db"}
+def test_the_shipped_configs_refuse_a_real_warehouse_url_with_tls_turned_off():
+    environ = {"HOLOGRES_URL": "postgresql://u:p@hgpostcn-cn-x.hologres.aliyuncs.com:80/db?sslmode=disable"}
     with pytest.raises(ConfigError, match="sslmode"):
         config.load(ROOT / "pipelines" / "book_order.yml", environ=environ)
 

@@ -63,6 +63,7 @@ def error_of(text: str, env: dict[str, str] | None = None) -> ConfigError:
 
 
 def test_the_tutorial_config_works_as_written_with_secrets_from_the_environment():
+    # A remote Hologres with no sslmode gets TLS by default, so the tutorial needs no edit.
     cfg = parse(TUTORIAL)
     assert cfg.input.bucket == "bob-embulk-demo"
     assert cfg.input.aws.access_key_id == "AKIDEXAMPLE"
@@ -181,3 +182,12 @@ def test_the_shipped_book_order_config_is_valid():
     assert cfg.output.qualified_table == "public.book_order"
     assert cfg.output.primary_key == ("order_id",)
     assert cfg.output.mode == "insert_direct"
+
+
+def test_a_remote_warehouse_without_sslmode_gets_tls_by_default():
+    assert "sslmode=require" in parse(TUTORIAL).output.conninfo
+
+
+def test_a_local_warehouse_keeps_libpq_defaults():
+    text = TUTORIAL.replace("host: '${HOLO_HOST}'", "host: 127.0.0.1")
+    assert "sslmode" not in parse(text).output.conninfo
