@@ -10,6 +10,7 @@ asks. A ledger row (pipeline, key, ETag) commits with the rows it accounts for.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 import uuid
@@ -348,6 +349,8 @@ class BatchLoad:
         return (
             not self.config.filters
             and p.quote is not None
+            # With a backslash escape, PostgreSQL drops a doubled quote inside quotes where Embulk keeps one.
+            and p.escape in (None, p.quote)
             and p.comment_line_marker is None
             and not p.trim_if_not_quoted
             and not p.allow_extra_columns
@@ -392,6 +395,7 @@ class BatchLoad:
 
         p = self.parser
         _, body = split_header(to_utf8(self._object_bytes(obj, progress), p.charset), p.skip_header_lines)
+        body = _refuse_end_of_data_marker(body)
         statement = copy_csv_statement(table, self.target.column_names, delimiter=p.delimiter,
                                        quote=p.quote or '"', escape=p.escape, null_string=p.null_string)
         return copy_bytes(cur, statement, body)
@@ -401,7 +405,7 @@ class BatchLoad:
         """Parse and validate every record ourselves; good rows by COPY, bad ones rejected or fatal."""
         from pipeline.filters import apply, s3_identity
         from pipeline.formats.csv import read_records
-        from pipeline.formats.types import normalize
+        from pipeline.formats.types import normalizer
 
         p = self.parser
         source = f"s3://{self.input.bucket}/{obj.key}"
@@ -409,6 +413,7 @@ class BatchLoad:
         statement = copy_text_statement(table, self.target.column_names)
         columns = p.columns
         column_names = [c.name for c in columns]
+        converters = [normalizer(c) for c in columns]
         lines: list[str] = []
         line_numbers = array("q")
         size = 0
@@ -449,9 +454,9 @@ class BatchLoad:
                 continue
             values: list[str | None] = []
             bad = None
-            for column, value in zip(columns, item.values, strict=True):
+            for column, convert, value in zip(columns, converters, item.values, strict=True):
                 try:
-                    values.append(normalize(value, column))
+                    values.append(None if value is None else convert(value))
                 except ValueError as error:
                     bad = RecordError(source, item.line, str(error), column=column.name, value=value, raw=item.raw)
                     break
@@ -475,6 +480,25 @@ class BatchLoad:
         self.target.write_rejects(cur, rejects, rejected_table)
         result.bytes = raw_bytes
         return result
+
+
+_END_OF_DATA = re.compile(rb"(?:\A|[\r\n])\\\.(?:\r|\n|\Z)")
+
+
+def _refuse_end_of_data_marker(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """PostgreSQL before 18 ends COPY CSV at an unquoted line holding only ``\\.``: never send one.
+
+    Such a line would silently truncate the object, so it sends the object down the checked path
+    (which escapes it) instead. A chunk is checked together with the tail of the one before it.
+    """
+    tail = b""
+    for chunk in chunks:
+        if b"\\." in tail + chunk[:4] or b"\\." in chunk:
+            window = tail + chunk
+            if _END_OF_DATA.search(window):
+                raise ValueError("a line holding only \\. (COPY's end-of-data marker)")
+        tail = chunk[-3:]
+        yield chunk
 
 
 def csv_options(parser: CsvParserConfig):

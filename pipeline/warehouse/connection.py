@@ -59,9 +59,14 @@ def connect(conninfo: str, *, flavor: str = "postgresql", autocommit: bool = Fal
         kwargs["prepare_threshold"] = None
         kwargs["client_encoding"] = "UTF8"
     try:
-        return psycopg.connect(conninfo, **kwargs)
+        conn = psycopg.connect(conninfo, **kwargs)
     except psycopg.OperationalError as error:
         raise WarehouseError(f"cannot connect to {describe_target(conninfo)}: {diagnose(error)}") from None
+    # Timestamps without an offset mean UTC, as Embulk's default_timezone does, whatever the server's zone.
+    conn.execute("SET TIME ZONE 'UTC'")
+    if not autocommit:
+        conn.commit()
+    return conn
 
 
 def diagnose(error: BaseException) -> str:

@@ -271,3 +271,24 @@ def test_filters_shape_s3_rows_with_a_stable_uuid_per_line(stack, s3, hologres, 
 
     etag = s3.head_object(Bucket=stack.bucket, Key=f"{unique}/a.csv")["ETag"].strip('"')
     assert rows[0][5] == deterministic_uuid(s3_identity(f"s3://{stack.bucket}/{unique}/a.csv", etag, 2))
+
+
+def test_a_line_holding_only_the_copy_end_marker_does_not_truncate_the_object(stack, s3, hologres, tmp_path,
+                                                                               unique):
+    config_path = write_config(tmp_path / f"{unique}.yml", f"{unique}/", unique,
+                               parser={"columns": [{"name": "order_id", "type": "string"}]}, primary_key=[])
+    put(s3, stack.bucket, f"{unique}/a.csv", "order_id\nfirst\n\\.\nafter-the-marker\n")
+    summary = BatchLoad(config_module.load(config_path)).run()
+    assert summary.rows == 3 and summary.loaded[0].path == "checked"
+    values = [r[0] for r in hologres.execute(f"SELECT order_id FROM public.{unique} ORDER BY 1")]
+    assert values == ["\\.", "after-the-marker", "first"]
+
+
+def test_timestamps_without_an_offset_are_read_as_utc(stack, s3, hologres, tmp_path, unique):
+    columns = [{"name": "order_id", "type": "string"}, {"name": "at", "type": "timestamp",
+                                                        "format": "%Y-%m-%d %H:%M:%S"}]
+    config_path = write_config(tmp_path / f"{unique}.yml", f"{unique}/", unique, parser={"columns": columns})
+    put(s3, stack.bucket, f"{unique}/a.csv", "order_id,at\no1,2024-01-02 03:04:05\n")
+    BatchLoad(config_module.load(config_path)).run()
+    epoch = hologres.execute(f"SELECT extract(epoch FROM at)::bigint FROM public.{unique}").fetchone()[0]
+    assert epoch == 1704164645
