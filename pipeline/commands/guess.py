@@ -59,29 +59,10 @@ def guess_config(seed, raw: dict) -> dict:
     if sample_object is None:
         raise SourceError(f"no non-empty object under {seed.input.uri} to guess from")
     sample, complete = read_sample(s3, sample_object, SAMPLE_BYTES)
-    from pipeline.formats.decode import decompress
-
-    sample = b"".join(decompress([sample])) if complete else _decompress_prefix(sample)
-    parser = guess_csv(sample, complete=complete)
+    parser = guess_csv(sample, complete=complete)  # decompresses a gzip or bzip2 sample itself
     completed = dict(raw)
     completed["in"] = {**raw["in"], "parser": {**(raw["in"].get("parser") or {}), **parser}}
     return completed
-
-
-def _decompress_prefix(sample: bytes) -> bytes:
-    """Decompress as much of a truncated compressed sample as possible."""
-    import bz2
-    import zlib
-
-    if sample[:2] == b"\x1f\x8b":
-        return zlib.decompressobj(wbits=47).decompress(sample)
-    if sample[:3] == b"BZh":
-        decompressor = bz2.BZ2Decompressor()
-        try:
-            return decompressor.decompress(sample)
-        except (OSError, EOFError):
-            return b""
-    return sample
 
 
 def create_table_sql(config) -> str:
