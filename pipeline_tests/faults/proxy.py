@@ -156,6 +156,9 @@ class TcpProxy:
         self.closed = threading.Event()
         self.armed: int | None = None
         self.cut_done = threading.Event()
+        self.hold_patterns: list[bytes] = []
+        self.held = threading.Event()
+        self.release = threading.Event()
         self.thread = threading.Thread(target=self._accept, daemon=True, name="tcp-proxy")
 
     @property
@@ -168,6 +171,7 @@ class TcpProxy:
 
     def __exit__(self, *_: object) -> None:
         self.closed.set()
+        self.release.set()
         self.listener.close()
         self.cut_all()
 
@@ -183,6 +187,12 @@ class TcpProxy:
     def cut_after(self, nbytes: int) -> None:
         with self.lock:
             self.armed = nbytes
+
+    def hold_at(self, *patterns: bytes) -> None:
+        """Stop forwarding to the server at the first chunk holding the last of ``patterns``, once the
+        ones before it were seen in that order (e.g. b"COPY", b"COMMIT": the commit of a batch)."""
+        with self.lock:
+            self.hold_patterns = list(patterns)
 
     def _accept(self) -> None:
         while not self.closed.is_set():
@@ -201,9 +211,20 @@ class TcpProxy:
             for source, sink, upstream in ((client, server, True), (server, client, False)):
                 threading.Thread(target=self._pump, args=(source, sink, upstream), daemon=True).start()
 
+    def _holds(self, data: bytes) -> bool:
+        with self.lock:
+            if self.hold_patterns and self.hold_patterns[0] in data:
+                self.hold_patterns.pop(0)
+                return not self.hold_patterns
+        return False
+
     def _pump(self, source: socket.socket, sink: socket.socket, upstream: bool) -> None:
         try:
             while data := source.recv(65536):
+                if upstream and self.hold_patterns and self._holds(data):
+                    self.held.set()
+                    self.release.wait()
+                    return
                 if upstream and self.armed is not None:
                     with self.lock:
                         self.armed = None if self.armed <= len(data) else self.armed - len(data)
@@ -220,5 +241,7 @@ class TcpProxy:
                 self.open.discard(source)
                 self.open.discard(sink)
             for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)  # a bare close() would not wake the other pump's recv()
                 with contextlib.suppress(OSError):
                     sock.close()
