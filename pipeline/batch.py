@@ -18,6 +18,7 @@ from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import psycopg
 from psycopg import sql
@@ -27,7 +28,7 @@ from pipeline.errors import PipelineError, RecordError, SourceError, WarehouseEr
 from pipeline.warehouse import state
 from pipeline.warehouse.connection import describe_target
 from pipeline.warehouse.copy import copy_bytes, copy_csv_statement, copy_lines, copy_text_statement, text_line
-from pipeline.warehouse.target import Target
+from pipeline.warehouse.target import REJECTED_COLUMNS, Target
 
 log = logging.getLogger(__name__)
 
@@ -159,17 +160,20 @@ class BatchLoad:
                                  pattern=self.input.path_match_pattern,
                                  limit=self.input.total_file_count_limit))
 
+    def _named(self, key: str):
+        from pipeline.sources.s3 import S3Object, describe
+
+        pattern = self.input.path_match_pattern
+        if not key.startswith(self.input.path_prefix) or (pattern and not re.search(pattern, key)):
+            raise SourceError(f"s3://{self.input.bucket}/{key} is not under {self.input.uri} "
+                              "or does not match in.path_match_pattern")
+        return describe(self.s3, S3Object(self.input.bucket, key, 0, "", datetime.fromtimestamp(0, UTC)))
+
     def run(self, keys: Sequence[str] | None = None) -> RunSummary:
         """Load every object that is new or changed (or only ``keys``), in the configured mode."""
         started = time.monotonic()
-        objects = self.list()
-        if keys is not None:
-            wanted = set(keys)
-            objects = [o for o in objects if o.key in wanted]
-            missing = wanted - {o.key for o in objects}
-            if missing:
-                raise SourceError(f"no object s3://{self.input.bucket}/{sorted(missing)[0]} "
-                                  f"under {self.input.uri} (deleted, or outside path_match_pattern?)")
+        # Named keys cost one HeadObject each: a one-object run (a Dagster partition) must not list the prefix.
+        objects = self.list() if keys is None else [self._named(key) for key in dict.fromkeys(keys)]
         with self.target.connect(autocommit=True) as conn:
             self.target.prepare(conn)
             loaded = state.loaded_objects(conn, self.config.output.state, self.config.name)
@@ -286,8 +290,10 @@ class BatchLoad:
                     cur.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
                         self.target.ident, cols, cols, stage))
                     cur.execute(sql.SQL("DROP TABLE {}").format(stage))
-                cur.execute(sql.SQL("INSERT INTO {} SELECT * FROM {}").format(
-                    self.target.rejected_ident, stage_rejected))
+                # Name the columns: the stage (CREATE TABLE AS) has no DEFAULT now() for rejected_at.
+                rejected_cols = sql.SQL(", ").join(map(sql.Identifier, REJECTED_COLUMNS))
+                cur.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
+                    self.target.rejected_ident, rejected_cols, rejected_cols, stage_rejected))
                 cur.execute(sql.SQL("DROP TABLE {}").format(stage_rejected))
                 if mode in ("replace", "truncate_insert"):
                     state.forget_pipeline(cur, out.state, self.config.name)

@@ -17,7 +17,7 @@ import yaml
 
 from pipeline import config as config_module
 from pipeline.batch import BatchLoad
-from pipeline.errors import RecordError
+from pipeline.errors import RecordError, SourceError
 
 pytestmark = pytest.mark.stack
 
@@ -292,3 +292,19 @@ def test_timestamps_without_an_offset_are_read_as_utc(stack, s3, hologres, tmp_p
     BatchLoad(config_module.load(config_path)).run()
     epoch = hologres.execute(f"SELECT extract(epoch FROM at)::bigint FROM public.{unique}").fetchone()[0]
     assert epoch == 1704164645
+
+
+def test_staged_modes_move_rejected_records_with_the_rows(stack, s3, hologres, tmp_path, unique):
+    config_path = write_config(tmp_path / f"{unique}.yml", f"{unique}/", unique, mode="insert",
+                               parser={"stop_on_invalid_record": False})
+    put(s3, stack.bucket, f"{unique}/a.csv", HEADER + rows_csv(0, 2) + "o9,abc,6,x,1,100\n")
+    summary = BatchLoad(config_module.load(config_path)).run()
+    assert summary.rows == 2 and summary.rejected == 1
+    rejected = hologres.execute(f"SELECT line_number, rejected_at IS NOT NULL FROM public.{unique}_rejected")
+    assert rejected.fetchall() == [(4, True)]
+
+
+def test_a_named_key_outside_the_prefix_is_refused_without_listing(stack, s3, tmp_path, unique):
+    config_path = write_config(tmp_path / f"{unique}.yml", f"{unique}/", unique)
+    with pytest.raises(SourceError, match="is not under"):
+        BatchLoad(config_module.load(config_path)).run(keys=["elsewhere/a.csv"])
