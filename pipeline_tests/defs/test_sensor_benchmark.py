@@ -2,7 +2,8 @@
 
 Prints a table; asserts only what each tick found, never a time. Run with
 ``pytest -m slow -s pipeline_tests/defs/test_sensor_benchmark.py``; PIPELINE_BENCH_SIZES
-(default ``100,10000,100000``) sets the numbers of existing objects.
+(default ``100,2000``, so the suite stays fast; the issue's figures use ``100,10000,100000``) sets the
+numbers of existing objects.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ REPEAT = 3
 
 
 def sizes() -> list[int]:
-    return [int(size) for size in os.environ.get("PIPELINE_BENCH_SIZES", "100,10000,100000").split(",")]
+    return [int(size) for size in os.environ.get("PIPELINE_BENCH_SIZES", "100,2000").split(",")]
 
 
 def timed_tick(book_order: Any, cursor: str) -> tuple[float, int, dg.SensorResult]:
