@@ -126,6 +126,7 @@ def test_dagster_keeps_its_runs_in_the_stack_postgres_behind_a_queue(stack: Stac
     with DagsterInstance.get() as instance:
         storages = (instance.run_storage, instance.event_log_storage, instance.schedule_storage)
         coordinator = instance.run_coordinator
+        concurrency = instance.get_concurrency_config()
 
     assert [type(storage) for storage in storages] == [
         PostgresRunStorage,
@@ -133,8 +134,9 @@ def test_dagster_keeps_its_runs_in_the_stack_postgres_behind_a_queue(stack: Stac
         PostgresScheduleStorage,
     ]
     assert isinstance(coordinator, QueuedRunCoordinator)
-    limits = coordinator.get_run_queue_config().tag_concurrency_limits
+    limits = concurrency.run_queue_config.tag_concurrency_limits
     assert [(limit["key"], limit["limit"]) for limit in limits] == [("pipeline/warehouse", 2)]
+    assert concurrency.pool_config.default_pool_limit == 2
     with psycopg.connect(stack.env["REDSHIFT_URL"].replace("/redshift", "/dagster")) as connection:
         assert connection.execute("SELECT to_regclass('runs') IS NOT NULL").fetchone() == (True,)
 
