@@ -136,11 +136,15 @@ class StreamLoad:
                 return self.checkpoints(own)
         return state.read_checkpoints(conn, self.config.output.state, self.config.name, self.input.stream)
 
-    def pending(self) -> dict:
-        """Shard id -> ShardLag: a cheap look for records past the checkpoints (for sensors)."""
+    def pending(self, checkpoints: dict[str, str] | None = None) -> dict:
+        """Shard id -> ShardLag: a cheap look for records past the checkpoints (for sensors).
+
+        ``checkpoints`` (from :meth:`checkpoints`) lets a sensor key its run by the same state it measured.
+        """
         from pipeline.sources.kinesis import stream_tip_lag
 
-        return stream_tip_lag(self.kinesis, self.input.stream, self.checkpoints(),
+        checkpoints = self.checkpoints() if checkpoints is None else checkpoints
+        return stream_tip_lag(self.kinesis, self.input.stream, checkpoints,
                               starting_position=self.input.starting_position, timestamp=self.timestamp)
 
     def run(self, *, max_batches: int | None = None) -> StreamSummary:

@@ -7,6 +7,7 @@ ledger and the same exactly-once guarantee as ``pipeline run``.
 
 
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -163,13 +164,14 @@ def object_metadata(obj: Any, kms: Any, source: S3InputConfig) -> dict[str, Any]
     return metadata
 
 
-def column_schema(config: PipelineConfig) -> dg.TableSchema:
-    """The target table's columns as the warehouse types them, from the config's columns."""
+def column_schema(config: PipelineConfig, columns: Sequence[Any] | None = None) -> dg.TableSchema:
+    """The target table's columns as the warehouse types them: ``columns``, else the CSV parser's."""
     from pipeline.warehouse.ddl import sql_type
 
     out = config.output
-    parser = _s3_input(config).parser
-    columns = parser.columns if parser else ()
+    if columns is None:
+        parser = _s3_input(config).parser
+        columns = parser.columns if parser else ()
     single_key = len(out.primary_key) == 1
     return dg.TableSchema(
         columns=[

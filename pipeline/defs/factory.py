@@ -19,7 +19,7 @@ from pathlib import Path
 import dagster as dg
 
 from pipeline import config as pipeline_config
-from pipeline.config import PipelineConfig, S3InputConfig
+from pipeline.config import KinesisInputConfig, PipelineConfig
 from pipeline.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,8 @@ WAREHOUSE_TAG = "pipeline/warehouse"
 
 # Modes that rebuild the whole table from every object: the ledger restarts with each rebuild.
 REBUILDING_MODES = ("replace", "truncate_insert")
+# How a stream pipeline runs: a bounded run per sensor request, or one long run the sensor keeps alive.
+STREAM_MODES = ("micro_batch", "continuous")
 # Placeholders for unset variables: first shaped like a URL (out.url is the usual one), then a word.
 _PLACEHOLDERS = ("postgresql://unset.invalid/{name}", "unset-{name}")
 
@@ -44,6 +46,7 @@ class Pipeline:
     conninfo_variable: str | None  # the variable out.url reads, when it is exactly one
     warehouse: str  # names the target in run tags, pools and resource keys
     sweep: bool  # in.incremental: false, so the sensor also sweeps the prefix for changed objects
+    stream_mode: str = "micro_batch"  # a Kinesis pipeline's STREAM_MODES entry (see stream_mode_of)
 
     @property
     def name(self) -> str:
@@ -52,6 +55,10 @@ class Pipeline:
     @property
     def objects_key(self) -> dg.AssetKey:
         return dg.AssetKey(f"{self.name}_objects")
+
+    @property
+    def stream_key(self) -> dg.AssetKey:
+        return dg.AssetKey(f"{self.name}_stream")
 
     @property
     def table_key(self) -> dg.AssetKey:
@@ -136,7 +143,26 @@ def read_pipeline(path: Path) -> Pipeline:
         warehouse=_warehouse_name(structure, variable),
         # Embulk's `incremental: false` lists everything on each run: here, the sensor's sweep.
         sweep=str(source.get("incremental", True)).lower() == "false",
+        stream_mode=stream_mode_of(structure.name, raw),
     )
+
+
+def stream_mode_variable(name: str) -> str:
+    return f"PIPELINE_{name.upper()}_MODE"
+
+
+def stream_mode_of(name: str, raw: Mapping[str, object]) -> str:
+    """``micro_batch`` or ``continuous``: ``$PIPELINE_<NAME>_MODE``, else the config's ``exec.mode``.
+
+    config.py does not know ``exec.mode`` yet (it refuses the key), so the variable is the way to set
+    it today; the raw YAML is read too so the key works as soon as ExecConfig accepts it.
+    """
+    exec_section = raw.get("exec") if isinstance(raw.get("exec"), Mapping) else {}
+    mode = os.environ.get(stream_mode_variable(name)) or str(exec_section.get("mode") or "micro_batch")
+    if mode not in STREAM_MODES:
+        raise ConfigError("exec.mode", f"{mode!r} is not one of {', '.join(STREAM_MODES)} "
+                                       f"(from ${stream_mode_variable(name)} or exec.mode)")
+    return mode
 
 
 def _load_structure(path: Path, text: str) -> PipelineConfig:
@@ -189,19 +215,19 @@ def _warehouse_name(config: PipelineConfig, variable: str | None) -> str:
 
 def build_definitions(directory: Path | None = None) -> dg.Definitions:
     """The code location: every pipeline's assets, checks, sensors and jobs, and shared resources."""
-    from pipeline.defs.resources import KmsResource, S3Resource, WarehouseResource
+    from pipeline.defs.resources import KinesisResource, KmsResource, S3Resource, WarehouseResource
+    from pipeline.defs.streams import stream_pipeline_definitions
 
-    resources: dict[str, object] = {"s3": S3Resource(), "kms": KmsResource()}
+    resources: dict[str, object] = {"s3": S3Resource(), "kms": KmsResource(), "kinesis": KinesisResource()}
     parts: list[dg.Definitions] = []
     for pipeline in discover(directory):
-        if not isinstance(pipeline.config.input, S3InputConfig):
-            log.info("%s: in.type %s has no Dagster assets in this code location yet; skipped",
-                        pipeline.path, pipeline.config.input.type)
-            continue
         variable = pipeline.conninfo_variable
         resources[pipeline.warehouse_resource_key] = WarehouseResource(
             conninfo=dg.EnvVar(variable) if variable else None)
-        parts.append(s3_pipeline_definitions(pipeline))
+        if isinstance(pipeline.config.input, KinesisInputConfig):
+            parts.append(stream_pipeline_definitions(pipeline))
+        else:
+            parts.append(s3_pipeline_definitions(pipeline))
     # A run is one object and its checks: one process is faster than a process per step.
     return dg.Definitions.merge(*parts, dg.Definitions(resources=resources, executor=dg.in_process_executor))
 

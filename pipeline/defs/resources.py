@@ -71,6 +71,13 @@ class S3Resource(AwsResource):
         return self._client("s3", pipeline)
 
 
+class KinesisResource(AwsResource):
+    """Kinesis Data Streams, for looking past the checkpoints (sensors) and reading records (loads)."""
+
+    def client(self, pipeline: AwsSettings | None = None) -> Any:
+        return self._client("kinesis", pipeline)
+
+
 class KmsResource(AwsResource):
     """KMS, to report the state of the key an SSE-KMS object is encrypted with."""
 

@@ -1,0 +1,401 @@
+"""A Kinesis pipeline in Dagster: the stream, the table, the sensor and the continuous job.
+
+- ``<name>_stream``: the Kinesis stream, an external asset. Each load observes it: shards, and how
+  far each shard's checkpoint is behind the tip.
+- ``<name>``: the warehouse table. Materializing it is one bounded micro-batch run: the engine reads
+  from the checkpoints towards the tip in batches of ``exec.max_records`` / ``exec.max_bytes``, at
+  most ``MAX_BATCHES_PER_RUN`` of them, each committed with its checkpoints (exactly once).
+- ``<name>_sensor``: every few seconds, one cheap look past the checkpoints. When records wait it
+  requests one run of ``<name>_load`` keyed by the checkpoints, so one state launches one run.
+  In continuous mode it keeps one run of ``<name>_continuous`` alive instead.
+- ``<name>_continuous``: ``StreamLoad.follow``, a commit every ``exec.window_seconds`` until the run
+  is terminated or ``exec.max_runtime`` passes.
+"""
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+
+from pipeline.config import KinesisInputConfig, PipelineConfig
+from pipeline.defs.factory import Pipeline, stream_mode_variable
+from pipeline.errors import PipelineError
+
+# A run reads at most this many batches (10 x exec.max_records); the sensor requests the next run.
+MAX_BATCHES_PER_RUN = 10
+# Short, so a record waits at most a tick plus a run's start-up: sensor-mode latency well under 30 s.
+MINIMUM_INTERVAL_SECONDS = 5
+# After a failed run, the same checkpoints are tried again once this long has passed.
+RETRY_AFTER_SECONDS = 60
+# The continuous job reports what it committed as a materialization at most this often.
+REPORT_EVERY_SECONDS = 60
+
+RUN_KEY_TAG = "dagster/run_key"
+SENSOR_NAME_TAG = "dagster/sensor_name"
+_ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+           dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+_UNSUCCESSFUL = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+_WAREHOUSE_NAMES = {"hologres": "Hologres", "redshift": "Redshift", "postgresql": "PostgreSQL"}
+
+
+def load_job_name(pipeline: Pipeline) -> str:
+    return f"{pipeline.name}_load"
+
+
+def continuous_job_name(pipeline: Pipeline) -> str:
+    return f"{pipeline.name}_continuous"
+
+
+def stream_pipeline_definitions(pipeline: Pipeline) -> dg.Definitions:
+    """A Kinesis pipeline: stream and table assets, the micro-batch and continuous jobs, the sensor."""
+    load_job = dg.define_asset_job(
+        load_job_name(pipeline),
+        selection=dg.AssetSelection.assets(pipeline.table_key),
+        tags=pipeline.run_tags,
+        description=f"One bounded micro-batch run: {_stream(pipeline.config).stream} from the checkpoints "
+                    f"into {pipeline.config.output.qualified_table}.",
+    )
+    follow = continuous_job(pipeline)
+    return dg.Definitions(
+        assets=[stream_spec(pipeline), table_asset(pipeline)],
+        jobs=[load_job, follow],
+        sensors=[stream_sensor(pipeline, load_job, follow)],
+    )
+
+
+# --------------------------------------------------------------------------- assets
+
+
+def stream_spec(pipeline: Pipeline) -> dg.AssetSpec:
+    """The Kinesis stream, an external asset: Dagster observes it and never writes it."""
+    source = _stream(pipeline.config)
+    return dg.AssetSpec(
+        key=pipeline.stream_key,
+        description=(f"JSON records in the Kinesis stream {source.stream} (starting position "
+                     f"{source.starting_position}). Each load observes its shards and how far each shard's "
+                     "checkpoint is behind the tip."),
+        group_name=pipeline.name,
+        kinds={"kinesis"},
+        metadata={"stream": source.stream, "starting_position": source.starting_position},
+    )
+
+
+def table_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
+    """The warehouse table; materializing it is one bounded micro-batch run."""
+    from pipeline.defs.assets import column_schema
+
+    config = pipeline.config
+    out = config.output
+    source = _stream(config)
+    execution = config.exec
+    description = (
+        f"Records of the Kinesis stream {source.stream}, loaded into {_WAREHOUSE_NAMES.get(out.type, out.type)} "
+        f"table {out.qualified_table} (mode {out.mode}). A materialization reads from the shard checkpoints "
+        f"towards the tip in batches of at most {execution.max_records:,} records / {execution.max_bytes:,} bytes "
+        f"({MAX_BATCHES_PER_RUN} batches at most), each committed with its checkpoints, so every record loads "
+        f"exactly once; records that fail to parse go to {out.schema}.{out.rejected}. Config: {pipeline.path.name}."
+    )
+
+    @dg.asset(
+        key=pipeline.table_key,
+        description=description,
+        group_name=pipeline.name,
+        kinds={out.type},
+        deps=[pipeline.stream_key],
+        metadata={
+            "dagster/table_name": out.qualified_table,
+            "dagster/column_schema": column_schema(config, output_columns(config)),
+            "mode": out.mode,
+            "warehouse": pipeline.warehouse,
+            "rejected_table": f"{out.schema}.{out.rejected}",
+            "stream": source.stream,
+        },
+        required_resource_keys={"kinesis", "s3", pipeline.warehouse_resource_key},
+        # One pool per warehouse, as the S3 loads: Dagster caps concurrent loads into it.
+        pool=pipeline.pool,
+    )
+    def load_stream(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        return materialize_stream(context, pipeline)
+
+    return load_stream
+
+
+def materialize_stream(context: dg.AssetExecutionContext, pipeline: Pipeline) -> dg.MaterializeResult:
+    """Read from the checkpoints towards the tip, at most MAX_BATCHES_PER_RUN committed batches."""
+    from pipeline.defs.assets import column_schema
+
+    try:
+        load = _stream_load(context, pipeline)
+        summary = load.run(max_batches=MAX_BATCHES_PER_RUN)
+        checkpoints = load.checkpoints()
+    except PipelineError as error:
+        # The engine's message names the shard, sequence number and column: show it, not a traceback.
+        raise dg.Failure(description=str(error)) from None
+    lags = _observe_stream(context, pipeline, load, checkpoints)
+    committed = [b for b in summary.batches if b.records]
+    at_tip = summary.batches[-1].at_tip if summary.batches else True
+    metadata: dict[str, Any] = {
+        "dagster/row_count": summary.rows,
+        "dagster/column_schema": column_schema(load.config, load.columns),
+        "records_read": summary.records,
+        "rejected_records": summary.rejected,
+        "bytes_read": summary.bytes,
+        "batches": len(committed),
+        "duration_seconds": round(summary.seconds, 3),
+        "at_tip": at_tip,
+        "checkpoints": dg.MetadataValue.json(checkpoints),
+        "status": summary.describe() + ("" if at_tip else
+                                        f"; stopped after {MAX_BATCHES_PER_RUN} batches, more records wait"),
+    }
+    if lags is not None:
+        metadata["shard_lag"] = dg.MetadataValue.json(lags)
+    arrivals = [b.oldest_arrival for b in committed if b.oldest_arrival is not None]
+    if arrivals:
+        metadata["oldest_record_arrival"] = dg.MetadataValue.timestamp(min(arrivals))
+    context.log.info(metadata["status"])
+    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(checkpoint_digest(checkpoints)))
+
+
+def _observe_stream(context: Any, pipeline: Pipeline, load: Any, checkpoints: Mapping[str, str]
+                    ) -> dict[str, Any] | None:
+    """Log an observation of the stream (summary and per-shard lag); a failure here is a warning only."""
+    from pipeline.sources.kinesis import describe_stream
+
+    try:
+        described = describe_stream(load.kinesis, load.input.stream).as_metadata()
+        lags = shard_lag(load.pending(checkpoints), checkpoints)
+    except PipelineError as error:
+        context.log.warning(f"the stream could not be observed after the load: {error}")
+        return None
+    context.log_event(dg.AssetObservation(
+        asset_key=pipeline.stream_key,
+        metadata={**described, "shards": len(lags), "shards_with_records_waiting":
+                  sum(1 for lag in lags.values() if lag["records_waiting"]),
+                  "shard_lag": dg.MetadataValue.json(lags)}))
+    return lags
+
+
+def shard_lag(pending: Mapping[str, Any], checkpoints: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """Shard id -> checkpoint, whether records wait past it and milliseconds behind the tip."""
+    return {shard: {"checkpoint": checkpoints.get(shard), "records_waiting": lag.has_records,
+                    "millis_behind": lag.millis_behind} for shard, lag in sorted(pending.items())}
+
+
+# --------------------------------------------------------------------------- continuous job
+
+
+def continuous_job(pipeline: Pipeline) -> dg.JobDefinition:
+    """``<name>_continuous``: follow the stream, a commit every exec.window_seconds, until terminated."""
+    execution = pipeline.config.exec
+    until = (f"until the run is terminated or exec.max_runtime ({execution.max_runtime:g} s) passes"
+             if execution.max_runtime is not None else "until the run is terminated")
+
+    @dg.op(
+        name=f"{pipeline.name}_follow",
+        description=f"Commit the records of {_stream(pipeline.config).stream} every exec.window_seconds "
+                    f"({execution.window_seconds:g} s) {until}.",
+        required_resource_keys={"kinesis", "s3", pipeline.warehouse_resource_key},
+    )
+    def follow_stream(context: dg.OpExecutionContext) -> None:
+        follow(context, pipeline)
+
+    @dg.job(
+        name=continuous_job_name(pipeline),
+        tags=pipeline.run_tags,
+        description=f"Continuous mode: one long run that commits {pipeline.config.output.qualified_table} every "
+                    f"{execution.window_seconds:g} s {until}. Set ${stream_mode_variable(pipeline.name)}="
+                    f"continuous and {pipeline.name}_sensor keeps one such run alive.",
+    )
+    def continuous() -> None:
+        follow_stream()
+
+    return continuous
+
+
+def follow(context: dg.OpExecutionContext, pipeline: Pipeline) -> None:
+    """Run ``StreamLoad.follow``; report committed rows as materializations of the table."""
+    try:
+        load = _stream_load(context, pipeline)
+    except PipelineError as error:
+        raise dg.Failure(description=str(error)) from None
+    stop = threading.Event()
+    totals = {"records": 0, "rows": 0, "rejected": 0, "bytes": 0, "batches": 0}
+    reported = time.monotonic()
+
+    def report(checkpoints: Mapping[str, str]) -> None:
+        nonlocal reported
+        context.log_event(dg.AssetMaterialization(
+            asset_key=pipeline.table_key,
+            metadata={"dagster/row_count": totals["rows"], "records_read": totals["records"],
+                      "rejected_records": totals["rejected"], "bytes_read": totals["bytes"],
+                      "batches": totals["batches"], "checkpoints": dg.MetadataValue.json(dict(checkpoints))}))
+        totals.update(dict.fromkeys(totals, 0))
+        reported = time.monotonic()
+
+    last: dict[str, str] = {}
+
+    def on_batch(result: Any) -> None:
+        if result.records:
+            for name in ("records", "rows", "rejected", "bytes"):
+                totals[name] += getattr(result, name)
+            totals["batches"] += 1
+            last.update(result.checkpoints)
+            if time.monotonic() - reported >= REPORT_EVERY_SECONDS:
+                report(last)
+        if _canceling(context):
+            context.log.info("the run is being terminated: stopping after this committed batch")
+            stop.set()
+
+    try:
+        summary = load.follow(stop, on_batch=on_batch)
+    except PipelineError as error:
+        raise dg.Failure(description=str(error)) from None
+    finally:
+        if totals["batches"]:
+            report(last)
+    context.log.info(summary.describe())
+
+
+def _canceling(context: dg.OpExecutionContext) -> bool:
+    run = context.instance.get_run_by_id(context.run_id)
+    return run is None or run.status in (dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.CANCELED)
+
+
+# --------------------------------------------------------------------------- sensor
+
+
+def stream_sensor(pipeline: Pipeline, load_job: Any, follow_job: dg.JobDefinition) -> dg.SensorDefinition:
+    """``<name>_sensor``: one micro-batch run per checkpoint state with records waiting, or a continuous run."""
+    source = _stream(pipeline.config)
+    continuous = pipeline.stream_mode == "continuous"
+    how = (f"keeps one {follow_job.name} run alive (continuous mode); stop this sensor to stop restarting it"
+           if continuous else
+           f"looks past the shard checkpoints (one GetRecords per shard) and, when records wait, requests one "
+           f"{load_job_name(pipeline)} run keyed by the checkpoints, so one state launches one run")
+    name = f"{pipeline.name}_sensor"
+    # The engine's objects are cached across ticks: the target's tables are checked once, not every tick.
+    loads: dict[tuple[str, int], Any] = {}
+
+    @dg.sensor(
+        name=name,
+        jobs=[load_job, follow_job],
+        minimum_interval_seconds=MINIMUM_INTERVAL_SECONDS,
+        default_status=_default_status(),
+        description=f"Watches the Kinesis stream {source.stream}: {how}.",
+        required_resource_keys={"kinesis", pipeline.warehouse_resource_key},
+    )
+    def watch_stream(context: dg.SensorEvaluationContext, **_resources: object) -> dg.SensorResult | dg.SkipReason:
+        instance = context.instance
+        active = _latest_run(instance, job_names=[load_job_name(pipeline), follow_job.name], statuses=_ACTIVE)
+        if active is not None:
+            return dg.SkipReason(f"run {active.run_id} ({active.job_name}) is {active.status.value}")
+        from pipeline.stream import StreamLoad
+
+        warehouse = getattr(context.resources, pipeline.warehouse_resource_key)
+        config = pipeline.resolve(warehouse.conninfo)
+        client = context.resources.kinesis.client(_stream(config).aws)
+        cache_key = (config.output.conninfo, id(client))
+        if cache_key not in loads:
+            loads.clear()
+            loads[cache_key] = StreamLoad(config, kinesis_client=client, emit=context.log.info)
+        load = loads[cache_key]
+        checkpoints = load.checkpoints()
+        if continuous:
+            job_name, reason = follow_job.name, "continuous mode"
+        else:
+            lags = load.pending(checkpoints)
+            waiting = sorted(shard for shard, lag in lags.items() if lag.has_records)
+            pin = not checkpoints and source.starting_position == "latest"
+            if not waiting and not pin:
+                return dg.SkipReason(f"no records past the checkpoints of {len(lags)} shard(s) of {source.stream}")
+            job_name = load_job_name(pipeline)
+            reason = (f"records wait in {', '.join(waiting)}" if waiting else
+                      "starting_position latest and no checkpoint yet: one run pins the start")
+        base = f"{'continuous' if continuous else 'checkpoints'}:{checkpoint_digest(checkpoints)}"
+        run_key = next_run_key(instance, name, base, restart_finished=continuous)
+        if run_key is None:
+            return dg.SkipReason(f"the last run for these checkpoints failed; retrying {RETRY_AFTER_SECONDS} s "
+                                 "after it ended")
+        context.log.info(f"{reason}: requesting {job_name} with run_key {run_key}")
+        return dg.SensorResult(run_requests=[dg.RunRequest(run_key=run_key, job_name=job_name,
+                                                           tags=pipeline.run_tags)])
+
+    return watch_stream
+
+
+def checkpoint_digest(checkpoints: Mapping[str, str]) -> str:
+    """A short, stable name for a set of shard checkpoints ("start" when there are none)."""
+    if not checkpoints:
+        return "start"
+    text = json.dumps(sorted(checkpoints.items()), separators=(",", ":"))
+    return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:16]
+
+
+def next_run_key(instance: dg.DagsterInstance, sensor_name: str, base: str, *, restart_finished: bool
+                 ) -> str | None:
+    """``base``, or, when the run launched under it failed (any finished run with ``restart_finished``),
+    ``base:after-<that run's id>``: a retry of the same state gets a key of its own, once per failure.
+
+    None while the failed run ended less than RETRY_AFTER_SECONDS ago.
+    """
+    key = base
+    for _ in range(20):  # a chain of retries of one state; beyond this, keep the last key
+        records = instance.get_run_records(
+            filters=dg.RunsFilter(tags={RUN_KEY_TAG: key, SENSOR_NAME_TAG: sensor_name}), limit=1)
+        if not records:
+            return key
+        record = records[0]
+        run = record.dagster_run
+        if run.status in _ACTIVE or not (run.status in _UNSUCCESSFUL or restart_finished):
+            return key  # Dagster skips a key it launched already: the state is handled
+        ended = record.end_time or 0
+        if run.status in _UNSUCCESSFUL and time.time() - ended < RETRY_AFTER_SECONDS:
+            return None
+        key = f"{base}:after-{run.run_id[:8]}"
+    return key
+
+
+def _latest_run(instance: dg.DagsterInstance, *, job_names: list[str], statuses: list[Any]) -> Any:
+    for job_name in job_names:
+        runs = instance.get_runs(filters=dg.RunsFilter(job_name=job_name, statuses=statuses), limit=1)
+        if runs:
+            return runs[0]
+    return None
+
+
+def _default_status() -> dg.DefaultSensorStatus:
+    from pipeline.defs.sensors import default_status
+
+    return default_status()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _stream_load(context: Any, pipeline: Pipeline) -> Any:
+    """The engine for one run, with the run's resources: config, clients and logging."""
+    from pipeline.stream import StreamLoad
+
+    warehouse = getattr(context.resources, pipeline.warehouse_resource_key)
+    config = pipeline.resolve(warehouse.conninfo)
+    source = _stream(config)
+    return StreamLoad(config, kinesis_client=context.resources.kinesis.client(source.aws),
+                      s3_client=context.resources.s3.client(source.aws), emit=context.log.info)
+
+
+def output_columns(config: PipelineConfig) -> list[Any]:
+    """The table's columns as the engine writes them (metadata fields, then the filters); no I/O."""
+    from pipeline.stream import StreamLoad
+
+    return list(StreamLoad(config).columns)
+
+
+def _stream(config: PipelineConfig) -> KinesisInputConfig:
+    if not isinstance(config.input, KinesisInputConfig):
+        raise PipelineError(f"{config.name}: in.type is {config.input.type}, not kinesis")
+    return config.input
+

@@ -1,0 +1,187 @@
+"""A Kinesis pipeline in Dagster: stream and table assets, the sensor's ticks, micro-batch and continuous runs."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+import yaml
+
+from pipeline.defs.factory import DEFAULT_CONFIG_DIR, build_definitions
+from pipeline_tests.defs.conftest import write_pipeline
+
+
+class SensorStream:
+    """One test's stream pipeline: its own Kinesis stream, table, config directory and Definitions."""
+
+    def __init__(self, directory: Path, kinesis: Any, **changes: Any):
+        self.name = f"s{uuid.uuid4().hex[:10]}"
+        self.kinesis = kinesis
+        kinesis.create_stream(StreamName=self.name, ShardCount=2)
+        kinesis.get_waiter("stream_exists").wait(StreamName=self.name, WaiterConfig={"Delay": 0.2})
+        document = yaml.safe_load((DEFAULT_CONFIG_DIR / "sensor_data.yml").read_text(encoding="utf-8"))
+        document["in"]["stream"] = self.name
+        document["out"]["table"] = f"sensor_schema.{self.name}"
+        for dotted, value in changes.items():
+            section, key = dotted.split("__")
+            document[section][key] = value
+        self.directory = directory
+        write_pipeline(directory, self.name, document)
+        self.defs = build_definitions(directory)
+
+    def put(self, count: int, offset: int = 0) -> None:
+        entries = [{"Data": json.dumps({"sensorId": (i + offset) % 101, "currentTemperature": 10 + i % 141,
+                                        "status": "OK", "$record_timestamp": "2024-01-01T00:00:00Z"}).encode(),
+                    "PartitionKey": str(i)} for i in range(count)]
+        for start in range(0, len(entries), 500):
+            response = self.kinesis.put_records(StreamName=self.name, Records=entries[start:start + 500])
+            assert response["FailedRecordCount"] == 0
+
+    def tick(self, instance: dg.DagsterInstance) -> dg.SensorResult | dg.SkipReason:
+        sensor = self.defs.resolve_sensor_def(f"{self.name}_sensor")
+        with dg.build_sensor_context(resources=self.defs.resources, instance=instance) as context:
+            return sensor(context)
+
+    def materialize(self, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+        table = next(a for a in self.defs.assets if isinstance(a, dg.AssetsDefinition)
+                     and dg.AssetKey(self.name) in a.keys)
+        return dg.materialize([table], resources=self.defs.resources,
+                              instance=instance, raise_on_error=False)
+
+
+@pytest.fixture
+def sensor_stream(stack: Any, kinesis: Any, tmp_path: Path) -> Any:
+    def make(**changes: Any) -> SensorStream:
+        return SensorStream(tmp_path / "pipelines", kinesis, **changes)
+
+    return make
+
+
+def run_keys(result: dg.SensorResult | dg.SkipReason) -> list[str]:
+    if isinstance(result, dg.SkipReason):
+        return []
+    return [request.run_key for request in result.run_requests or []]
+
+
+def materialized(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
+    (event,) = result.get_asset_materialization_events()
+    return {name: value.value for name, value in event.materialization.metadata.items()}
+
+
+def test_the_shipped_sensor_data_config_gives_stream_table_sensor_and_jobs(monkeypatch):
+    monkeypatch.delenv("PIPELINE_CONFIG_DIR", raising=False)
+    defs = build_definitions(DEFAULT_CONFIG_DIR)
+
+    stream = next(iter(defs.resolve_assets_def("sensor_data_stream").specs))
+    table = next(iter(defs.resolve_assets_def("sensor_data").specs))
+    assert stream.kinds == {"kinesis"}
+    assert table.kinds == {"redshift"} and table.group_name == "sensor_data"
+    assert [dep.asset_key for dep in table.deps] == [dg.AssetKey("sensor_data_stream")]
+    assert [c.name for c in table.metadata["dagster/column_schema"].columns] == [
+        "sensorid", "currenttemperature", "status", "uuid"]
+    assert table.metadata["dagster/table_name"] == "sensor_schema.sensor_data"
+    assert defs.resolve_assets_def("sensor_data").op.pool == "warehouse/redshift"
+    sensor = defs.resolve_sensor_def("sensor_data_sensor")
+    assert sensor.minimum_interval_seconds <= 10
+    assert {job.name for job in sensor.jobs} == {"sensor_data_load", "sensor_data_continuous"}
+    assert defs.resolve_job_def("sensor_data_continuous")
+
+
+def test_a_tick_requests_nothing_when_no_record_waits_and_one_run_keyed_by_checkpoints_when_some_do(
+        sensor_stream):
+    pipeline = sensor_stream()
+    with dg.instance_for_test() as instance:
+        assert run_keys(pipeline.tick(instance)) == []
+
+        pipeline.put(20)
+        first, again = pipeline.tick(instance), pipeline.tick(instance)
+        assert run_keys(first) == run_keys(again) == ["checkpoints:start"]
+        assert first.run_requests[0].job_name == f"{pipeline.name}_load"
+
+        assert pipeline.materialize(instance).success
+        assert run_keys(pipeline.tick(instance)) == []
+        pipeline.put(5, offset=20)
+        (moved,) = run_keys(pipeline.tick(instance))
+        assert moved.startswith("checkpoints:") and moved != "checkpoints:start"
+        assert run_keys(pipeline.tick(instance)) == [moved]
+
+
+def test_with_starting_position_latest_and_no_checkpoint_one_run_pins_the_start(sensor_stream):
+    pipeline = sensor_stream(in__starting_position="latest")
+    with dg.instance_for_test() as instance:
+        assert run_keys(pipeline.tick(instance)) == ["checkpoints:start"]
+        assert pipeline.materialize(instance).success
+        assert run_keys(pipeline.tick(instance)) == []
+
+
+def test_materializing_the_table_lands_each_record_once_with_uuid_and_without_record_timestamp(
+        sensor_stream, redshift):
+    pipeline = sensor_stream(exec__max_records=100)
+    pipeline.put(350)
+    with dg.instance_for_test() as instance:
+        first = pipeline.materialize(instance)
+        second = pipeline.materialize(instance)
+
+    assert first.success and second.success
+    metadata = materialized(first)
+    assert metadata["dagster/row_count"] == 350 and metadata["records_read"] == 350
+    assert metadata["rejected_records"] == 0 and metadata["batches"] == 4 and metadata["at_tip"]
+    assert set(metadata["checkpoints"]) == {"shardId-000000000000", "shardId-000000000001"}
+    assert all(not lag["records_waiting"] for lag in metadata["shard_lag"].values())
+    assert materialized(second)["dagster/row_count"] == 0
+    (observation,) = [e for e in first.get_asset_observation_events()]
+    assert observation.asset_key == dg.AssetKey(f"{pipeline.name}_stream")
+    rows = redshift.execute(f"SELECT uuid FROM sensor_schema.{pipeline.name}").fetchall()  # test-owned name
+    assert len(rows) == 350 and len({r[0] for r in rows}) == 350 and all(r[0] for r in rows)
+    columns = [r[0] for r in redshift.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'sensor_schema' "
+        "AND table_name = %s ORDER BY ordinal_position", (pipeline.name,))]
+    assert columns == ["sensorid", "currenttemperature", "status", "uuid"]
+
+
+def test_a_missing_stream_fails_the_run_with_the_engines_message(sensor_stream, kinesis):
+    pipeline = sensor_stream()
+    kinesis.delete_stream(StreamName=pipeline.name)
+    with dg.instance_for_test() as instance:
+        result = pipeline.materialize(instance)
+
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert pipeline.name in failure.step_failure_data.error.message
+
+
+def test_the_continuous_job_commits_records_put_while_it_runs_until_max_runtime(sensor_stream, redshift):
+    pipeline = sensor_stream(exec__max_runtime=4, exec__window_seconds=0.2)
+    pipeline.put(10)
+    producer = threading.Timer(1.5, pipeline.put, args=(15,), kwargs={"offset": 10})
+    producer.start()
+    started = time.monotonic()
+    with dg.instance_for_test() as instance:
+        result = pipeline.defs.resolve_job_def(f"{pipeline.name}_continuous").execute_in_process(
+            instance=instance, resources=pipeline.defs.resources)
+    producer.join()
+
+    assert result.success
+    assert 4 <= time.monotonic() - started < 30
+    assert redshift.execute(f"SELECT count(*) FROM sensor_schema.{pipeline.name}").fetchone()[0] == 25
+    reported = sum(e.materialization.metadata["dagster/row_count"].value
+                   for e in result.get_asset_materialization_events())
+    assert reported == 25
+
+
+def test_in_continuous_mode_the_sensor_requests_the_continuous_job_even_with_nothing_waiting(sensor_stream,
+                                                                                             monkeypatch):
+    pipeline = sensor_stream()
+    monkeypatch.setenv(f"PIPELINE_{pipeline.name.upper()}_MODE", "continuous")
+    pipeline.defs = build_definitions(pipeline.directory)
+    with dg.instance_for_test() as instance:
+        result = pipeline.tick(instance)
+
+    assert run_keys(result) == ["continuous:start"]
+    assert result.run_requests[0].job_name == f"{pipeline.name}_continuous"
