@@ -82,13 +82,19 @@ def test_twenty_kill_9_at_seeded_random_points_then_a_rerun_leave_exactly_the_so
             # Everything is in: start over, so that every kill lands in the middle of a load.
             hologres.execute(f"TRUNCATE public.{unique}")
             hologres.execute("DELETE FROM public.pipeline_object_ledger WHERE pipeline = %s", (unique,))
+        # A seeded point of the load: after `after` more objects committed, plus a random slice of one.
+        before, after, extra = len(ledger(hologres, unique)), rng.randint(0, 6), rng.uniform(0.0, full_run / 8)
         process = pipeline_popen("run", str(config))
-        time.sleep(rng.uniform(0.0, full_run))
+        deadline = time.monotonic() + 60
+        while len(ledger(hologres, unique)) < before + after and process.poll() is None \
+                and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(extra)
         process.send_signal(signal.SIGKILL)
         process.communicate(timeout=30)
         done = assert_table_matches_ledger(hologres, unique, unique, truths)
         partial += 0 < len(done) < len(truths)
-    assert partial >= 5, "too few kills landed between the first and the last object"
+    assert partial >= 10, "too few kills landed between the first and the last object"
     rerun = pipeline_cli("run", str(config))
     assert rerun.returncode == 0, rerun.stderr
     assert_exactly_the_source(hologres, unique, unique, truths)
