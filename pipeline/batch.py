@@ -328,6 +328,7 @@ class BatchLoad:
             log.warning("could not drop the staging tables of run %s; the next run drops them", self.run_id)
 
     def _parallel(self, objects: list, load_one: Callable) -> list[ObjectResult]:
+        load_one = self._naming_lost_connections(load_one)
         threads = min(self.config.exec.max_threads, len(objects))
         if threads <= 1:
             return [load_one(obj) for obj in objects]
@@ -341,6 +342,19 @@ class BatchLoad:
                 wait(futures)  # let loads already under way finish or fail before reporting
                 raise failed[0].exception()  # type: ignore[misc]
             return [f.result() for f in futures]
+
+    def _naming_lost_connections(self, load_one: Callable) -> Callable:
+        """A connection lost mid-object (restart, failover, network) is a user error naming the object."""
+
+        def guarded(obj) -> ObjectResult:
+            try:
+                return load_one(obj)
+            except psycopg.OperationalError as error:
+                raise WarehouseError(
+                    f"the warehouse connection was lost while loading s3://{self.input.bucket}/{obj.key} "
+                    f"({_first_line(error)}); nothing of this object was committed, a re-run loads it") from None
+
+        return guarded
 
     def _log_object(self, result: ObjectResult) -> None:
         self.emit(f"loaded s3://{self.input.bucket}/{result.key}: {result.rows:,} rows, "

@@ -73,6 +73,8 @@ def diagnose(error: BaseException) -> str:
     """One line saying what went wrong and what to do, from a psycopg connection error."""
     text = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
     full = str(error)
+    if "server closed the connection unexpectedly" in full:
+        return "the server closed the connection while it was being opened (restarting, or a proxy cut it?)"
     if "password authentication failed" in full:
         return "password authentication failed: check the user and password"
     if "no pg_hba.conf entry" in full or "not in whitelist" in full.lower() or "allowlist" in full.lower():

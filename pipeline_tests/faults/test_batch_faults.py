@@ -101,8 +101,6 @@ def test_twenty_kill_9_at_seeded_random_points_then_a_rerun_leave_exactly_the_so
     assert "nothing new to load" in pipeline_cli("run", str(config)).stdout
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: a warehouse connection lost mid-object escapes batch.py as a "
-                   "raw psycopg.OperationalError (traceback, object not named); see docs/reliability.md")
 def test_a_warehouse_connection_cut_mid_load_is_a_clear_error_and_the_rerun_completes(
         stack, s3, hologres, tmp_path, unique):
     truths = upload_books(s3, stack.bucket, f"{unique}/", objects=6, rows=20_000)
@@ -128,8 +126,6 @@ def test_a_warehouse_connection_cut_mid_load_is_a_clear_error_and_the_rerun_comp
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="engine bug: a PostgreSQL restart mid-object escapes batch.py as a raw "
-                   "psycopg.OperationalError (traceback, object not named); see docs/reliability.md")
 def test_postgresql_restarted_mid_load_is_a_clear_error_and_the_rerun_completes(
         stack, s3, own_stack, tmp_path, unique):
     import psycopg
