@@ -467,7 +467,7 @@ class BatchLoad:
                 yield chunk
 
         names = self.target.column_names
-        for item in read_records(counted(self._object_bytes(obj, progress)), csv_options(p), source):
+        for item in read_records(counted(self._object_bytes(obj, progress)), p, source):
             result.parsed += 1
             if isinstance(item, RecordError):
                 reject(item)
@@ -519,18 +519,6 @@ def _refuse_end_of_data_marker(chunks: Iterable[bytes]) -> Iterator[bytes]:
                 raise ValueError("a line holding only \\. (COPY's end-of-data marker)")
         tail = chunk[-3:]
         yield chunk
-
-
-def csv_options(parser: CsvParserConfig):
-    from pipeline.formats.csv import CsvOptions
-
-    return CsvOptions(
-        charset=parser.charset, newline=parser.newline, delimiter=parser.delimiter, quote=parser.quote,
-        escape=parser.escape, null_string=parser.null_string, skip_header_lines=parser.skip_header_lines,
-        trim_if_not_quoted=parser.trim_if_not_quoted, comment_line_marker=parser.comment_line_marker,
-        allow_extra_columns=parser.allow_extra_columns, allow_optional_columns=parser.allow_optional_columns,
-        max_quoted_size_limit=parser.max_quoted_size_limit, columns=parser.columns,
-    )
 
 
 def _first_line(error: BaseException) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError
+from pipeline.formats.csv import CsvOptions
 from pipeline.schema import COLUMN_TYPES, Column
 
 OUTPUT_TYPES = ("postgresql", "hologres", "redshift")
@@ -66,21 +67,10 @@ class AwsSettings:
 
 
 @dataclass(frozen=True)
-class CsvParserConfig:
-    charset: str = "UTF-8"
-    newline: str = "CRLF"
-    delimiter: str = ","
-    quote: str | None = '"'
-    escape: str | None = '"'
-    null_string: str | None = None
-    skip_header_lines: int = 0
-    trim_if_not_quoted: bool = False
-    comment_line_marker: str | None = None
-    allow_extra_columns: bool = False
-    allow_optional_columns: bool = False
-    max_quoted_size_limit: int = 131072
+class CsvParserConfig(CsvOptions):
+    """``in.parser`` for CSV: the reader's options plus what the loader does with a bad record."""
+
     stop_on_invalid_record: bool = True
-    columns: tuple[Column, ...] = ()
     type: str = "csv"
 
 
@@ -459,7 +449,17 @@ def _csv_parser(parent: _Section, require_parser: bool) -> CsvParserConfig | Non
         return None
     section = parent.section("parser")
     section.str("type", "csv", choices=("csv",))
-    config = CsvParserConfig(
+    _check_charset(section, section.str("charset", "UTF-8"))
+    try:
+        config = _csv_parser_config(section, require_parser)
+    except ValueError as error:  # the reader's own checks of delimiter, quote and escape
+        raise ConfigError(section.path, str(error)) from None
+    section.done(ignored=("header_line", "default_timezone", "default_date"))
+    return config
+
+
+def _csv_parser_config(section: _Section, require_parser: bool) -> CsvParserConfig:
+    return CsvParserConfig(
         charset=section.str("charset", "UTF-8"),
         newline=section.str("newline", "CRLF", choices=NEWLINES),
         delimiter=section.char("delimiter", section.char("field_delimiter", ",")) or ",",
@@ -475,9 +475,6 @@ def _csv_parser(parent: _Section, require_parser: bool) -> CsvParserConfig | Non
         stop_on_invalid_record=section.bool("stop_on_invalid_record", True),
         columns=_columns(section, require=require_parser),
     )
-    _check_charset(section, config.charset)
-    section.done(ignored=("header_line", "default_timezone", "default_date"))
-    return config
 
 
 def _check_charset(section: _Section, charset: str) -> None:

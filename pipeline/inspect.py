@@ -85,7 +85,7 @@ def _on_invalid(config: PipelineConfig, stop: bool) -> str:
 
 
 def _preview_s3(config: PipelineConfig, limit: int, s3_client: Any) -> Preview:
-    from pipeline.batch import BatchLoad, csv_options
+    from pipeline.batch import BatchLoad
     from pipeline.filters import apply, build_filters, output_columns, s3_identity
     from pipeline.formats.csv import read_records
     from pipeline.formats.decode import decompress
@@ -117,7 +117,7 @@ def _preview_s3(config: PipelineConfig, limit: int, s3_client: Any) -> Preview:
                 result.notes.append(f"stopped after {read:,} bytes of {first.uri}")
                 return
 
-    records = read_records(decompress(bounded()), csv_options(load.parser), first.uri)
+    records = read_records(decompress(bounded()), load.parser, first.uri)
     try:
         for item in records:
             if isinstance(item, RecordError):

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline import config as config_module
-from pipeline.batch import BatchLoad, csv_options
+from pipeline.batch import BatchLoad
 from pipeline.formats.csv import read_records
 from pipeline.stream import StreamLoad
 from pipeline_tests.faults.loads import HEADER, exists, ledger, pipeline_cli, write_config
@@ -48,7 +48,7 @@ ALL_CSV = [*CSV_CORPUS, "generated:10mb-field-quoted", "generated:10mb-field-unq
 
 def reader_count(config, body: bytes, key: str) -> int:
     """How many records (good or bad) our own reader yields for ``body``."""
-    options = csv_options(BatchLoad(config).parser)
+    options = BatchLoad(config).parser
     return sum(1 for _ in read_records([body], options, key))
 
 
