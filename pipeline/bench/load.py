@@ -1,0 +1,307 @@
+"""Bulk load of book_order CSV from S3, next to the floor (``psql \\copy`` from local disk).
+
+Every path loads the same bytes into the same freshly created table (text primary key), after a
+CHECKPOINT, and the paths take turns round by round so a busy moment of the machine hits them
+alike; the best round of each is compared. Then the tutorial-sized load, where start-up is
+most of the time: end to end, warm, and the load itself after start-up.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from pipeline.bench.harness import SEED, Bench, BenchError, psql_binary, run_pipeline
+from pipeline.bench.results import Figure, Section, best, median, timings
+
+EMBULK_TUTORIAL_SECONDS = 0.20  # `embulk run` of the 10,000-row tutorial file, as its log reports
+SMALL_LOAD_TARGET_SECONDS = 0.1
+FLOOR = "psql \\copy from local disk (the floor)"
+
+
+class BookOrderLoads:
+    """The ways of loading one book_order file of ``rows`` rows into ``public.<table>``."""
+
+    def __init__(self, bench: Bench, rows: int, table: str):
+        self.bench = bench
+        self.rows = rows
+        self.table = table
+        self.prefix = bench.prefix(f"load-{rows}")
+        self.local_file = bench.workdir / f"book_order_{rows}.csv"
+        self.plain_key = f"{self.prefix}plain/book_order.csv"
+        self.kms_key = f"{self.prefix}kms/book_order.csv"
+        self.bytes = 0
+        self.runs = 0
+        self.runs_of_dlt = 0
+
+    def prepare(self) -> None:
+        from pipeline.generate import generate_books, write_books
+
+        with self.local_file.open("wb") as file:
+            for chunk in generate_books(self.rows, seed=SEED):
+                file.write(chunk)
+        self.bytes = self.local_file.stat().st_size
+        write_books(self.rows, f"s3://{self.bench.bucket}/{self.plain_key}", seed=SEED, client=self.bench.s3)
+        write_books(self.rows, f"s3://{self.bench.bucket}/{self.kms_key}", seed=SEED, client=self.bench.s3,
+                    sse_kms_key_id=self.bench.kms_key)
+        head = self.bench.s3.head_object(Bucket=self.bench.bucket, Key=self.kms_key)
+        if head.get("ServerSideEncryption") != "aws:kms":
+            raise BenchError(f"s3://{self.bench.bucket}/{self.kms_key} was not stored with SSE-KMS")
+        self.bench.on_cleanup(f"s3://{self.bench.bucket}/{self.prefix}", lambda: self.bench.delete_prefix(self.prefix))
+
+    # ----------------------------------------------------------------- the paths, each timed alone
+
+    def timed(self, load: Callable[[], None], what: str) -> float:
+        self.bench.recreate_book_order(self.table)
+        started = time.perf_counter()
+        load()
+        seconds = time.perf_counter() - started
+        self.bench.expect_rows(self.bench.hologres_url, "public", self.table, self.rows, what)
+        return seconds
+
+    def psql(self) -> float:
+        """psql's client-side COPY of the local file: no S3, no Python, the server parses the CSV."""
+        command = (f"\\copy public.{self.table} FROM '{self.local_file}' "
+                   "WITH (FORMAT csv, HEADER true, ENCODING 'UTF8')")
+
+        def load() -> None:
+            result = subprocess.run([psql_binary(), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d",
+                                     self.bench.hologres_url, "-c", command],
+                                    capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                raise BenchError(f"psql \\copy failed: {result.stderr.strip()}")
+
+        return self.timed(load, "psql \\copy")
+
+    def config(self, encrypted: bool, *, threads: int = 1) -> Path:
+        """A fresh pipeline name for each run, so the ledger never says 'already loaded'."""
+        self.runs += 1
+        name = self.bench.name(f"load_{self.rows}_{'kms' if encrypted else 'plain'}_{self.runs}")
+        prefix = f"{self.prefix}{'kms' if encrypted else 'plain'}/"
+        return self.bench.book_order_config(name, prefix, self.table, threads=threads)
+
+    def ours(self, encrypted: bool, s3_client: object | None = None) -> float:
+        """BatchLoad in this process, as `pipeline run` calls it (it makes its own S3 client unless given one)."""
+        from pipeline import config as config_module
+        from pipeline.batch import BatchLoad
+
+        loaded: list = []
+
+        def load() -> None:
+            config = config_module.load(self.config(encrypted))
+            summary = BatchLoad(config, s3_client=s3_client, emit=lambda _: None).run()
+            loaded.extend(summary.loaded)
+
+        seconds = self.timed(load, f"BatchLoad ({'SSE-KMS' if encrypted else 'plaintext'})")
+        if [r.path for r in loaded] != ["fast"]:
+            raise BenchError(f"BatchLoad did not take the fast path: {[r.path for r in loaded]}")
+        return seconds
+
+    def pipeline_run(self) -> float:
+        """`pipeline run` end to end: interpreter start, imports, S3 client, the load."""
+        config = self.config(False)
+
+        def load() -> None:
+            child = run_pipeline("run", str(config), env=self.bench.subprocess_env())
+            if child.exit_code != 0:
+                raise BenchError(f"pipeline run failed ({child.exit_code}): {child.output.strip()[-2000:]}")
+
+        return self.timed(load, "pipeline run")
+
+    def bare(self) -> float:
+        """The least a Python loader can do: get_object, and its body straight into COPY."""
+        from pipeline.sources.aws import client
+
+        def load() -> None:
+            s3 = client("s3")
+            statement = sql.SQL("COPY {} FROM STDIN (FORMAT csv, HEADER true)").format(
+                sql.Identifier("public", self.table))
+            with psycopg.connect(self.bench.hologres_url) as conn, conn.cursor() as cur:
+                body = s3.get_object(Bucket=self.bench.bucket, Key=self.plain_key)["Body"]
+                with cur.copy(statement) as copy:
+                    for chunk in body.iter_chunks(1 << 20):
+                        copy.write(chunk)
+                conn.commit()
+
+        return self.timed(load, "bare boto3 + COPY")
+
+    def dlt(self) -> float:
+        """dlt's filesystem source into its postgres destination (it makes its own table)."""
+        import dlt
+        from dlt.sources.filesystem import readers
+
+        dataset = self.bench.name("dlt")
+        env = self.bench.env
+
+        def load() -> None:
+            source = readers(bucket_url=f"s3://{self.bench.bucket}/{self.prefix}plain/", file_glob="*.csv",
+                             credentials={"aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
+                                          "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
+                                          "endpoint_url": env["AWS_ENDPOINT_URL"],
+                                          "region_name": env.get("AWS_DEFAULT_REGION")}).read_csv()
+            pipeline = dlt.pipeline(pipeline_name=dataset, pipelines_dir=str(self.bench.workdir / "dlt"),
+                                    destination=dlt.destinations.postgres(credentials=self.bench.hologres_url),
+                                    dataset_name=dataset)
+            pipeline.run(source.with_name(self.table), write_disposition="replace")
+
+        if self.runs_of_dlt == 0:
+            self.bench.on_cleanup(f"schema {dataset}", lambda: _drop_schema(self.bench.hologres_url, dataset))
+        self.runs_of_dlt += 1
+        _drop_schema(self.bench.hologres_url, dataset)  # a fresh table each round, as the other paths get
+        self.bench.checkpoint(self.bench.hologres_url)
+        started = time.perf_counter()
+        load()
+        seconds = time.perf_counter() - started
+        self.bench.expect_rows(self.bench.hologres_url, dataset, self.table, self.rows, "dlt")
+        return seconds
+
+    def sling(self) -> float:
+        """sling's S3 to PostgreSQL copy into the same fresh table (mode truncate keeps its key)."""
+        env = self.bench.env
+        connections = {
+            "BENCH_S3": json.dumps({"type": "s3", "bucket": self.bench.bucket, "endpoint": env["AWS_ENDPOINT_URL"],
+                                    "access_key_id": env["AWS_ACCESS_KEY_ID"],
+                                    "secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
+                                    "region": env.get("AWS_DEFAULT_REGION", "us-east-1")}),
+            "BENCH_PG": self.bench.hologres_url,
+        }
+
+        def load() -> None:
+            result = subprocess.run(
+                [_sling_binary(), "run", "--src-conn", "BENCH_S3", "--src-stream",
+                 f"s3://{self.bench.bucket}/{self.plain_key}", "--tgt-conn", "BENCH_PG",
+                 "--tgt-object", f"public.{self.table}", "--mode", "truncate"],
+                env={**self.bench.subprocess_env(), **connections}, capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                raise BenchError(f"sling failed: {(result.stderr or result.stdout).strip()[-1000:]}")
+
+        return self.timed(load, "sling")
+
+
+def _drop_schema(conninfo: str, schema: str) -> None:
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def _sling_binary() -> str:
+    return shutil.which("sling") or "sling"
+
+
+def _others_available() -> dict[str, str | None]:
+    """Which other loaders are installed (the optional `bench` extra); None, or why not."""
+    return {
+        "dlt": None if importlib.util.find_spec("dlt") else "dlt is not installed",
+        "sling": None if shutil.which("sling") else "sling is not on PATH",
+    }
+
+
+# --------------------------------------------------------------------------- the section
+
+
+def measure(bench: Bench, section: Section) -> None:
+    sizes = bench.sizes
+    table = bench.name("book_order")
+    bench.drop_on_cleanup(bench.hologres_url, "public", table, f"{table}_rejected")
+    bench.forget_state_on_cleanup(bench.hologres_url, "public")
+
+    small = BookOrderLoads(bench, sizes.small_rows, table)
+    bulk = BookOrderLoads(bench, sizes.rows, table)
+    for loads in (small, bulk):
+        started = time.perf_counter()
+        loads.prepare()
+        bench.emit(f"load: wrote {loads.rows:,} rows ({loads.bytes / 1e6:.1f} MB) to disk and to S3 "
+                   f"(plaintext and SSE-KMS) in {time.perf_counter() - started:.1f} s")
+
+    _small_load(bench, section, small)
+    _bulk_load(bench, section, bulk)
+
+
+def _small_load(bench: Bench, section: Section, loads: BookOrderLoads) -> None:
+    from pipeline.sources.aws import client
+
+    rows = f"{loads.rows:,} rows"
+    # Warm-up: the first load of a process pays for imports; the first of a server for its caches.
+    loads.psql()
+    loads.ours(False)
+    samples: dict[str, list[float]] = {"psql": [], "run": [], "ours": [], "after_startup": [], "client": []}
+    for _ in range(bench.sizes.small_repeats):
+        samples["psql"].append(loads.psql())
+        samples["run"].append(loads.pipeline_run())
+        samples["ours"].append(loads.ours(False))
+        started = time.perf_counter()
+        s3 = client("s3")
+        samples["client"].append(time.perf_counter() - started)
+        samples["after_startup"].append(loads.ours(False, s3_client=s3))
+    after = best(samples["after_startup"])
+    section.add(Figure("load.small.psql", f"{FLOOR}, {rows}", best(samples["psql"]), "s",
+                       detail=timings(samples["psql"])))
+    section.add(Figure("load.small.pipeline_run", f"`pipeline run`, end to end (interpreter start included), {rows}",
+                       best(samples["run"]), "s", detail=timings(samples["run"])))
+    section.add(Figure("load.small.ours", f"BatchLoad.run in a warm process, S3 client made by the run, {rows}",
+                       best(samples["ours"]), "s", detail=timings(samples["ours"])))
+    section.add(Figure("load.small.s3_client", "of which: creating the boto3 S3 client",
+                       best(samples["client"]), "s", detail=timings(samples["client"])))
+    section.add(Figure(
+        "load.small.after_startup", f"the load itself, after start-up (S3 client ready), {rows}", after, "s",
+        ratio=EMBULK_TUTORIAL_SECONDS / after, compared_with=f"Embulk's tutorial run, {EMBULK_TUTORIAL_SECONDS:.2f} s",
+        ratio_meaning="as fast as", target=f"< {SMALL_LOAD_TARGET_SECONDS} s",
+        meets=after < SMALL_LOAD_TARGET_SECONDS, detail=timings(samples["after_startup"])))
+    bench.emit(f"load: {rows}: psql {best(samples['psql']):.3f} s, pipeline run {best(samples['run']):.3f} s, "
+               f"BatchLoad {best(samples['ours']):.3f} s, after start-up {after:.3f} s")
+
+
+def _bulk_load(bench: Bench, section: Section, loads: BookOrderLoads) -> None:
+    paths: dict[str, tuple[str, Callable[[], float]]] = {
+        "psql": (FLOOR, loads.psql),
+        "ours_plain": ("this project (BatchLoad, insert_direct), plaintext object", lambda: loads.ours(False)),
+        "ours_kms": ("this project (BatchLoad, insert_direct), SSE-KMS object", lambda: loads.ours(True)),
+        "bare": ("bare boto3 get_object into psycopg COPY", loads.bare),
+    }
+    for name, reason in _others_available().items():
+        if reason is None:
+            paths[name] = (f"{name}, the same object", getattr(loads, name))
+        else:
+            section.notes.append(f"{name} skipped: {reason} (install the `bench` extra to compare it)")
+    # Warm-up: PostgreSQL creates its WAL segment files on the first big load and recycles them after.
+    loads.psql()
+    samples: dict[str, list[float]] = {name: [] for name in paths}
+    failed: dict[str, str] = {}
+    for round_number in range(1, bench.sizes.repeats + 1):
+        for name, (_, run) in paths.items():
+            if name in failed:
+                continue
+            try:
+                samples[name].append(run())
+            except Exception as error:
+                if name in ("dlt", "sling"):  # optional comparisons never sink the run
+                    failed[name] = str(error).strip().splitlines()[0][:300] if str(error).strip() else repr(error)
+                    section.notes.append(f"{name} failed: {failed[name]}")
+                    continue
+                raise
+        bench.emit(f"load: round {round_number}: " + ", ".join(
+            f"{name} {s[-1]:.2f} s" for name, s in samples.items() if s))
+    floor = best(samples["psql"])
+    mb = loads.bytes / 1e6
+    for name, (label, _) in paths.items():
+        if not samples[name]:
+            continue
+        seconds = best(samples[name])
+        detail = {**timings(samples[name]), "rows": loads.rows, "object_mb": round(mb, 1),
+                  "rows_per_s_median": round(loads.rows / median(samples[name]))}
+        figure = Figure(f"load.bulk.{name}", f"{label}, {loads.rows:,} rows ({mb:.0f} MB)",
+                        loads.rows / seconds, "rows/s", detail=detail)
+        if name != "psql":
+            figure.ratio = floor / seconds
+            figure.compared_with = f"psql \\copy, {loads.rows / floor:,.0f} rows/s"
+            figure.ratio_meaning = "the floor's rows/s:"
+        section.add(figure)
+    if samples.get("dlt"):
+        section.notes.append("dlt creates its own table (in its own schema, with its _dlt columns and no primary key)")
