@@ -90,6 +90,8 @@ class S3InputConfig:
     path_match_pattern: str | None = None
     total_file_count_limit: int | None = None
     parser: CsvParserConfig | None = None
+    # Embulk's incremental: false re-reads everything; here it makes the sensor also sweep for changed objects.
+    incremental: bool = True
     type: str = "s3"
 
     @property
@@ -107,8 +109,12 @@ class KinesisInputConfig:
     type: str = "kinesis"
 
 
+EXEC_MODES = ("micro_batch", "continuous")
+
+
 @dataclass(frozen=True)
 class ExecConfig:
+    mode: str = "micro_batch"  # streams: one bounded run per sensor request, or one long-running follow
     max_threads: int = 4
     window_seconds: float = 1.0
     max_records: int = 100_000
@@ -239,6 +245,24 @@ def interpolate(value: Any, environ: Mapping[str, str], path: str = "") -> Any:
     if isinstance(value, list):
         return [interpolate(v, environ, f"{path}[{i}]") for i, v in enumerate(value)]
     return value
+
+
+def unset_variables(text: str, environ: Mapping[str, str]) -> set[str]:
+    """Variables a config's text names without a default that ``environ`` lacks."""
+    names = {m.group(1) for m in _LIQUID.finditer(text) if m.group(3) is None}
+    names |= {m.group(1) for m in _SHELL.finditer(text) if m.group(2) is None}
+    return {name for name in names if name not in environ}
+
+
+def sole_variable(value: object) -> str | None:
+    """The variable a value is made of entirely (``'{{ env.HOLOGRES_URL }}'``), else None."""
+    if not isinstance(value, str):
+        return None
+    for pattern in (_LIQUID, _SHELL):
+        match = pattern.fullmatch(value.strip())
+        if match:
+            return match.group(1)
+    return None
 
 
 def _interpolate_string(text: str, environ: Mapping[str, str], path: str) -> str:
@@ -419,12 +443,13 @@ def _input(section: _Section, require_parser: bool) -> S3InputConfig | KinesisIn
             path_match_pattern=pattern,
             total_file_count_limit=section.int("total_file_count_limit", minimum=1),
             parser=_csv_parser(section, require_parser),
+            incremental=section.bool("incremental", True),
         )
         for decoder in section.list("decoders", default=[]):
             if not (isinstance(decoder, Mapping) and decoder.get("type") in ("gzip", "bzip2")):
                 raise ConfigError(section.at("decoders"), "each decoder must be {type: gzip} or {type: bzip2}")
-        # Embulk keys with no effect here: compression is detected by content, the ledger replaces last_path.
-        section.done(ignored=("incremental", "last_path", "use_modified_time", "path_style_access"))
+        # Embulk keys with no effect here: the ledger replaces last_path.
+        section.done(ignored=("last_path", "use_modified_time", "path_style_access"))
         return config
     starting = section.str("starting_position", "trim_horizon", choices=STARTING_POSITIONS)
     timestamp = section.str("timestamp")
@@ -524,6 +549,7 @@ def _columns(section: _Section, *, require: bool) -> tuple[Column, ...]:
 
 def _exec(section: _Section) -> ExecConfig:
     config = ExecConfig(
+        mode=section.str("mode", "micro_batch", choices=EXEC_MODES),
         max_threads=section.int("max_threads", 4, minimum=1),
         window_seconds=section.float("window_seconds", 1.0, minimum=0.05),
         max_records=section.int("max_records", 100_000, minimum=1),

@@ -19,7 +19,7 @@ from pathlib import Path
 import dagster as dg
 
 from pipeline import config as pipeline_config
-from pipeline.config import KinesisInputConfig, PipelineConfig
+from pipeline.config import KinesisInputConfig, PipelineConfig, S3InputConfig
 from pipeline.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -133,17 +133,15 @@ def read_pipeline(path: Path) -> Pipeline:
     text = path.read_text(encoding="utf-8")
     raw = pipeline_config.load_yaml(text, str(path))
     structure = _load_structure(path, text)
-    source = raw.get("in") if isinstance(raw.get("in"), Mapping) else {}
     output = raw.get("out") if isinstance(raw.get("out"), Mapping) else {}
-    variable = _sole_variable(output.get("url"))
+    variable = pipeline_config.sole_variable(output.get("url"))
     return Pipeline(
         path=path,
         config=structure,
         conninfo_variable=variable,
         warehouse=_warehouse_name(structure, variable),
-        # Embulk's `incremental: false` lists everything on each run: here, the sensor's sweep.
-        sweep=str(source.get("incremental", True)).lower() == "false",
-        stream_mode=stream_mode_of(structure.name, raw),
+        sweep=isinstance(structure.input, S3InputConfig) and not structure.input.incremental,
+        stream_mode=stream_mode_of(structure),
     )
 
 
@@ -151,22 +149,17 @@ def stream_mode_variable(name: str) -> str:
     return f"PIPELINE_{name.upper()}_MODE"
 
 
-def stream_mode_of(name: str, raw: Mapping[str, object]) -> str:
-    """``micro_batch`` or ``continuous``: ``$PIPELINE_<NAME>_MODE``, else the config's ``exec.mode``.
-
-    config.py does not know ``exec.mode`` yet (it refuses the key), so the variable is the way to set
-    it today; the raw YAML is read too so the key works as soon as ExecConfig accepts it.
-    """
-    exec_section = raw.get("exec") if isinstance(raw.get("exec"), Mapping) else {}
-    mode = os.environ.get(stream_mode_variable(name)) or str(exec_section.get("mode") or "micro_batch")
+def stream_mode_of(config: PipelineConfig) -> str:
+    """``micro_batch`` or ``continuous``: ``$PIPELINE_<NAME>_MODE`` (to switch without an edit), else exec.mode."""
+    mode = os.environ.get(stream_mode_variable(config.name)) or config.exec.mode
     if mode not in STREAM_MODES:
         raise ConfigError("exec.mode", f"{mode!r} is not one of {', '.join(STREAM_MODES)} "
-                                       f"(from ${stream_mode_variable(name)} or exec.mode)")
+                                       f"(from ${stream_mode_variable(config.name)})")
     return mode
 
 
 def _load_structure(path: Path, text: str) -> PipelineConfig:
-    unset = _unset_variables(text, os.environ)
+    unset = pipeline_config.unset_variables(text, os.environ)
     first_error: ConfigError | None = None
     for placeholder in _PLACEHOLDERS:
         environ = {**os.environ, **{name: placeholder.format(name=name) for name in unset}}
@@ -179,24 +172,6 @@ def _load_structure(path: Path, text: str) -> PipelineConfig:
     assert first_error is not None
     raise ConfigError(first_error.path, f"{first_error.message} (in {path}, with placeholders for the unset "
                                         f"variables {', '.join(sorted(unset))})")
-
-
-def _unset_variables(text: str, environ: Mapping[str, str]) -> set[str]:
-    """Variables the config names without a default and the environment lacks."""
-    # The config module's own patterns, so the two never disagree on what a reference is.
-    unset = {m.group(1) for m in pipeline_config._LIQUID.finditer(text) if m.group(3) is None}
-    unset |= {m.group(1) for m in pipeline_config._SHELL.finditer(text) if m.group(2) is None}
-    return {name for name in unset if name not in environ}
-
-
-def _sole_variable(value: object) -> str | None:
-    if not isinstance(value, str):
-        return None
-    for pattern in (pipeline_config._LIQUID, pipeline_config._SHELL):
-        match = pattern.fullmatch(value.strip())
-        if match:
-            return match.group(1)
-    return None
 
 
 def _warehouse_name(config: PipelineConfig, variable: str | None) -> str:

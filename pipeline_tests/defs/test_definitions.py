@@ -123,9 +123,10 @@ def test_the_config_directory_comes_from_pipeline_config_dir(tmp_path, monkeypat
     assert dg.AssetKey("book_order") not in defs.resolve_asset_graph().get_all_asset_keys()
 
 
-def test_a_stream_config_is_left_out_of_this_code_location(shipped):
+def test_the_stream_config_becomes_its_stream_and_table_assets(shipped):
     assert (DEFAULT_CONFIG_DIR / "sensor_data.yml").exists()
-    assert dg.AssetKey("sensor_data") not in shipped.resolve_asset_graph().get_all_asset_keys()
+    keys = shipped.resolve_asset_graph().get_all_asset_keys()
+    assert {dg.AssetKey("sensor_data"), dg.AssetKey("sensor_data_stream")} <= keys
 
 
 def test_an_invalid_config_names_the_yaml_path_of_the_bad_key(tmp_path, bare_environment):

@@ -191,3 +191,17 @@ def test_a_remote_warehouse_without_sslmode_gets_tls_by_default():
 def test_a_local_warehouse_keeps_libpq_defaults():
     text = TUTORIAL.replace("host: '${HOLO_HOST}'", "host: 127.0.0.1")
     assert "sslmode" not in parse(text).output.conninfo
+
+
+def test_exec_mode_and_incremental_are_part_of_the_language():
+    text = TUTORIAL.replace("  bucket: bob-embulk-demo", "  bucket: bob-embulk-demo\n  incremental: false")
+    cfg = parse(text + "exec: {mode: continuous}\n")
+    assert cfg.exec.mode == "continuous" and cfg.input.incremental is False
+    assert error_of(TUTORIAL + "exec: {mode: forever}\n").path == "exec.mode"
+
+
+def test_unset_variables_and_sole_variable_read_references_as_interpolation_does():
+    text = "url: '{{ env.A }}'\nb: '${B:-x}'\nc: '{{ env.C | default: \"y\" }}'\nd: ${D}\n"
+    assert config.unset_variables(text, {"D": "1"}) == {"A"}
+    assert config.sole_variable("{{ env.HOLOGRES_URL }}") == "HOLOGRES_URL"
+    assert config.sole_variable("postgresql://${HOST}/db") is None
