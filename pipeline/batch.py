@@ -176,7 +176,9 @@ class BatchLoad:
         objects = self.list() if keys is None else [self._named(key) for key in dict.fromkeys(keys)]
         with self.target.connect(autocommit=True) as conn:
             self.target.prepare(conn)
-            loaded = state.loaded_objects(conn, self.config.output.state, self.config.name)
+            named = None if keys is None or self.config.output.mode in ("replace", "truncate_insert") \
+                else [o.key for o in objects]
+            loaded = state.loaded_objects(conn, self.config.output.state, self.config.name, named)
         mode = self.config.output.mode
         summary = RunSummary(self.config.name, mode)
         if mode in ("replace", "truncate_insert"):

@@ -27,11 +27,11 @@ from typing import Any
 
 import dagster as dg
 import psycopg
-from psycopg import sql
 
 from pipeline.config import S3InputConfig
 from pipeline.defs.factory import Pipeline
 from pipeline.errors import PipelineError
+from pipeline.warehouse import state
 
 MAX_KEYS_PER_TICK = 1000  # one ListObjectsV2 page: a backlog is worked off a page per tick
 SWEEP_KEYS_PER_TICK = 1000
@@ -161,7 +161,7 @@ def object_sensor(pipeline: Pipeline, job: Any, *, max_keys: int = MAX_KEYS_PER_
 
             def ledger(keys: Sequence[str]) -> Mapping[str, set[str]]:
                 with warehouse.connect(config.output) as conn:
-                    return ledger_etags(conn, config.output.state, config.name, keys)
+                    return state.loaded_objects(conn, config.output.state, config.name, keys)
         else:
             config = pipeline.resolve_source()
         source = config.input
@@ -185,26 +185,3 @@ def object_sensor(pipeline: Pipeline, job: Any, *, max_keys: int = MAX_KEYS_PER_
         )
 
     return watch_objects
-
-
-# --------------------------------------------------------------------------- queries
-
-
-def ledger_etags(conn: psycopg.Connection, schema: str, pipeline: str, keys: Sequence[str]) -> dict[str, set[str]]:
-    """Object key -> ETags already loaded, for ``keys`` only (one query, on the ledger's primary key)."""
-    from pipeline.warehouse.ddl import LEDGER_TABLE
-
-    loaded: dict[str, set[str]] = {}
-    if not keys:
-        return loaded
-    # An IN list rather than = ANY(array): Redshift has no array parameters.
-    query = sql.SQL("SELECT object_key, etag FROM {} WHERE pipeline = %s AND object_key IN ({})").format(
-        sql.Identifier(schema, LEDGER_TABLE), sql.SQL(", ").join(sql.Placeholder() * len(keys)))
-    with conn.cursor() as cur:
-        try:
-            cur.execute(query, [pipeline, *keys])
-        except psycopg.errors.UndefinedTable:
-            return loaded  # nothing was ever loaded into this warehouse
-        for key, etag in cur:
-            loaded.setdefault(key, set()).add(etag)
-    return loaded

@@ -6,7 +6,7 @@ account for: that is what makes a load exactly-once across re-runs, crashes and 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import psycopg
 from psycopg import sql
@@ -25,12 +25,23 @@ def _ledger(schema: str) -> sql.Identifier:
     return sql.Identifier(schema, ddl.LEDGER_TABLE)
 
 
-def loaded_objects(conn: psycopg.Connection, schema: str, pipeline: str) -> dict[str, set[str]]:
-    """Object key -> the ETags already loaded for it."""
+def loaded_objects(conn: psycopg.Connection, schema: str, pipeline: str,
+                   keys: Sequence[str] | None = None) -> dict[str, set[str]]:
+    """Object key -> the ETags already loaded for it; for ``keys`` only when given (one indexed query)."""
     loaded: dict[str, set[str]] = {}
+    query = sql.SQL("SELECT object_key, etag FROM {} WHERE pipeline = %s").format(_ledger(schema))
+    params: list = [pipeline]
+    if keys is not None:
+        if not keys:
+            return loaded
+        # An IN list rather than = ANY(array): Redshift has no array parameters.
+        query += sql.SQL(" AND object_key IN ({})").format(sql.SQL(", ").join(sql.Placeholder() * len(keys)))
+        params.extend(keys)
     with conn.cursor() as cur:
-        cur.execute(sql.SQL("SELECT object_key, etag FROM {} WHERE pipeline = %s").format(_ledger(schema)),
-                    (pipeline,))
+        try:
+            cur.execute(query, params)
+        except psycopg.errors.UndefinedTable:
+            return loaded  # nothing was ever loaded into this warehouse
         for key, etag in cur:
             loaded.setdefault(key, set()).add(etag)
     return loaded
