@@ -59,9 +59,13 @@ def stream_pipeline_definitions(pipeline: Pipeline) -> dg.Definitions:
         description=f"One bounded micro-batch run: {_stream(pipeline.config).stream} from the checkpoints "
                     f"into {pipeline.config.output.qualified_table}.",
     )
+    from pipeline.defs import checks
+
     follow = continuous_job(pipeline)
     return dg.Definitions(
         assets=[stream_spec(pipeline), table_asset(pipeline)],
+        # The uuid key being unique is the table-side proof that every record landed once.
+        asset_checks=checks.table_checks(pipeline),
         jobs=[load_job, follow],
         sensors=[stream_sensor(pipeline, load_job, follow)],
     )

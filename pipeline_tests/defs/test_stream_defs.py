@@ -185,3 +185,10 @@ def test_in_continuous_mode_the_sensor_requests_the_continuous_job_even_with_not
 
     assert run_keys(result) == ["continuous:start"]
     assert result.run_requests[0].job_name == f"{pipeline.name}_continuous"
+
+
+def test_the_stream_table_has_key_and_null_checks_but_no_object_ledger_check():
+    from pipeline.definitions import defs
+
+    names = {key.name for key in defs.resolve_asset_graph().asset_check_keys if key.asset_key.path == ["sensor_data"]}
+    assert names == {"primary_key_unique", "required_columns_not_null"}
