@@ -1,7 +1,7 @@
 """`dagster dev` serves the code location on the local stack's PostgreSQL storage.
 
-The server is started as a user would (`dagster dev` from the repository root with the stack's
-environment) and stopped by process id; SIGINT is restored in the child because a background
+The server is started as a user would (`dagster dev` on the repository's workspace.yaml with the
+stack's environment) and stopped by process id; SIGINT is restored in the child because a background
 `dagster dev` otherwise ignores it.
 """
 
@@ -38,12 +38,15 @@ def _restore_sigint() -> None:
 
 
 @pytest.fixture(scope="module")
-def dagster_dev(stack) -> Iterator[int]:
+def dagster_dev(stack, tmp_path_factory) -> Iterator[int]:
     port = free_port()
+    # An empty working directory: dagster dev lets a .env there override the test stack's environment.
+    workdir = tmp_path_factory.mktemp("dagster-dev")
     log = open(Path(stack.state_dir) / f"dagster-dev-{port}.log", "wb")  # noqa: SIM115 -- closed below
     process = subprocess.Popen(
-        [str(Path(sys.executable).with_name("dagster")), "dev", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=ROOT, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT,
+        [str(Path(sys.executable).with_name("dagster")), "dev", "-h", "127.0.0.1", "-p", str(port),
+         "-w", str(ROOT / "workspace.yaml")],
+        cwd=workdir, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True, preexec_fn=_restore_sigint)
     try:
         deadline = time.monotonic() + 180
