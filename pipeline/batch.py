@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 import time
 import uuid
 from array import array
@@ -25,6 +24,7 @@ from psycopg import sql
 
 from pipeline.config import CsvParserConfig, PipelineConfig, S3InputConfig
 from pipeline.errors import PipelineError, RecordError, SourceError, WarehouseError
+from pipeline.progress import Display, Lines, Progress
 from pipeline.warehouse import state
 from pipeline.warehouse.connection import describe_target
 from pipeline.warehouse.copy import copy_bytes, copy_csv_statement, copy_lines, copy_text_statement, text_line
@@ -83,42 +83,6 @@ class RunSummary:
                 f"({rate:,.0f} rows/s; mode {self.mode}; {self.up_to_date} already loaded)")
 
 
-class Progress:
-    """Thread-safe counters, logged every ``interval`` seconds while a load runs."""
-
-    def __init__(self, total_objects: int, total_bytes: int, emit: Callable[[str], None], interval: float = 5.0):
-        self.total_objects = total_objects
-        self.total_bytes = max(total_bytes, 1)
-        self.emit = emit
-        self.interval = interval
-        self.started = time.monotonic()
-        self.last = self.started
-        self.objects = 0
-        self.bytes = 0
-        self.rows = 0
-        self.lock = threading.Lock()
-
-    def read(self, nbytes: int) -> None:
-        with self.lock:
-            self.bytes += nbytes
-            now = time.monotonic()
-            if now - self.last >= self.interval:
-                self.last = now
-                self._report(now)
-
-    def finished(self, result: ObjectResult) -> None:
-        with self.lock:
-            self.objects += 1
-            self.rows += result.rows
-
-    def _report(self, now: float) -> None:
-        elapsed = now - self.started
-        rate = self.bytes / elapsed if elapsed else 0
-        left = (self.total_bytes - self.bytes) / rate if rate else 0
-        self.emit(f"{self.objects}/{self.total_objects} objects, {self.rows:,} rows, {_mb(self.bytes)} "
-                  f"of {_mb(self.total_bytes)}, {_mb(rate)}/s, about {max(left, 0):.0f} s left")
-
-
 def _mb(nbytes: float) -> str:
     return f"{nbytes / 1e6:.1f} MB"
 
@@ -126,7 +90,8 @@ def _mb(nbytes: float) -> str:
 class BatchLoad:
     """One run of an S3 pipeline: plan what is new, load it in the configured mode."""
 
-    def __init__(self, config: PipelineConfig, *, s3_client=None, emit: Callable[[str], None] | None = None):
+    def __init__(self, config: PipelineConfig, *, s3_client=None, emit: Callable[[str], None] | None = None,
+                 display: Display | None = None):
         if not isinstance(config.input, S3InputConfig):
             raise PipelineError(f"{config.name}: in.type is {config.input.type}, not s3")
         if config.input.parser is None:
@@ -135,6 +100,8 @@ class BatchLoad:
         self.input: S3InputConfig = config.input
         self.parser: CsvParserConfig = config.input.parser
         self.emit = emit or log.info
+        # Where progress goes: a bar on a terminal, Dagster's run log, or (default) a line every 5 s via emit.
+        self.display = display or Lines(self.emit, 5.0)
         self._s3 = s3_client
         from pipeline.filters import build_filters, output_columns
 
@@ -193,11 +160,15 @@ class BatchLoad:
             self.emit(f"{self.config.name}: {len(todo)} object(s) to load, {_mb(sum(o.size for o in todo))}, "
                       f"mode {mode}, into {self.config.output.qualified_table} at "
                       f"{describe_target(self.config.output.conninfo)}")
-            progress = Progress(len(todo), sum(o.size for o in todo), self.emit)
-            if mode in ("insert_direct", "append", "merge"):
-                summary.results = self._each_in_own_transaction(todo, progress)
-            else:
-                summary.results = self._staged(todo, progress, mode)
+            progress = Progress(self.config.name, self.display, total_objects=len(todo),
+                                total_bytes=sum(o.size for o in todo))
+            try:
+                if mode in ("insert_direct", "append", "merge"):
+                    summary.results = self._each_in_own_transaction(todo, progress)
+                else:
+                    summary.results = self._staged(todo, progress, mode)
+            finally:
+                progress.close()
         summary.seconds = time.monotonic() - started
         return summary
 
@@ -224,7 +195,7 @@ class BatchLoad:
                                       rows=result.rows, rejected=result.rejected, nbytes=result.bytes)
                 conn.commit()
                 result.seconds = time.monotonic() - started
-                progress.finished(result)
+                progress.add(objects=1, rows=result.rows)
                 self._log_object(result)
                 return result
 
@@ -276,7 +247,7 @@ class BatchLoad:
                     result = self._copy_object(cur, obj, stage, stage_rejected, progress)
                     conn.commit()
                     result.seconds = time.monotonic() - started
-                    progress.finished(result)
+                    progress.add(objects=1, rows=result.rows)
                     self._log_object(result)
                     return result
 

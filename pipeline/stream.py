@@ -12,6 +12,7 @@ with ``COPY ... FROM 's3://...' IAM_ROLE ...`` in the same transaction as the ch
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -27,6 +28,7 @@ from psycopg import sql
 
 from pipeline.config import KinesisInputConfig, PipelineConfig, S3StagingConfig
 from pipeline.errors import PipelineError, RecordError, SourceError, WarehouseError
+from pipeline.progress import Display, Progress
 from pipeline.warehouse import state
 from pipeline.warehouse.copy import copy_lines, copy_text_statement, text_line
 from pipeline.warehouse.target import Target
@@ -147,15 +149,17 @@ class StreamLoad:
         return stream_tip_lag(self.kinesis, self.input.stream, checkpoints,
                               starting_position=self.input.starting_position, timestamp=self.timestamp)
 
-    def run(self, *, max_batches: int | None = None) -> StreamSummary:
+    def run(self, *, max_batches: int | None = None, display: Display | None = None) -> StreamSummary:
         """Read from the checkpoints to the tip of every shard, committing each bounded batch."""
         started = time.monotonic()
         summary = StreamSummary(self.config.name)
-        with self.target.connect() as conn:
+        progress = Progress(self.config.name, display)  # a stream has no total: rows, MB and rate only
+        with self.target.connect() as conn, contextlib.closing(progress):
             self._prepare(conn)
             while True:
                 result = self.batch(conn)
                 summary.batches.append(result)
+                progress.add(rows=result.rows, nbytes=result.bytes)
                 if result.at_tip or (max_batches is not None and len(summary.batches) >= max_batches):
                     break
         summary.seconds = time.monotonic() - started

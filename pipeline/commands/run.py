@@ -16,19 +16,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pipeline import config as config_module
+    from pipeline.progress import for_stream
 
     config = config_module.load(args.config)
     if config.is_stream:
         from pipeline.stream import StreamLoad
 
         load = StreamLoad(config, emit=_emit)
-        summary = load.follow() if args.follow else load.run()
+        summary = load.follow() if args.follow else load.run(display=for_stream(sys.stderr))
     else:
         if args.follow:
             raise config_module.ConfigError("in.type", "--follow applies to kinesis streams, not s3")
         from pipeline.batch import BatchLoad
 
-        summary = BatchLoad(config, emit=_emit).run(keys=args.keys)
+        summary = BatchLoad(config, emit=_emit, display=for_stream(sys.stderr)).run(keys=args.keys)
     print(summary.describe())
     return 0
 

@@ -90,6 +90,7 @@ def materialize_object(context: dg.AssetExecutionContext, pipeline: Pipeline) ->
     """Load the object named by the partition key; a version already in the ledger loads nothing."""
     from pipeline.batch import BatchLoad
     from pipeline.defs.checks import evaluate_object
+    from pipeline.progress import to_dagster
     from pipeline.sources.s3 import S3Object, describe
     from pipeline.warehouse import state
 
@@ -109,7 +110,8 @@ def materialize_object(context: dg.AssetExecutionContext, pipeline: Pipeline) ->
             asset_key=pipeline.objects_key, partition=key,
             metadata=object_metadata(obj, context.resources.kms, source)))
         started = time.monotonic()
-        summary = BatchLoad(config, s3_client=client, emit=context.log.info).run(keys=[key])
+        summary = BatchLoad(config, s3_client=client, emit=context.log.info,
+                            display=to_dagster(context)).run(keys=[key])
         seconds = time.monotonic() - started
         loaded = summary.loaded[0] if summary.loaded else None
         etag = loaded.etag if loaded else obj.etag
