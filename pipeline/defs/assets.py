@@ -138,6 +138,9 @@ def materialize_object(context: dg.AssetExecutionContext, pipeline: Pipeline) ->
     if loaded:
         metadata["parsed_records"] = loaded.parsed
         metadata["bytes_loaded"] = loaded.bytes
+        # Numbers, so the UI's Plots tab charts throughput across runs.
+        metadata["rows_per_second"] = round(loaded.rows / loaded.seconds) if loaded.seconds > 0 else 0
+        metadata["megabytes_per_second"] = round(loaded.bytes / 1e6 / loaded.seconds, 2) if loaded.seconds > 0 else 0
         metadata["status"] = (f"loaded {loaded.rows:,} rows ({loaded.rejected:,} rejected) from {obj.uri} "
                               f"on the {loaded.path} path")
     else:

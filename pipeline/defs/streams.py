@@ -155,8 +155,13 @@ def materialize_stream(context: dg.AssetExecutionContext, pipeline: Pipeline) ->
         "status": summary.describe() + ("" if at_tip else
                                         f"; stopped after {MAX_BATCHES_PER_RUN} batches, more records wait"),
     }
+    # Numbers, so the UI's Plots tab charts throughput and lag across runs.
+    metadata["records_per_second"] = round(summary.records / summary.seconds) if summary.seconds > 0 else 0
     if lags is not None:
         metadata["shard_lag"] = dg.MetadataValue.json(lags)
+        behind = [lag["millis_behind"] for lag in lags.values() if lag["millis_behind"] is not None]
+        if behind:
+            metadata["max_millis_behind_tip"] = max(behind)
     arrivals = [b.oldest_arrival for b in committed if b.oldest_arrival is not None]
     if arrivals:
         metadata["oldest_record_arrival"] = dg.MetadataValue.timestamp(min(arrivals))

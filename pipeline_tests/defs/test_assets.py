@@ -60,6 +60,7 @@ def test_a_partition_loads_its_object_only_and_reports_rows_etag_and_schema(book
     metadata = materialized(result)
     assert metadata["dagster/row_count"] == 120
     assert metadata["new_rows"] == 120
+    assert metadata["rows_per_second"] > 0 and metadata["megabytes_per_second"] >= 0  # charted in the UI
     assert metadata["rejected_rows"] == 0
     assert metadata["parsed_records"] == 120
     assert metadata["etag"] == etag

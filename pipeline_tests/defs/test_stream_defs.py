@@ -131,6 +131,7 @@ def test_materializing_the_table_lands_each_record_once_with_uuid_and_without_re
     assert first.success and second.success
     metadata = materialized(first)
     assert metadata["dagster/row_count"] == 350 and metadata["records_read"] == 350
+    assert metadata["records_per_second"] > 0
     assert metadata["rejected_records"] == 0 and metadata["batches"] == 4 and metadata["at_tip"]
     assert set(metadata["checkpoints"]) == {"shardId-000000000000", "shardId-000000000001"}
     assert all(not lag["records_waiting"] for lag in metadata["shard_lag"].values())
