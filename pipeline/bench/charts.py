@@ -55,6 +55,12 @@ def _figures(section: Section, prefix: str) -> list[Figure]:
     return [f for f in section.figures if f.key.startswith(prefix)]
 
 
+def _thousands(axes: Any) -> None:
+    from matplotlib.ticker import FuncFormatter
+
+    axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
+
+
 def _bar_labels(axes: Any, bars: Any, texts: list[str]) -> None:
     for bar, text in zip(bars, texts, strict=True):
         axes.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom",
@@ -73,6 +79,7 @@ def _load(section: Section, axes: Any) -> bool:
     _bar_labels(axes, bars, [f"{f.value:,.0f}" + (f"\n{f.ratio:.2f}×" if f.ratio else "") for f in figures])
     rows = figures[0].detail.get("rows")
     axes.set_ylabel("rows/s (best round)")
+    _thousands(axes)
     axes.set_title(f"Bulk load of {rows:,} book_order rows from S3" if rows else "Bulk load")
     axes.margins(y=0.2)
     return True
@@ -104,6 +111,7 @@ def _parallel(section: Section, axes: Any) -> bool:
     _bar_labels(axes, bars, [f"{f.value:,.0f}" + (f"\n{f.ratio:.2f}×" if f.ratio else "") for f in figures])
     axes.set_xlabel("exec.max_threads")
     axes.set_ylabel("rows/s (best round)")
+    _thousands(axes)
     axes.set_title("8 objects into one table")
     axes.margins(y=0.2)
     return True
@@ -140,6 +148,7 @@ def _stream(section: Section, axes: Any) -> bool:
         _bar_labels(axes, bars, [f"{ours.value:,.0f}\n{ours.ratio:.2f}×" if ours.ratio else f"{ours.value:,.0f}",
                                  f"{bare.value:,.0f}"])
         axes.set_ylabel("records/s (backlog, best round)")
+        _thousands(axes)
         axes.margins(y=0.25)
     title = "Kinesis backlog throughput"
     if p50 is not None and p95 is not None:

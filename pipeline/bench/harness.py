@@ -65,9 +65,10 @@ class Sizes:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
-# Within 10 minutes on 2 cores. moto sets two limits: it takes tiny objects at a few hundred a second
-# (100,000 of them: 6 minutes more, `--sensor-objects 100,10000,100000`), and each Kinesis put scans
-# its shard, so a 1,000,000-record backlog takes most of an hour to put (`--stream-records`).
+# Within 10 minutes on 2 cores. moto sets two limits: it takes tiny objects at about 200 a second
+# (100,000 of them add about 8 minutes: `--sensor-objects 100,10000,100000`), and each Kinesis put
+# copies its shard's keys, so puts slow down as the backlog grows (100,000 records take over a
+# minute; `--stream-records 1000000` takes far longer than the rest of the run).
 DEFAULT_SIZES = Sizes(rows=1_000_000, small_rows=10_000, repeats=3, small_repeats=5,
                       memory_mb=(10, 100, 1000), parallel_objects=8, parallel_rows=500_000,
                       parallel_threads=(1, 2, 4), sensor_objects=(100, 1_000, 10_000), sensor_new=10,
@@ -103,7 +104,7 @@ def stack_environment(use_running: bool, emit: Callable[[str], None]) -> Iterato
         try:
             local.down()
         finally:
-            left = [pid for pid in local.pids().values()]
+            left = list(local.pids().values())
             if not left:
                 shutil.rmtree(state_dir, ignore_errors=True)
             else:
@@ -112,7 +113,12 @@ def stack_environment(use_running: bool, emit: Callable[[str], None]) -> Iterato
 
 def running_stack_environment() -> dict[str, str]:
     """The running stack's variables: from the environment (``eval "$(pipeline local env)"``) or its state dir."""
-    if os.environ.get("HOLOGRES_URL") and os.environ.get("AWS_ENDPOINT_URL"):
+    needed = ("AWS_ENDPOINT_URL", "HOLOGRES_URL", "REDSHIFT_URL")
+    if any(os.environ.get(name) for name in needed):
+        missing = [name for name in needed if not os.environ.get(name)]
+        if missing:
+            raise PipelineError(f"--use-running: {', '.join(missing)} not set; "
+                                "run `eval \"$(pipeline local env)\"` first")
         return dict(os.environ)
     from pipeline.local.stack import LocalStack
 

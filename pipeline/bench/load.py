@@ -176,7 +176,7 @@ class BookOrderLoads:
 
         def load() -> None:
             result = subprocess.run(
-                [_sling_binary(), "run", "--src-conn", "BENCH_S3", "--src-stream",
+                [_sling_binary() or "sling", "run", "--src-conn", "BENCH_S3", "--src-stream",
                  f"s3://{self.bench.bucket}/{self.plain_key}", "--tgt-conn", "BENCH_PG",
                  "--tgt-object", f"public.{self.table}", "--mode", "truncate"],
                 env={**self.bench.subprocess_env(), **connections}, capture_output=True, text=True, check=False)
@@ -191,15 +191,22 @@ def _drop_schema(conninfo: str, schema: str) -> None:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
-def _sling_binary() -> str:
-    return shutil.which("sling") or "sling"
+def _sling_binary() -> str | None:
+    """The sling executable: the one the sling-linux-amd64 package ships (it names it SLING_BIN), else PATH's."""
+    if importlib.util.find_spec("sling_linux_amd64") is not None:
+        import sling_linux_amd64
+
+        shipped = getattr(sling_linux_amd64, "SLING_BIN", "")
+        if shipped and Path(shipped).is_file():
+            return str(shipped)
+    return shutil.which("sling")
 
 
 def _others_available() -> dict[str, str | None]:
     """Which other loaders are installed (the optional `bench` extra); None, or why not."""
     return {
         "dlt": None if importlib.util.find_spec("dlt") else "dlt is not installed",
-        "sling": None if shutil.which("sling") else "sling is not on PATH",
+        "sling": None if _sling_binary() else "sling is not installed (sling-linux-amd64) nor on PATH",
     }
 
 

@@ -35,6 +35,20 @@ def format_value(figure: Figure) -> str:
     return f"{value:,.3g} {unit}"
 
 
+def format_median(figure: Figure) -> str:
+    """The median round, in the figure's own unit, for figures timed over several rounds."""
+    runs = figure.detail.get("seconds_runs") or []
+    median = figure.detail.get("seconds_median")
+    if len(runs) < 2 or not median:
+        return ""
+    if figure.unit == "s":
+        return format_value(Figure(figure.key, figure.label, median, "s"))
+    count = figure.detail.get("rows") or figure.detail.get("records")
+    if figure.unit in ("rows/s", "records/s") and count:
+        return format_value(Figure(figure.key, figure.label, count / median, figure.unit))
+    return ""
+
+
 def format_comparison(figure: Figure) -> str:
     """E.g. "0.97× the floor's rows/s: psql \\copy, 122,598 rows/s"."""
     if figure.ratio is None:
@@ -73,6 +87,9 @@ def table(results: Results) -> str:
 
 # --------------------------------------------------------------------------- markdown
 
+TABLE_HEAD = "| Measurement | Best round | Median round | Compared with (best rounds) | Target |"
+TABLE_RULE = "|---|---:|---:|---|---|"
+
 
 def markdown(results: Results, charts: dict[str, Path], docs_path: Path) -> str:
     """The whole benchmarks page, from scratch: nothing on it is edited by hand."""
@@ -88,8 +105,9 @@ def markdown(results: Results, charts: dict[str, Path], docs_path: Path) -> str:
         "(standing in for Hologres and Redshift) and moto's S3, KMS and Kinesis server, on the same machine as "
         "the loader. Each figure sits next to its reference, measured in the same run on the same data: the "
         "floor (`psql \\copy` from local disk), a bare boto3 loop, the stock Dagster helper. Timed loads take "
-        "turns round by round and the best round is reported (the median and every round are in the JSON): "
-        "the machine runs other work too, and the best round is the one least disturbed by it.",
+        "turns round by round; the best and the median round are shown, and ratios compare best rounds (the "
+        "ones least disturbed by whatever else the machine was doing; every round is in the JSON). The load "
+        "averages below say how busy the machine was.",
         "",
         "```sh",
         ".venv/bin/pipeline bench            # default sizes, rewrites this page and docs/img/",
@@ -115,7 +133,7 @@ def markdown(results: Results, charts: dict[str, Path], docs_path: Path) -> str:
     ]
     headlines = [f for key in HEADLINES if (f := _find(results, key)) is not None]
     if headlines:
-        out += ["## Summary", "", "| Measurement | This run | Compared with | Target |", "|---|---:|---|---|"]
+        out += ["## Summary", "", TABLE_HEAD, TABLE_RULE]
         out += [_row(f) for f in headlines]
         out.append("")
     for section in results.sections.values():
@@ -137,7 +155,7 @@ def _section(section: Section, chart: Path | None, docs_path: Path) -> list[str]
     if section.error:
         out += [f"**This section failed part-way:** {section.error}", ""]
     if section.figures:
-        out += ["| Measurement | This run | Compared with | Target |", "|---|---:|---|---|"]
+        out += [TABLE_HEAD, TABLE_RULE]
         out += [_row(f) for f in section.figures]
         out.append("")
     if chart is not None:
@@ -150,7 +168,11 @@ def _section(section: Section, chart: Path | None, docs_path: Path) -> list[str]
 
 
 def _row(figure: Figure) -> str:
-    cells = [figure.label, format_value(figure), format_comparison(figure), format_target(figure)]
+    label = figure.label
+    requests = figure.detail.get("list_requests")
+    if requests is not None:
+        label += f" ({requests} ListObjectsV2 request{'s' if requests != 1 else ''})"
+    cells = [label, format_value(figure), format_median(figure), format_comparison(figure), format_target(figure)]
     return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
 
 

@@ -109,7 +109,7 @@ def measure(bench: Bench, section: Section) -> None:
                          f"({total / put_seconds:,.0f} objects/s with {PUT_THREADS} threads).")
     section.notes.append("moto's ListObjectsV2 sorts every key of the bucket on each request, so here even our "
                          "one-request listing grows with the bucket; on S3 a request costs about the same whatever "
-                         "the bucket holds. The request counts (in the JSON) are what carries over to S3.")
+                         "the bucket holds. The request counts are what carries over to S3.")
 
 
 def _put(s3: Any, bucket: str, indexes: range) -> None:
