@@ -36,6 +36,8 @@ from pipeline.warehouse.target import Target
 log = logging.getLogger(__name__)
 
 FLUSH_BYTES = 4 << 20  # rows go to COPY in pieces of about this size within the batch's transaction
+READ_AHEAD_RECORDS = 20_000  # per shard: two GetRecords pages read ahead while records are parsed
+RUN_BATCH_SECONDS = 30.0  # a run's batch ends by then even if records keep arriving, so the run ends
 
 
 @dataclass
@@ -109,6 +111,7 @@ class StreamLoad:
         self._kinesis = kinesis_client
         self._s3 = s3_client
         self._prepared = False
+        self._batches = 0
         self.timestamp = _parse_time(self.input.timestamp) if self.input.timestamp else None
 
     # ----------------------------------------------------------------- clients
@@ -157,7 +160,7 @@ class StreamLoad:
         with self.target.connect() as conn, contextlib.closing(progress):
             self._prepare(conn)
             while True:
-                result = self.batch(conn)
+                result = self.batch(conn, deadline=time.monotonic() + RUN_BATCH_SECONDS)
                 summary.batches.append(result)
                 progress.add(rows=result.rows, nbytes=result.bytes)
                 if result.at_tip or (max_batches is not None and len(summary.batches) >= max_batches):
@@ -177,7 +180,7 @@ class StreamLoad:
             self._prepare(conn)
             while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
                 tick = time.monotonic()
-                result = self.batch(conn)
+                result = self.batch(conn, deadline=tick + window)
                 if result.records:
                     summary.batches.append(result)
                     self.emit(f"committed {result.records:,} records ({result.rows:,} rows, "
@@ -201,11 +204,17 @@ class StreamLoad:
                 conn.autocommit = autocommit
             self._prepared = True
 
-    def batch(self, conn: psycopg.Connection) -> BatchResult:
-        """Read at most exec.max_records / exec.max_bytes past the checkpoints and commit them."""
+    def batch(self, conn: psycopg.Connection, *, deadline: float | None = None) -> BatchResult:
+        """Read at most exec.max_records / exec.max_bytes past the checkpoints, until ``deadline``; commit them.
+
+        Every readable shard is read ahead by its own thread while the records of the one before it are
+        parsed, so waiting on Kinesis overlaps with the work here. A shard stopped early (by the deadline or
+        the budget) moves its checkpoint only to the last record parsed.
+        """
         from pipeline.filters import apply
         from pipeline.formats.json import parse_records, row_identity
         from pipeline.sources.kinesis import SHARD_END, list_shards, read_order, read_shard
+        from pipeline.sources.prefetch import prefetch
 
         started = time.monotonic()
         result = BatchResult()
@@ -221,45 +230,67 @@ class StreamLoad:
         lines: list[str] = []
         rejects: list[RecordError] = []
         visited: set[str] = set()
-        while True:
+        self._batches += 1
+        stopped_early = window_closed = False
+        while not stopped_early:
             readable = [s for s in read_order(shards, positions) if s.shard_id not in visited]
             if not readable:
                 break
-            for shard in readable:
-                visited.add(shard.shard_id)
-                if budget_records <= 0 or budget_bytes <= 0:
-                    result.at_tip = False
-                    break
-                source = f"{stream}/{shard.shard_id}"
-                reader = read_shard(self.kinesis, stream, shard, after_sequence=positions.get(shard.shard_id),
-                                    starting_position=self.input.starting_position, timestamp=self.timestamp,
-                                    max_records=budget_records, max_bytes=budget_bytes, stop_at_tip=True,
-                                    sleep=self.sleep)
-                for record in reader:
-                    if result.oldest_arrival is None or record.approximate_arrival_timestamp < result.oldest_arrival:
-                        result.oldest_arrival = record.approximate_arrival_timestamp
-                    identity = record.identity(stream)
-                    for line, row in parse_records(record.data, record.metadata(), self.options, source,
-                                                   record.position):
-                        if isinstance(row, RecordError):
-                            if stop_on_invalid:
-                                raise row
-                            rejects.append(row)
-                            continue
-                        apply(self.filters, row, row_identity(identity, line))
-                        lines.append(text_line([row.get(name) for name in names]))
-                budget_records -= reader.records_read
-                budget_bytes -= reader.bytes_read
-                result.records += reader.records_read
-                result.bytes += reader.bytes_read
-                result.shards[shard.shard_id] = reader.records_read
-                if reader.checkpoint is not None and reader.checkpoint != positions.get(shard.shard_id):
-                    positions[shard.shard_id] = reader.checkpoint
-                if reader.checkpoint != SHARD_END and (reader.millis_behind or 0) > 0:
-                    result.at_tip = False
-            if budget_records <= 0 or budget_bytes <= 0:
-                result.at_tip = False
-                break
+            # Start with a different shard each batch, so a busy shard cannot starve the others of the window.
+            turn = self._batches % len(readable)
+            readable = readable[turn:] + readable[:turn]
+            readers = [read_shard(self.kinesis, stream, shard, after_sequence=positions.get(shard.shard_id),
+                                  starting_position=self.input.starting_position, timestamp=self.timestamp,
+                                  max_records=budget_records, max_bytes=budget_bytes, stop_at_tip=True,
+                                  sleep=self.sleep) for shard in readable]
+            ahead = [prefetch(reader, depth=READ_AHEAD_RECORDS) for reader in readers]
+            try:
+                for shard, reader, records in zip(readable, readers, ahead, strict=True):
+                    visited.add(shard.shard_id)
+                    source = f"{stream}/{shard.shard_id}"
+                    consumed, nbytes, last = 0, 0, None
+                    if stopped_early:
+                        continue
+                    for record in records:
+                        arrival = record.approximate_arrival_timestamp
+                        if result.oldest_arrival is None or arrival < result.oldest_arrival:
+                            result.oldest_arrival = arrival
+                        identity = record.identity(stream)
+                        for line, row in parse_records(record.data, record.metadata(), self.options, source,
+                                                       record.position):
+                            if isinstance(row, RecordError):
+                                if stop_on_invalid:
+                                    raise row
+                                rejects.append(row)
+                                continue
+                            apply(self.filters, row, row_identity(identity, line))
+                            lines.append(text_line([row.get(name) for name in names]))
+                        consumed += 1
+                        nbytes += len(record.data)
+                        last = record.checkpoint
+                        if consumed >= budget_records or nbytes >= budget_bytes:
+                            stopped_early, window_closed = True, False
+                            break
+                        if deadline is not None and time.monotonic() >= deadline:
+                            stopped_early, window_closed = True, True
+                            break
+                    # Read to its end, the reader's own checkpoint also covers a closed shard's end.
+                    position = last if stopped_early else reader.checkpoint
+                    budget_records -= consumed
+                    budget_bytes -= nbytes
+                    result.records += consumed
+                    result.bytes += nbytes
+                    result.shards[shard.shard_id] = consumed
+                    if position is not None and position != positions.get(shard.shard_id):
+                        positions[shard.shard_id] = position
+                    if stopped_early:
+                        # Caught up with the tip when the window closed: a run may end here.
+                        result.at_tip = window_closed and reader.millis_behind == 0
+                    elif position != SHARD_END and (reader.millis_behind or 0) > 0:
+                        result.at_tip = False
+            finally:
+                for records in ahead:
+                    records.close()
         moved = {shard: pos for shard, pos in positions.items() if before.get(shard) != pos}
         if not moved:
             result.seconds = time.monotonic() - started

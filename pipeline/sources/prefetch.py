@@ -5,15 +5,18 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterable, Iterator
+from typing import TypeVar
 
 # How long a blocked producer waits before checking again whether the consumer has gone.
 _POLL_SECONDS = 0.1
 
 _CHUNK, _END, _ERROR = "chunk", "end", "error"
 
+T = TypeVar("T")
 
-def prefetch(chunks: Iterable[bytes], depth: int = 4) -> Iterator[bytes]:
-    """Yield ``chunks`` in order while a background thread reads up to ``depth`` ahead.
+
+def prefetch(chunks: Iterable[T], depth: int = 4) -> Iterator[T]:
+    """Yield ``chunks`` (object bytes, Kinesis records) in order while a thread reads up to ``depth`` ahead.
 
     An exception raised by ``chunks`` is raised here after the chunks that preceded it. When
     the consumer stops early (closes this generator), the producer stops after the read in

@@ -186,3 +186,37 @@ def test_redshift_copy_from_s3_is_generated_with_the_staged_object(stack, s3):
         f'COPY "sensor_schema"."sensor_data" ("sensorid", "uuid") FROM \'{uri}\' '
         "IAM_ROLE 'arn:aws:iam::123:role/r' FORMAT AS CSV GZIP NULL AS '\\\\N' TIMEFORMAT 'auto' "
         "ACCEPTINVCHARS COMPUPDATE OFF STATUPDATE OFF")
+
+
+def test_follow_commits_within_its_window_while_records_keep_arriving(stack, kinesis, redshift, tmp_path, stream):
+    path = write_config(tmp_path / f"{stream}.yml", stream, exec__window_seconds=0.5)
+    load = StreamLoad(config_module.load(path))
+    stop, putting = threading.Event(), threading.Event()
+    putting.set()
+
+    def produce() -> None:
+        for round_ in range(40):  # 4 s of steady traffic: no GetRecords page is ever empty for long
+            put(kinesis, stream, sensors(20, offset=round_))
+            time.sleep(0.1)
+        putting.clear()
+
+    follower = threading.Thread(target=load.follow, args=(stop,))
+    producer = threading.Thread(target=produce)
+    follower.start()
+    producer.start()
+    try:
+        time.sleep(2.5)
+        visible_while_putting = 0
+        if redshift.execute("SELECT to_regclass(%s)", (f"sensor_schema.{stream}",)).fetchone()[0]:
+            visible_while_putting = len(table_rows(redshift, stream))
+        assert putting.is_set() and visible_while_putting > 0
+        producer.join()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(table_rows(redshift, stream)) < 800:
+            time.sleep(0.1)
+        rows = table_rows(redshift, stream)
+        assert len(rows) == 800 and len({r[3] for r in rows}) == 800
+    finally:
+        stop.set()
+        producer.join()
+        follower.join(timeout=20)
