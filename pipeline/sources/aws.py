@@ -9,6 +9,8 @@ module costs nothing.
 from __future__ import annotations
 
 import os
+import threading
+from datetime import UTC, datetime
 from typing import Any
 
 # Enough pooled connections for parallel object loads plus a prefetching reader each.
@@ -48,13 +50,53 @@ def client(
     if service == "s3" and _custom_endpoint(service, endpoint):
         # Stand-ins for S3 (moto, MinIO) serve buckets in the path, not as virtual hosts.
         options["s3"] = {"addressing_style": "path"}
+    import botocore.session
+
+    core = botocore.session.get_session()
+    # Each new session would parse botocore's JSON service models again (0.06-0.2 s a client).
+    core.register_component("data_loader", _shared_loader())
+    if service == "kinesis":
+        # Arrival times stay UTC: botocore's default converts each one to local time, per record.
+        core.register_component("response_parser_factory", _utc_parser_factory())
     session = boto3.session.Session(
         aws_access_key_id=access_key_id,
         aws_secret_access_key=secret_access_key,
         aws_session_token=session_token,
         region_name=region,
+        botocore_session=core,
     )
     return session.client(service, endpoint_url=endpoint, config=Config(**options))
+
+
+_lock = threading.Lock()
+_loader: Any = None
+
+
+def _shared_loader() -> Any:
+    global _loader
+    with _lock:
+        if _loader is None:
+            from botocore.loaders import create_loader
+
+            _loader = create_loader()
+        return _loader
+
+
+def _utc_parser_factory() -> Any:
+    from botocore.parsers import ResponseParserFactory
+
+    factory = ResponseParserFactory()
+    factory.set_parser_defaults(timestamp_parser=_utc_timestamp)
+    return factory
+
+
+def _utc_timestamp(value: Any) -> datetime:
+    """Kinesis sends epoch seconds; anything else goes to botocore's own parser."""
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, UTC)
+    from botocore.utils import parse_timestamp
+
+    return parse_timestamp(value)
 
 
 def _custom_endpoint(service: str, endpoint: str | None) -> bool:
