@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "preview": ("pipeline.commands.preview", "show a sample of the source as it would be loaded; writes nothing"),
     "check": ("pipeline.commands.check", "validate a config and test every dependency it needs"),
     "policy": ("pipeline.commands.policy", "print least-privilege IAM and S3 bucket policies (JSON)"),
+    "bench": ("pipeline.commands.bench", "measure load speed, memory, sensor ticks and streaming against references"),
     "demo": ("pipeline.commands.demo", "bring up the local stack, generate data and run both pipelines"),
 }
 
