@@ -25,6 +25,9 @@ DEFAULT_DOCS = Path("docs/benchmarks.md")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("section", nargs="*", metavar="SECTION",
+                        help=f"sections to run, e.g. `pipeline bench load` (one of {', '.join(SECTIONS)}; "
+                             "default: all, or --only)")
     parser.add_argument("--quick", action="store_true",
                         help="small sizes, in under a minute (does not rewrite docs/benchmarks.md unless --docs)")
     parser.add_argument("--only", metavar="SECTIONS", type=_sections, default=list(SECTIONS),
@@ -51,6 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.section:
+        try:
+            args.only = _sections(",".join(args.section))
+        except argparse.ArgumentTypeError as error:
+            raise PipelineError(str(error)) from None
     from pipeline.bench import report
     from pipeline.bench.harness import DEFAULT_SIZES, QUICK_SIZES
     from pipeline.bench.results import Results
