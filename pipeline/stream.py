@@ -13,6 +13,7 @@ with ``COPY ... FROM 's3://...' IAM_ROLE ...`` in the same transaction as the ch
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -105,6 +106,12 @@ class StreamLoad:
         self.filters = build_filters(list(config.filters))
         self.record_columns = list(self.options.record_columns)
         self.columns = output_columns(self.record_columns, self.filters)
+        # Metadata that only drop_fields mentions is never computed (Glue's $record_timestamp, per record).
+        needed = {c.name for c in self.columns}
+        needed |= {old for f in self.filters for old in getattr(f, "renames", {})}
+        kept = tuple(name for name in self.options.default_metadata if name in needed)
+        if kept != self.options.default_metadata:
+            self.options = dataclasses.replace(self.options, default_metadata=kept)
         self.target = Target(config.output, self.columns, config.name)
         self.emit = emit or log.info
         self.sleep = sleep

@@ -66,6 +66,8 @@ class JsonOptions:
     columns: tuple[Column, ...]
     stop_on_invalid_record: bool = True
     max_record_bytes: int = 1 << 20
+    # Metadata added to every row unless configured; a loader may leave out what its filters drop anyway.
+    default_metadata: tuple[str, ...] = DEFAULT_METADATA
 
     def __post_init__(self) -> None:
         self.converters  # noqa: B018 -- a bad column type or format fails here, not on the first record
@@ -74,7 +76,7 @@ class JsonOptions:
     def record_columns(self) -> tuple[Column, ...]:
         """The columns of every row: the configured ones, then default metadata not configured."""
         names = {c.name for c in self.columns}
-        extra = (Column(name, METADATA_FIELDS[name]) for name in DEFAULT_METADATA if name not in names)
+        extra = (Column(name, METADATA_FIELDS[name]) for name in self.default_metadata if name not in names)
         return (*self.columns, *extra)
 
     @cached_property

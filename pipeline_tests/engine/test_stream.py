@@ -220,3 +220,14 @@ def test_follow_commits_within_its_window_while_records_keep_arriving(stack, kin
         stop.set()
         producer.join()
         follower.join(timeout=20)
+
+
+def test_record_timestamp_is_loaded_when_no_filter_drops_it(stack, kinesis, redshift, tmp_path, stream):
+    path = write_config(tmp_path / f"{stream}.yml", stream)
+    document = yaml.safe_load(path.read_text())
+    document["filters"] = [f for f in document["filters"] if f["type"] != "drop_fields"]
+    path.write_text(yaml.safe_dump(document))
+    put(kinesis, stream, sensors(3))
+    StreamLoad(config_module.load(path)).run()
+    stamps = redshift.execute(f'SELECT "$record_timestamp" FROM sensor_schema.{stream}').fetchall()
+    assert len(stamps) == 3 and all(s[0] is not None for s in stamps)
