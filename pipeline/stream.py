@@ -119,6 +119,7 @@ class StreamLoad:
         self._s3 = s3_client
         self._prepared = False
         self._batches = 0
+        self._keys: list[str] | None = None
         self.timestamp = _parse_time(self.input.timestamp) if self.input.timestamp else None
 
     # ----------------------------------------------------------------- clients
@@ -315,10 +316,19 @@ class StreamLoad:
         try:
             with conn.transaction(), conn.cursor() as cur:
                 if lines:
+                    merge = out.mode == "merge"
+                    into = sql.Identifier(f"pl_stage_{self.config.name}"[:60]) if merge else self.target.ident
+                    if merge:
+                        cur.execute(stage_table(self.target.dialect, into, self.target.ident,
+                                                self.target.column_names))
                     if self.target.dialect == "redshift":
-                        self._copy_from_s3(cur, lines, moved)
+                        self._copy_from_s3(cur, lines, moved, into)
                     else:
-                        self._copy_stdin(cur, lines)
+                        self._copy_stdin(cur, lines, into)
+                    if merge:
+                        for statement in merge_statements(self.target.dialect, self.target.ident, into,
+                                                          self.target.column_names, self._merge_keys(conn)):
+                            cur.execute(statement)
                 self.target.write_rejects(cur, rejects)
                 counts = {shard: result.shards.get(shard, 0) for shard in moved}
                 state.write_checkpoints(cur, out.state, self.config.name, self.input.stream, moved, counts,
@@ -333,8 +343,13 @@ class StreamLoad:
             raise WarehouseError(f"{self.config.name}: the warehouse connection failed during the commit "
                                  f"({str(error).strip()}); nothing of this batch was committed") from None
 
-    def _copy_stdin(self, cur: psycopg.Cursor, lines: list[str]) -> None:
-        statement = copy_text_statement(self.target.ident, [c.name for c in self.columns])
+    def _merge_keys(self, conn: psycopg.Connection) -> list[str]:
+        if self._keys is None:
+            self._keys = self.target.merge_keys(conn)
+        return self._keys
+
+    def _copy_stdin(self, cur: psycopg.Cursor, lines: list[str], into: sql.Composable) -> None:
+        statement = copy_text_statement(into, [c.name for c in self.columns])
         start, size = 0, 0
         for index, line in enumerate(lines):
             size += len(line)
@@ -343,12 +358,43 @@ class StreamLoad:
                 start, size = index + 1, 0
         copy_lines(cur, statement, lines[start:])
 
-    def _copy_from_s3(self, cur: psycopg.Cursor, lines: list[str], moved: dict[str, str]) -> None:
+    def _copy_from_s3(self, cur: psycopg.Cursor, lines: list[str], moved: dict[str, str],
+                      into: sql.Composable) -> None:
         staging = self.config.output.s3_staging
         if staging is None or not self.config.output.iam_role:
             raise WarehouseError("Redshift loads through S3: set out.s3_staging.bucket and out.iam_role")
         uri = stage_batch(self.s3, staging, self.config.name, lines, moved)
-        cur.execute(redshift_copy(self.target.ident, [c.name for c in self.columns], uri, self.config.output.iam_role))
+        cur.execute(redshift_copy(into, [c.name for c in self.columns], uri, self.config.output.iam_role))
+
+
+def stage_table(dialect: str, stage: sql.Composable, target: sql.Composable, columns: Sequence[str]) -> sql.Composed:
+    """A session-private table shaped like the target's columns, gone at the end of the transaction."""
+    if dialect == "redshift":
+        # Redshift has neither ON COMMIT DROP nor CTAS WITH NO DATA; merge_statements drops it.
+        return sql.SQL("CREATE TEMP TABLE {} (LIKE {})").format(stage, target)
+    return sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
+        stage, sql.SQL(", ").join(map(sql.Identifier, columns)), target)
+
+
+def merge_statements(dialect: str, target: sql.Composable, stage: sql.Composable, columns: Sequence[str],
+                     keys: Sequence[str]) -> list[sql.Composed]:
+    """Upsert a batch from its stage into the target on ``keys`` (mode merge: a replay updates, never adds).
+
+    PostgreSQL and Hologres take INSERT ... ON CONFLICT; Redshift has no such clause, so the batch's keys
+    are deleted from the target and the batch inserted, in the same transaction.
+    """
+    cols = sql.SQL(", ").join(map(sql.Identifier, columns))
+    if dialect == "redshift":
+        match = sql.SQL(" AND ").join(sql.SQL("{t}.{k} = {s}.{k}").format(t=target, s=stage, k=sql.Identifier(k))
+                                      for k in keys)
+        return [sql.SQL("DELETE FROM {} USING {} WHERE {}").format(target, stage, match),
+                sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(target, cols, cols, stage),
+                sql.SQL("DROP TABLE {}").format(stage)]
+    others = [c for c in columns if c not in keys]
+    action = (sql.SQL("DO UPDATE SET ") + sql.SQL(", ").join(
+        sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in others)) if others else sql.SQL("DO NOTHING")
+    return [sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT ({}) {}").format(
+        target, cols, cols, stage, sql.SQL(", ").join(map(sql.Identifier, keys)), action)]
 
 
 # --------------------------------------------------------------------------- Redshift staging

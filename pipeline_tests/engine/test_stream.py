@@ -231,3 +231,33 @@ def test_record_timestamp_is_loaded_when_no_filter_drops_it(stack, kinesis, reds
     StreamLoad(config_module.load(path)).run()
     stamps = redshift.execute(f'SELECT "$record_timestamp" FROM sensor_schema.{stream}').fetchall()
     assert len(stamps) == 3 and all(s[0] is not None for s in stamps)
+
+
+def test_merge_mode_updates_a_replayed_record_instead_of_adding_it(stack, kinesis, redshift, tmp_path, stream):
+    path = write_config(tmp_path / f"{stream}.yml", stream, out__mode="merge")
+    put(kinesis, stream, sensors(30))
+    StreamLoad(config_module.load(path)).run()
+    redshift.execute(f"UPDATE sensor_schema.{stream} SET status = 'STALE'")
+    redshift.execute("DELETE FROM sensor_schema.pipeline_shard_checkpoint WHERE stream = %s", (stream,))
+    assert StreamLoad(config_module.load(path)).run().records == 30  # every record replayed
+    rows = table_rows(redshift, stream)
+    assert len(rows) == 30 and {r[2] for r in rows} == {"OK"}
+
+
+def test_redshift_merge_is_generated_as_delete_then_insert_from_a_temp_stage():
+    from psycopg import sql
+
+    from pipeline.stream import merge_statements, stage_table
+
+    target, stage = sql.Identifier("sensor_schema", "sensor_data"), sql.Identifier("pl_stage_sensor_data")
+    rendered = [s.as_string(None) for s in (stage_table("redshift", stage, target, ["uuid", "status"]),
+                                            *merge_statements("redshift", target, stage, ["uuid", "status"],
+                                                              ["uuid"]))]
+    assert rendered == [
+        'CREATE TEMP TABLE "pl_stage_sensor_data" (LIKE "sensor_schema"."sensor_data")',
+        'DELETE FROM "sensor_schema"."sensor_data" USING "pl_stage_sensor_data" WHERE '
+        '"sensor_schema"."sensor_data"."uuid" = "pl_stage_sensor_data"."uuid"',
+        'INSERT INTO "sensor_schema"."sensor_data" ("uuid", "status") SELECT "uuid", "status" '
+        'FROM "pl_stage_sensor_data"',
+        'DROP TABLE "pl_stage_sensor_data"',
+    ]
