@@ -190,6 +190,7 @@ def _warehouse_name(config: PipelineConfig, variable: str | None) -> str:
 
 def build_definitions(directory: Path | None = None) -> dg.Definitions:
     """The code location: every pipeline's assets, checks, sensors and jobs, and shared resources."""
+    from pipeline.defs.check_jobs import check_job
     from pipeline.defs.resources import KinesisResource, KmsResource, S3Resource, WarehouseResource
     from pipeline.defs.streams import stream_pipeline_definitions
 
@@ -203,6 +204,7 @@ def build_definitions(directory: Path | None = None) -> dg.Definitions:
             parts.append(stream_pipeline_definitions(pipeline))
         else:
             parts.append(s3_pipeline_definitions(pipeline))
+        parts.append(dg.Definitions(jobs=[check_job(pipeline)]))
     # A run is one object and its checks: one process is faster than a process per step.
     return dg.Definitions.merge(*parts, dg.Definitions(resources=resources, executor=dg.in_process_executor))
 

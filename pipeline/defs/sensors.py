@@ -29,8 +29,10 @@ import dagster as dg
 import psycopg
 
 from pipeline.config import S3InputConfig
+from pipeline.defs import check_jobs
 from pipeline.defs.factory import Pipeline
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, SourceError
+from pipeline.inspect import CheckResult
 from pipeline.warehouse import state
 
 MAX_KEYS_PER_TICK = 1000  # one ListObjectsV2 page: a backlog is worked off a page per tick
@@ -150,9 +152,10 @@ def object_sensor(pipeline: Pipeline, job: Any, *, max_keys: int = MAX_KEYS_PER_
         minimum_interval_seconds=MINIMUM_INTERVAL_SECONDS,
         default_status=default_status(),
         description=f"Watches {source.uri} for new objects: {how}. At most {max_keys:,} keys per tick.",
-        required_resource_keys={"s3", pipeline.warehouse_resource_key} if sweep else {"s3"},
+        # The warehouse too: before requesting runs, the sensor makes sure it answers (check_jobs.gate).
+        required_resource_keys={"s3", pipeline.warehouse_resource_key},
     )
-    def watch_objects(context: dg.SensorEvaluationContext, **_resources: object) -> dg.SensorResult:
+    def watch_objects(context: dg.SensorEvaluationContext, **_resources: object) -> dg.SensorResult | dg.SkipReason:
         # Called directly (not by the daemon), Dagster passes the resources as keywords too; the context has them.
         ledger: LoadedEtags | None = None
         if sweep:
@@ -166,8 +169,11 @@ def object_sensor(pipeline: Pipeline, job: Any, *, max_keys: int = MAX_KEYS_PER_
             config = pipeline.resolve_source()
         source = config.input
         assert isinstance(source, S3InputConfig)
-        found = scan(context.resources.s3.client(source.aws), source, Cursor.parse(context.cursor),
-                     max_keys=max_keys, sweep_keys=sweep_keys, loaded_etags=ledger, warn=context.log.warning)
+        try:
+            found = scan(context.resources.s3.client(source.aws), source, Cursor.parse(context.cursor),
+                         max_keys=max_keys, sweep_keys=sweep_keys, loaded_etags=ledger, warn=context.log.warning)
+        except SourceError as error:
+            return check_jobs.skip(CheckResult(f"S3 ListBucket {source.uri}", False, str(error)))
         for key in found.unusable:
             context.log.warning(f"s3://{source.bucket}/{key}: Dagster cannot use this key as a partition key; "
                                 "load it with `pipeline run`")
@@ -177,6 +183,10 @@ def object_sensor(pipeline: Pipeline, job: Any, *, max_keys: int = MAX_KEYS_PER_
             return dg.SensorResult(cursor=cursor, skip_reason=(
                 f"nothing new under {source.uri} ({found.listed} keys listed after the cursor"
                 + (f", {found.swept} swept)" if sweep else ")")))
+        # A run that cannot reach the warehouse must fail: say so in the tick and keep the cursor before this work.
+        closed = check_jobs.gate(pipeline, context.resources)
+        if closed is not None:
+            return closed
         return dg.SensorResult(
             run_requests=[dg.RunRequest(run_key=f"{obj.key}:{obj.etag}", partition_key=obj.key,
                                         tags=pipeline.run_tags) for obj in found.to_run],

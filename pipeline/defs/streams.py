@@ -20,8 +20,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
+import psycopg
 
 from pipeline.config import KinesisInputConfig, PipelineConfig
+from pipeline.defs import check_jobs
 from pipeline.defs.factory import Pipeline, stream_mode_variable
 from pipeline.errors import PipelineError
 
@@ -312,11 +314,21 @@ def stream_sensor(pipeline: Pipeline, load_job: Any, follow_job: dg.JobDefinitio
             loads.clear()
             loads[cache_key] = StreamLoad(config, kinesis_client=client, emit=context.log.info)
         load = loads[cache_key]
-        checkpoints = load.checkpoints()
+        # Reading the checkpoints proves the warehouse answers, and looking past them that the stream can be
+        # read: a failure is reported in the tick instead of launching a run that must fail.
+        from pipeline.inspect import CheckResult
+
+        try:
+            checkpoints = load.checkpoints()
+        except (PipelineError, psycopg.Error) as error:
+            return check_jobs.skip(CheckResult("warehouse (shard checkpoints)", False, str(error)))
         if continuous:
             job_name, reason = follow_job.name, "continuous mode"
         else:
-            lags = load.pending(checkpoints)
+            try:
+                lags = load.pending(checkpoints)
+            except PipelineError as error:
+                return check_jobs.skip(CheckResult(f"Kinesis {source.stream}", False, str(error)))
             waiting = sorted(shard for shard, lag in lags.items() if lag.has_records)
             pin = not checkpoints and source.starting_position == "latest"
             if not waiting and not pin:
