@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,3 +83,29 @@ def test_the_lineage_runs_from_the_s3_objects_to_the_table(dagster_dev):
     data = graphql(dagster_dev, '{ assetNodeOrError(assetKey: {path: ["book_order"]}) '
                                 "{ ... on AssetNode { dependencyKeys { path } } } }")
     assert {"path": ["book_order_objects"]} in data["assetNodeOrError"]["dependencyKeys"]
+
+
+def test_a_csv_uploaded_to_the_prefix_is_loaded_once_by_the_sensor(dagster_dev, stack, s3, hologres):
+    # The stack's environment has PIPELINE_LOCAL_DIR, so the sensors run by default, as for a user.
+    key = f"original-data/sensor-e2e-{uuid.uuid4().hex[:8]}.csv"
+    order_ids = [f"e2e-{uuid.uuid4()}" for _ in range(5)]
+    body = "order_id,user_id,book_id,book_name,order_cnt,order_amt\n" + "".join(
+        f"{order_id},1,6,人間失格,2,200\n" for order_id in order_ids)
+    s3.put_object(Bucket=stack.bucket, Key=key, Body=body.encode())
+
+    def landed() -> int:
+        if hologres.execute("SELECT to_regclass('public.book_order')").fetchone()[0] is None:
+            return 0
+        return hologres.execute("SELECT count(*) FROM public.book_order WHERE order_id = ANY(%s)",
+                                (order_ids,)).fetchone()[0]
+
+    deadline = time.monotonic() + 150  # one 30 s sensor interval, a queued run's launch, and slack for CI
+    while time.monotonic() < deadline and landed() < 5:
+        time.sleep(2)
+    assert landed() == 5
+    query = ('{ runsOrError(filter: {tags: [{key: "dagster/partition", value: "PARTITION"}]}) '
+             "{ ... on Runs { results { status tags { key value } } } } }").replace("PARTITION", key)
+    runs = graphql(dagster_dev, query)
+    results = runs["runsOrError"]["results"]
+    assert [r["status"] for r in results] == ["SUCCESS"]  # one run for the object, and it succeeded
+    assert {"key": "dagster/sensor_name", "value": "book_order_sensor"} in results[0]["tags"]
