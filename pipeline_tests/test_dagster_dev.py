@@ -1,17 +1,12 @@
 """`dagster dev` serves the code location on the local stack's PostgreSQL storage.
 
-The server is started as a user would (`dagster dev` on the repository's workspace.yaml with the
-stack's environment) and stopped by process id; SIGINT is restored in the child because a background
-`dagster dev` otherwise ignores it.
+The server is started as a user would, with the stack's environment (see pipeline_tests/dagster_dev.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -20,11 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.local.stack import free_port, process_is_running
+from pipeline_tests.dagster_dev import running_dagster_dev
 
 pytestmark = pytest.mark.stack
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def graphql(port: int, query: str) -> dict:
@@ -34,42 +27,10 @@ def graphql(port: int, query: str) -> dict:
         return json.loads(response.read())["data"]
 
 
-def _restore_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 @pytest.fixture(scope="module")
-def dagster_dev(stack, tmp_path_factory) -> Iterator[int]:
-    port = free_port()
-    # An empty working directory: dagster dev lets a .env there override the test stack's environment.
-    workdir = tmp_path_factory.mktemp("dagster-dev")
-    log = open(Path(stack.state_dir) / f"dagster-dev-{port}.log", "wb")  # noqa: SIM115 -- closed below
-    process = subprocess.Popen(
-        [str(Path(sys.executable).with_name("dagster")), "dev", "-h", "127.0.0.1", "-p", str(port),
-         "-w", str(ROOT / "workspace.yaml")],
-        cwd=workdir, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True, preexec_fn=_restore_sigint)
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    log.flush()
-                    raise AssertionError("dagster dev did not start:\n" + Path(log.name).read_text()[-3000:]) from None
-                time.sleep(1)
+def dagster_dev(stack) -> Iterator[int]:
+    with running_dagster_dev(os.environ, Path(stack.state_dir) / "dagster-dev.log") as port:
         yield port
-    finally:
-        os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-        log.close()
-        assert not process_is_running(process.pid)
 
 
 def test_dagster_dev_serves_both_pipelines_on_postgresql_storage(dagster_dev):
