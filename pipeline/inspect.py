@@ -384,16 +384,33 @@ _COMPATIBLE = {
 }
 
 
-def _check_warehouse(config: PipelineConfig) -> list[CheckResult]:
-    from pipeline.warehouse.connection import connect, describe_target, server_of
+def connect_warehouse(config: PipelineConfig, *, connect_timeout: int | None = None
+                      ) -> tuple[CheckResult, psycopg.Connection | None]:
+    """The warehouse connection check, and the open connection when it passed (the caller closes it)."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    from pipeline.warehouse.connection import connect, describe_target
 
     out = config.output
     where = describe_target(out.conninfo)
     name = f"warehouse connection {where}"
+    conninfo = out.conninfo
+    if connect_timeout is not None and "connect_timeout" not in conninfo_to_dict(conninfo):
+        conninfo = make_conninfo(conninfo, connect_timeout=connect_timeout)
     try:
-        conn = connect(out.conninfo, flavor=out.type, autocommit=True)
+        conn = connect(conninfo, flavor=out.type, autocommit=True)
     except PipelineError as error:
-        return [CheckResult(name, False, str(error).removeprefix(f"cannot connect to {where}: "))]
+        return CheckResult(name, False, str(error).removeprefix(f"cannot connect to {where}: ")), None
+    return CheckResult(name, True, "answers"), conn
+
+
+def _check_warehouse(config: PipelineConfig) -> list[CheckResult]:
+    from pipeline.warehouse.connection import server_of
+
+    connected, conn = connect_warehouse(config)
+    if conn is None:
+        return [connected]
+    out, name = config.output, connected.name
     with conn:
         server = server_of(conn)
         results = [_tls(conn, server.flavor, out, name)]

@@ -7,12 +7,10 @@ Both read the config with the real environment and the code location's resources
 from typing import Any
 
 import dagster as dg
-import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pipeline.config import KinesisInputConfig, PipelineConfig
 from pipeline.defs.factory import Pipeline
-from pipeline.errors import ConfigError, PipelineError
+from pipeline.errors import ConfigError
 from pipeline.inspect import CheckResult
 
 # libpq's connect_timeout for the sensors' probe: a host that drops packets must not hold a tick for minutes.
@@ -76,20 +74,12 @@ def resolved(pipeline: Pipeline, resources: Any) -> PipelineConfig:
 
 def warehouse_answers(config: PipelineConfig) -> CheckResult:
     """The first of ``inspect.check``'s warehouse checks, alone: one connection, within PROBE_TIMEOUT_SECONDS."""
-    from pipeline.warehouse.connection import connect, describe_target
+    from pipeline.inspect import connect_warehouse
 
-    out = config.output
-    where = describe_target(out.conninfo)
-    name = f"warehouse connection {where}"
-    conninfo = out.conninfo
-    try:
-        if "connect_timeout" not in conninfo_to_dict(conninfo):
-            conninfo = make_conninfo(conninfo, connect_timeout=PROBE_TIMEOUT_SECONDS)
-        with connect(conninfo, flavor=out.type, autocommit=True):
-            pass
-    except (PipelineError, psycopg.Error) as error:
-        return CheckResult(name, False, str(error).removeprefix(f"cannot connect to {where}: "))
-    return CheckResult(name, True, "answers")
+    result, conn = connect_warehouse(config, connect_timeout=PROBE_TIMEOUT_SECONDS)
+    if conn is not None:
+        conn.close()
+    return result
 
 
 def gate(pipeline: Pipeline, resources: Any) -> dg.SkipReason | None:
