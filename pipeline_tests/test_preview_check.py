@@ -17,18 +17,10 @@ from pipeline.commands import preview as preview_command
 from pipeline.commands.preview import display_width
 from pipeline.inspect import check, preview
 from pipeline.local.stack import free_port
+from pipeline_tests.books import COLUMNS, HEADER
 
 pytestmark = pytest.mark.stack
 
-BOOK_COLUMNS = [
-    {"name": "order_id", "type": "string"},
-    {"name": "user_id", "type": "long"},
-    {"name": "book_id", "type": "long"},
-    {"name": "book_name", "type": "string"},
-    {"name": "order_cnt", "type": "long"},
-    {"name": "order_amt", "type": "long"},
-]
-HEADER = "order_id,user_id,book_id,book_name,order_cnt,order_amt\n"
 SENSOR_DATA = Path(__file__).resolve().parents[1] / "pipelines" / "sensor_data.yml"
 
 
@@ -41,7 +33,7 @@ def book_config(path: Path, prefix: str, table: str, *, parser: dict | None = No
     document = {
         "in": {"type": "s3", "bucket": "{{ env.PIPELINE_BUCKET }}", "path_prefix": prefix,
                "parser": {"type": "csv", "charset": "UTF-8", "newline": "LF", "skip_header_lines": 1,
-                          "columns": BOOK_COLUMNS, **(parser or {})}},
+                          "columns": COLUMNS, **(parser or {})}},
         "out": {"type": "hologres", "url": "{{ env.HOLOGRES_URL }}", "table": f"public.{table}",
                 "mode": "insert_direct", "primary_key": ["order_id"], **out},
     }

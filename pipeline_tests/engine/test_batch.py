@@ -18,18 +18,10 @@ import yaml
 from pipeline import config as config_module
 from pipeline.batch import BatchLoad
 from pipeline.errors import RecordError, SourceError
+from pipeline_tests.books import COLUMNS, HEADER
 
 pytestmark = pytest.mark.stack
 
-HEADER = "order_id,user_id,book_id,book_name,order_cnt,order_amt\n"
-COLUMNS = [
-    {"name": "order_id", "type": "string"},
-    {"name": "user_id", "type": "long"},
-    {"name": "book_id", "type": "long"},
-    {"name": "book_name", "type": "string"},
-    {"name": "order_cnt", "type": "long"},
-    {"name": "order_amt", "type": "long"},
-]
 
 
 def rows_csv(start: int, count: int, *, title: str = "人間失格") -> str:

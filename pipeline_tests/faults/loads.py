@@ -13,15 +13,7 @@ from typing import Any
 
 import yaml
 
-COLUMNS = [
-    {"name": "order_id", "type": "string"},
-    {"name": "user_id", "type": "long"},
-    {"name": "book_id", "type": "long"},
-    {"name": "book_name", "type": "string"},
-    {"name": "order_cnt", "type": "long"},
-    {"name": "order_amt", "type": "long"},
-]
-HEADER = ",".join(c["name"] for c in COLUMNS) + "\n"
+from pipeline_tests.books import COLUMNS
 
 
 def write_config(path: Path, prefix: str, table: str, *, url: str = "{{ env.HOLOGRES_URL }}",

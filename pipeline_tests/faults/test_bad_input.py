@@ -22,7 +22,8 @@ from pipeline import config as config_module
 from pipeline.batch import BatchLoad
 from pipeline.formats.csv import read_records
 from pipeline.stream import StreamLoad
-from pipeline_tests.faults.loads import HEADER, exists, ledger, pipeline_cli, write_config
+from pipeline_tests.books import HEADER
+from pipeline_tests.faults.loads import exists, ledger, pipeline_cli, write_config
 
 pytestmark = pytest.mark.stack
 
