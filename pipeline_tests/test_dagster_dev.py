@@ -66,7 +66,12 @@ def test_a_csv_uploaded_to_the_prefix_is_loaded_once_by_the_sensor(dagster_dev, 
     assert landed() == 5
     query = ('{ runsOrError(filter: {tags: [{key: "dagster/partition", value: "PARTITION"}]}) '
              "{ ... on Runs { results { status tags { key value } } } } }").replace("PARTITION", key)
-    runs = graphql(dagster_dev, query)
-    results = runs["runsOrError"]["results"]
+    # The rows commit before the run ends (its checks and events follow): wait for the run to finish.
+    while True:
+        results = graphql(dagster_dev, query)["runsOrError"]["results"]
+        finished = all(r["status"] in ("SUCCESS", "FAILURE", "CANCELED") for r in results)
+        if finished or time.monotonic() > deadline + 60:
+            break
+        time.sleep(1)
     assert [r["status"] for r in results] == ["SUCCESS"]  # one run for the object, and it succeeded
     assert {"key": "dagster/sensor_name", "value": "book_order_sensor"} in results[0]["tags"]
