@@ -20,7 +20,7 @@ from pipeline.errors import PipelineError
 # The table is stale when no object has been loaded for a day; a warning after half of that.
 FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=24), warn_window=timedelta(hours=12))
 
-_WAREHOUSE_NAMES = {"hologres": "Hologres", "redshift": "Redshift", "postgresql": "PostgreSQL"}
+WAREHOUSE_NAMES = {"hologres": "Hologres", "redshift": "Redshift", "postgresql": "PostgreSQL"}
 
 
 def objects_spec(pipeline: Pipeline) -> dg.AssetSpec:
@@ -54,7 +54,7 @@ def table_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
     source = _s3_input(config)
     key_note = f", primary key {', '.join(out.primary_key)}" if out.primary_key else ""
     description = (
-        f"Rows of the CSV objects under {source.uri}, loaded into {_WAREHOUSE_NAMES[out.type]} table "
+        f"Rows of the CSV objects under {source.uri}, loaded into {WAREHOUSE_NAMES[out.type]} table "
         f"{out.qualified_table} (mode {out.mode}{key_note}). Each partition is one object; each version "
         f"of an object (key and ETag) loads exactly once, and records that fail to parse go to "
         f"{out.schema}.{out.rejected}. Config: {pipeline.path.name}."
@@ -67,13 +67,7 @@ def table_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
         kinds={out.type},
         partitions_def=pipeline.partitions_def,
         deps=[pipeline.objects_key],
-        metadata={
-            "dagster/table_name": out.qualified_table,
-            "dagster/column_schema": column_schema(config),
-            "mode": out.mode,
-            "warehouse": pipeline.warehouse,
-            "rejected_table": f"{out.schema}.{out.rejected}",
-        },
+        metadata=table_metadata(pipeline, column_schema(config)),
         required_resource_keys={"s3", "kms", pipeline.warehouse_resource_key},
         check_specs=[object_check_spec(pipeline)],
         # One pool per warehouse: Dagster then caps concurrent loads into it, however they were launched.
@@ -167,6 +161,18 @@ def object_metadata(obj: Any, kms: Any, source: S3InputConfig) -> dict[str, Any]
         metadata["kms_key_id"] = obj.kms_key_id
         metadata["kms_key_state"] = kms.key_state(obj.kms_key_id, source.aws)
     return metadata
+
+
+def table_metadata(pipeline: Pipeline, schema: dg.TableSchema) -> dict[str, Any]:
+    """What a table asset of either kind of pipeline shows in the UI before it is loaded."""
+    out = pipeline.config.output
+    return {
+        "dagster/table_name": out.qualified_table,
+        "dagster/column_schema": schema,
+        "mode": out.mode,
+        "warehouse": pipeline.warehouse,
+        "rejected_table": f"{out.schema}.{out.rejected}",
+    }
 
 
 def column_schema(config: PipelineConfig, columns: Sequence[Any] | None = None) -> dg.TableSchema:

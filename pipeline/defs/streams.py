@@ -41,7 +41,6 @@ SENSOR_NAME_TAG = "dagster/sensor_name"
 _ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
            dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
 _UNSUCCESSFUL = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
-_WAREHOUSE_NAMES = {"hologres": "Hologres", "redshift": "Redshift", "postgresql": "PostgreSQL"}
 
 
 def load_job_name(pipeline: Pipeline) -> str:
@@ -92,14 +91,14 @@ def stream_spec(pipeline: Pipeline) -> dg.AssetSpec:
 
 def table_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
     """The warehouse table; materializing it is one bounded micro-batch run."""
-    from pipeline.defs.assets import column_schema
+    from pipeline.defs.assets import WAREHOUSE_NAMES, column_schema, table_metadata
 
     config = pipeline.config
     out = config.output
     source = _stream(config)
     execution = config.exec
     description = (
-        f"Records of the Kinesis stream {source.stream}, loaded into {_WAREHOUSE_NAMES.get(out.type, out.type)} "
+        f"Records of the Kinesis stream {source.stream}, loaded into {WAREHOUSE_NAMES[out.type]} "
         f"table {out.qualified_table} (mode {out.mode}). A materialization reads from the shard checkpoints "
         f"towards the tip in batches of at most {execution.max_records:,} records / {execution.max_bytes:,} bytes "
         f"({MAX_BATCHES_PER_RUN} batches at most), each committed with its checkpoints, so every record loads "
@@ -112,14 +111,8 @@ def table_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
         group_name=pipeline.name,
         kinds={out.type},
         deps=[pipeline.stream_key],
-        metadata={
-            "dagster/table_name": out.qualified_table,
-            "dagster/column_schema": column_schema(config, output_columns(config)),
-            "mode": out.mode,
-            "warehouse": pipeline.warehouse,
-            "rejected_table": f"{out.schema}.{out.rejected}",
-            "stream": source.stream,
-        },
+        metadata={**table_metadata(pipeline, column_schema(config, output_columns(config))),
+                  "stream": source.stream},
         required_resource_keys={"kinesis", "s3", pipeline.warehouse_resource_key},
         # One pool per warehouse, as the S3 loads: Dagster caps concurrent loads into it.
         pool=pipeline.pool,
