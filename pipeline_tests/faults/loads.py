@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
 import subprocess
 import sys
 from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +58,20 @@ def pipeline_popen(*args: str, env: dict[str, str] | None = None) -> subprocess.
 
 def exists(conn: Any, qualified: str) -> bool:
     return conn.execute("SELECT to_regclass(%s)", (qualified,)).fetchone()[0] is not None
+
+
+@contextlib.contextmanager
+def one_snapshot(conn: Any) -> Iterator[None]:
+    """Reads on an autocommit ``conn`` that see one moment.
+
+    A run killed during its COMMIT may still commit on the server after the kill, between two
+    autocommit reads: the ledger read before it and the table read after would disagree.
+    """
+    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    try:
+        yield
+    finally:
+        conn.execute("COMMIT")
 
 
 def ledger(conn: Any, pipeline: str) -> dict[str, tuple[int, int]]:

@@ -22,6 +22,7 @@ from pipeline.generate import generate_books
 from pipeline.sources import aws
 from pipeline_tests.faults.loads import (
     ledger,
+    one_snapshot,
     pipeline_cli,
     pipeline_popen,
     table_state,
@@ -51,8 +52,9 @@ def upload_books(s3, bucket: str, prefix: str, objects: int, rows: int, seed: in
 
 def assert_table_matches_ledger(conn, table: str, pipeline: str, truths: dict) -> dict:
     """Nothing partial: the table holds exactly the objects the ledger says were loaded."""
-    done = ledger(conn, pipeline)
-    rows, distinct, amount = table_state(conn, table)
+    with one_snapshot(conn):
+        done = ledger(conn, pipeline)
+        rows, distinct, amount = table_state(conn, table)
     assert rows == distinct, "a duplicate order_id"
     assert rows == sum(truths[k].rows for k in done) == sum(r for r, _ in done.values())
     assert amount == sum(truths[k].amount for k in done)
