@@ -239,7 +239,7 @@ class KinesisRecord:
 
     def identity(self, stream: str) -> str:
         """Stable across replays: the name a deterministic UUID is derived from."""
-        return f"{stream_name(stream)}/{self.shard_id}/{self.position}"
+        return identity_prefix(stream, self.shard_id) + self.position
 
     def metadata(self) -> dict[str, Any]:
         """The ``$`` fields a parser adds to each row of this record."""
@@ -249,6 +249,11 @@ class KinesisRecord:
             "$sequence_number": self.position,
             "$partition_key": self.partition_key,
         }
+
+
+def identity_prefix(stream: str, shard_id: str) -> str:
+    """What the identity of every record of a shard starts with (then its position), for hot loops."""
+    return f"{stream_name(stream)}/{shard_id}/"
 
 
 class CallRateLimiter:
@@ -333,7 +338,29 @@ class ShardReader(Iterator[KinesisRecord]):
     def __next__(self) -> KinesisRecord:
         return next(self._records)
 
+    def pages(self) -> Iterator[list[KinesisRecord]]:
+        """The same records a GetRecords page at a time: ``checkpoint`` covers a page once it is yielded.
+
+        For a consumer that hands records to another thread: one hand-off per page instead of one per
+        record. Use either this or the reader's own iteration, not both.
+        """
+        for page, after in self._pages():
+            self.checkpoint = after
+            yield page
+
     def _read(self) -> Iterator[KinesisRecord]:
+        for page, after in self._pages():
+            for record in page:
+                self.checkpoint = record.checkpoint
+                yield record
+            self.checkpoint = after
+
+    def _pages(self) -> Iterator[tuple[list[KinesisRecord], str | None]]:
+        """Each page's user records, and the checkpoint once all of them are consumed.
+
+        Positions that are not a record's own (a pinned ``latest`` start, SHARD_END) are set on
+        ``self.checkpoint`` here, between pages.
+        """
         if self.shard_end or self.max_records <= 0 or self.max_bytes <= 0:
             return
         iterator, skip = self._new_iterator()
@@ -351,17 +378,27 @@ class ShardReader(Iterator[KinesisRecord]):
             expired = 0
             self.millis_behind = response.get("MillisBehindLatest")
             records = response.get("Records", [])
+            page: list[KinesisRecord] = []
+            after = self.checkpoint
+            full = False
             for raw in records:
                 for record in self._user_records(raw, skip):
-                    self.checkpoint = record.checkpoint
+                    page.append(record)
+                    after = record.checkpoint
                     self.records_read += 1
                     self.bytes_read += len(record.data)
-                    yield record
                     if self.records_read >= self.max_records or self.bytes_read >= self.max_bytes:
-                        return
+                        full = True
+                        break
+                if full:
+                    break
                 # An aggregate holding no user records still moves the checkpoint past it.
-                self.checkpoint = raw["SequenceNumber"]
+                after = raw["SequenceNumber"]
                 skip = None
+            if page or after != self.checkpoint:
+                yield page, after
+            if full:
+                return
             iterator = response.get("NextShardIterator")
             if iterator is None or self._past_end(records):
                 self.checkpoint = SHARD_END

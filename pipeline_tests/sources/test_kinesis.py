@@ -531,6 +531,38 @@ def test_a_closed_shard_ends_at_a_null_next_iterator_and_stays_finished():
     assert list(again) == [] and again.calls == 0
 
 
+@given(
+    records_per_call=st.integers(1, 6),
+    max_records=st.integers(1, 14),
+    closed=st.booleans(),
+)
+def test_reading_by_pages_gives_the_same_records_and_checkpoints_as_reading_record_by_record(
+    records_per_call, max_records, closed
+):
+    # Plain records and KPL aggregates (one empty), pages of a few Kinesis records, a limit that may stop mid-aggregate.
+    users = [UserRecord(f"k{n}", json.dumps({"n": n, "key": "k"}).encode()) for n in range(12)]
+    data = [users[0].data, aggregate(users[1:4]), aggregate([]), users[4].data, aggregate(users[5:9]),
+            users[9].data, aggregate(users[10:])]
+    fake = FakeKinesis({shard("s0", ending=0 if closed else None): [("p", item) for item in data]})
+    (only,) = list_shards(fake, "sensors")
+    options = reading_options(max_records=max_records, records_per_call=records_per_call)
+
+    by_record = read_shard(fake, "sensors", only, after_sequence=None, **options)
+    expected = [record.position for record in by_record]
+    everything = [r.position for r in read_shard(fake, "sensors", only, after_sequence=None, **reading_options())]
+    by_page = read_shard(fake, "sensors", only, after_sequence=None, **options)
+    got: list[str] = []
+    for page in by_page.pages():
+        got.extend(record.position for record in page)
+        # Once a page is yielded its checkpoint covers it: reading on from there gets exactly the rest.
+        rest = read_shard(fake, "sensors", only, after_sequence=by_page.checkpoint, **reading_options())
+        assert [r.position for r in rest] == everything[len(got):]
+
+    assert got == expected == everything[:max_records]
+    assert by_page.checkpoint == by_record.checkpoint
+    assert by_page.records_read == by_record.records_read == min(max_records, 12)
+
+
 def test_get_records_calls_on_a_shard_never_exceed_five_a_second():
     fake_time = FakeTime()
     fake = FakeKinesis({shard("s0"): [sensor(n, "a") for n in range(30)]}, clock=fake_time)
