@@ -396,7 +396,7 @@ class BatchLoad:
     def _copy_checked(self, cur: psycopg.Cursor, obj, table: sql.Identifier, rejected_table: sql.Identifier,
                       progress: Progress) -> ObjectResult:
         """Parse and validate every record ourselves; good rows by COPY, bad ones rejected or fatal."""
-        from pipeline.filters import apply, s3_identity
+        from pipeline.filters import projector, s3_identity
         from pipeline.formats.csv import read_records
         from pipeline.formats.types import normalizer
 
@@ -439,7 +439,7 @@ class BatchLoad:
                 raw_bytes += len(chunk)
                 yield chunk
 
-        names = self.target.column_names
+        project = projector(columns, self.filters) if self.filters else None
         for item in read_records(counted(self._object_bytes(obj, progress)), p, source):
             result.parsed += 1
             if isinstance(item, RecordError):
@@ -456,10 +456,9 @@ class BatchLoad:
             if bad is not None:
                 reject(bad)
                 continue
-            if self.filters:
-                row = apply(self.filters, dict(zip(column_names, values, strict=True)),
-                            s3_identity(source, obj.etag, item.line))
-                values = [row.get(name) for name in names]
+            if project is not None:
+                values = project(dict(zip(column_names, values, strict=True)),
+                                 s3_identity(source, obj.etag, item.line))
             line = text_line(values)
             if "\x00" in line:
                 reject(RecordError(source, item.line, "NUL byte in the record", raw=item.raw))

@@ -9,7 +9,8 @@
 
 A record is a dict of column name to value. :func:`output_columns` tells the writer the schema
 after the filters (and checks that every named column exists); :func:`apply` transforms one
-record, in place, on the hot path.
+record in place; :func:`projector` compiles the filters once into the function a hot loop calls,
+from a record straight to the output values.
 
 ``add_uuid`` derives the UUID from the record's identity, so a replayed record gets the same
 UUID: ``<stream>/<shard id>/<sequence number>[/<sub-sequence number>]`` for a Kinesis record (see
@@ -21,7 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 from pipeline.errors import ConfigError
@@ -159,6 +161,45 @@ def apply(filters: Sequence[Filter], record: dict[str, Any], identity: str) -> d
     for item in filters:
         item.apply(record, identity)
     return record
+
+
+_UUID = object()  # where a projected record keeps its UUID: a key no column name can equal
+
+
+def projector(columns: Sequence[Column], filters: Sequence[Filter]) -> Callable[[dict[Any, Any], str], tuple]:
+    """``filters`` compiled: ``project(record, identity)`` returns the output values in order.
+
+    The same values as :func:`apply` followed by reading the :func:`output_columns` in order, for
+    a ``record`` holding every one of ``columns``; it may add a key to ``record``. Filters only
+    rename, drop and add UUID columns, so which input (or the UUID) fills each output column is
+    known before the first record.
+    """
+    slots: list[tuple[str, Any]] = [(c.name, c.name) for c in columns]
+    for item in filters:
+        if isinstance(item, AddUuid):
+            slots.append((item.column, _UUID))
+        elif isinstance(item, DropFields):
+            slots = [slot for slot in slots if slot[0] not in item.fields]
+        elif isinstance(item, Rename):
+            slots = [(item.renames.get(name, name), key) for name, key in slots]
+        else:
+            raise TypeError(f"no projection for {item!r}")
+    keys = [key for _, key in slots]
+    if len(keys) == 1:
+        only = keys[0]
+        pick = lambda record: (record[only],)  # noqa: E731 -- itemgetter of one key returns no tuple
+    elif keys:
+        pick = itemgetter(*keys)
+    else:
+        pick = lambda record: ()  # noqa: E731
+    if _UUID not in keys:
+        return lambda record, identity: pick(record)
+
+    def project(record: dict[Any, Any], identity: str) -> tuple:
+        record[_UUID] = deterministic_uuid(identity)
+        return pick(record)
+
+    return project
 
 
 # --------------------------------------------------------------------------- validation

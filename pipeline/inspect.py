@@ -86,7 +86,7 @@ def _on_invalid(config: PipelineConfig, stop: bool) -> str:
 
 def _preview_s3(config: PipelineConfig, limit: int, s3_client: Any) -> Preview:
     from pipeline.batch import BatchLoad
-    from pipeline.filters import apply, build_filters, output_columns, s3_identity
+    from pipeline.filters import build_filters, output_columns, projector, s3_identity
     from pipeline.formats.csv import read_records
     from pipeline.formats.decode import decompress
     from pipeline.formats.types import normalizer
@@ -97,7 +97,7 @@ def _preview_s3(config: PipelineConfig, limit: int, s3_client: Any) -> Preview:
     filters = build_filters(list(config.filters))
     record_columns = list(load.parser.columns)
     columns = output_columns(record_columns, filters)
-    names = [c.name for c in columns]
+    project = projector(record_columns, filters)
     result = Preview(config.name, columns, _types(config, columns),
                      on_invalid=_on_invalid(config, load.parser.stop_on_invalid_record))
     first = next(list_objects(load.s3, source_config.bucket, source_config.path_prefix,
@@ -123,7 +123,7 @@ def _preview_s3(config: PipelineConfig, limit: int, s3_client: Any) -> Preview:
             if isinstance(item, RecordError):
                 result.rows.append(_rejected_row(item))
             else:
-                result.rows.append(_typed_row(item, record_columns, normalizers, filters, names, apply,
+                result.rows.append(_typed_row(item, record_columns, normalizers, project,
                                               s3_identity(first.uri, first.etag, item.line), first.uri))
             if len(result.rows) >= limit:
                 break
@@ -132,8 +132,8 @@ def _preview_s3(config: PipelineConfig, limit: int, s3_client: Any) -> Preview:
     return result
 
 
-def _typed_row(item: Any, record_columns: list[Column], normalizers: list[Callable[[str], str]], filters: list,
-               names: list[str], apply: Callable, identity: str, source: str) -> PreviewRow:
+def _typed_row(item: Any, record_columns: list[Column], normalizers: list[Callable[[str], str]],
+               project: Callable[[dict[Any, Any], str], tuple], identity: str, source: str) -> PreviewRow:
     record: dict[str, Any] = {}
     for column, normalize, value in zip(record_columns, normalizers, item.values, strict=True):
         try:
@@ -141,8 +141,7 @@ def _typed_row(item: Any, record_columns: list[Column], normalizers: list[Callab
         except ValueError as error:
             return _rejected_row(RecordError(source, item.line, str(error), column=column.name, value=value,
                                              raw=item.raw))
-    apply(filters, record, identity)
-    return PreviewRow(source, item.line, [record.get(name) for name in names], raw=item.raw)
+    return PreviewRow(source, item.line, list(project(record, identity)), raw=item.raw)
 
 
 def _rejected_row(error: RecordError) -> PreviewRow:
@@ -151,13 +150,12 @@ def _rejected_row(error: RecordError) -> PreviewRow:
 
 def _preview_stream(config: PipelineConfig, limit: int, kinesis_client: Any,
                     conn: psycopg.Connection | None) -> Preview:
-    from pipeline.filters import apply
     from pipeline.formats.json import parse_records, row_identity
     from pipeline.sources.kinesis import list_shards, read_order, read_shard
     from pipeline.stream import StreamLoad
 
     load = StreamLoad(config, kinesis_client=kinesis_client)
-    names = [c.name for c in load.columns]
+    project = load.project
     result = Preview(config.name, list(load.columns), _types(config, list(load.columns)),
                      on_invalid=_on_invalid(config, load.input.parser.stop_on_invalid_record))
     checkpoints = _read_checkpoints(config, conn, result)
@@ -177,8 +175,8 @@ def _preview_stream(config: PipelineConfig, limit: int, kinesis_client: Any,
                 if isinstance(row, RecordError):
                     result.rows.append(_rejected_row(row))
                     continue
-                apply(load.filters, row, row_identity(identity, line))
-                result.rows.append(PreviewRow(source, record.position, [row.get(n) for n in names]))
+                result.rows.append(PreviewRow(source, record.position,
+                                              list(project(row, row_identity(identity, line)))))
     del result.rows[limit:]
     return result
 

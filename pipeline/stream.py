@@ -17,6 +17,7 @@ import dataclasses
 import gzip
 import hashlib
 import io
+import itertools
 import logging
 import threading
 import time
@@ -37,7 +38,7 @@ from pipeline.warehouse.target import Target
 log = logging.getLogger(__name__)
 
 FLUSH_BYTES = 4 << 20  # rows go to COPY in pieces of about this size within the batch's transaction
-READ_AHEAD_RECORDS = 20_000  # per shard: two GetRecords pages read ahead while records are parsed
+READ_AHEAD_PAGES = 2  # per shard: GetRecords pages read ahead while records are parsed
 RUN_BATCH_SECONDS = 30.0  # a run's batch ends by then even if records keep arriving, so the run ends
 
 
@@ -95,7 +96,7 @@ class StreamLoad:
                  emit: Callable[[str], None] | None = None, sleep: Callable[[float], None] = time.sleep):
         if not isinstance(config.input, KinesisInputConfig):
             raise PipelineError(f"{config.name}: in.type is {config.input.type}, not kinesis")
-        from pipeline.filters import build_filters, output_columns
+        from pipeline.filters import build_filters, output_columns, projector
         from pipeline.formats.json import JsonOptions
 
         self.config = config
@@ -112,6 +113,8 @@ class StreamLoad:
         kept = tuple(name for name in self.options.default_metadata if name in needed)
         if kept != self.options.default_metadata:
             self.options = dataclasses.replace(self.options, default_metadata=kept)
+        # A parsed row to its output values; the rows hold no metadata left out above (only drop_fields named it).
+        self.project = projector(self.options.record_columns, self.filters)
         self.target = Target(config.output, self.columns, config.name)
         self.emit = emit or log.info
         self.sleep = sleep
@@ -219,9 +222,8 @@ class StreamLoad:
         parsed, so waiting on Kinesis overlaps with the work here. A shard stopped early (by the deadline or
         the budget) moves its checkpoint only to the last record parsed.
         """
-        from pipeline.filters import apply
-        from pipeline.formats.json import parse_records, row_identity
-        from pipeline.sources.kinesis import SHARD_END, list_shards, read_order, read_shard
+        from pipeline.formats.json import NO_METADATA, parse_records, row_identity
+        from pipeline.sources.kinesis import SHARD_END, identity_prefix, list_shards, read_order, read_shard
         from pipeline.sources.prefetch import prefetch
 
         started = time.monotonic()
@@ -233,7 +235,9 @@ class StreamLoad:
         shards = list_shards(self.kinesis, stream, sleep=self.sleep)
         budget_records = self.config.exec.max_records
         budget_bytes = self.config.exec.max_bytes
-        names = [c.name for c in self.columns]
+        project = self.project
+        options = self.options
+        uses_metadata = options.uses_metadata
         stop_on_invalid = self.input.parser.stop_on_invalid_record
         lines: list[str] = []
         rejects: list[RecordError] = []
@@ -251,28 +255,29 @@ class StreamLoad:
                                   starting_position=self.input.starting_position, timestamp=self.timestamp,
                                   max_records=budget_records, max_bytes=budget_bytes, stop_at_tip=True,
                                   sleep=self.sleep) for shard in readable]
-            ahead = [prefetch(reader, depth=READ_AHEAD_RECORDS) for reader in readers]
+            ahead = [prefetch(reader.pages(), depth=READ_AHEAD_PAGES) for reader in readers]
             try:
-                for shard, reader, records in zip(readable, readers, ahead, strict=True):
+                for shard, reader, pages in zip(readable, readers, ahead, strict=True):
                     visited.add(shard.shard_id)
                     source = f"{stream}/{shard.shard_id}"
                     consumed, nbytes, last = 0, 0, None
                     if stopped_early:
                         continue
-                    for record in records:
+                    prefix = identity_prefix(stream, shard.shard_id)
+                    for record in itertools.chain.from_iterable(pages):
                         arrival = record.approximate_arrival_timestamp
                         if result.oldest_arrival is None or arrival < result.oldest_arrival:
                             result.oldest_arrival = arrival
-                        identity = record.identity(stream)
-                        for line, row in parse_records(record.data, record.metadata(), self.options, source,
-                                                       record.position):
+                        at = record.position
+                        for line, row in parse_records(record.data,
+                                                       record.metadata() if uses_metadata else NO_METADATA,
+                                                       options, source, at):
                             if isinstance(row, RecordError):
                                 if stop_on_invalid:
                                     raise row
                                 rejects.append(row)
                                 continue
-                            apply(self.filters, row, row_identity(identity, line))
-                            lines.append(text_line([row.get(name) for name in names]))
+                            lines.append(text_line(project(row, row_identity(prefix + at, line))))
                         consumed += 1
                         nbytes += len(record.data)
                         last = record.checkpoint
@@ -297,8 +302,8 @@ class StreamLoad:
                     elif position != SHARD_END and (reader.millis_behind or 0) > 0:
                         result.at_tip = False
             finally:
-                for records in ahead:
-                    records.close()
+                for pages in ahead:
+                    pages.close()
         moved = {shard: pos for shard, pos in positions.items() if before.get(shard) != pos}
         if not moved:
             result.seconds = time.monotonic() - started

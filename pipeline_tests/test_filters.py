@@ -16,6 +16,7 @@ from pipeline.filters import (
     build_filters,
     deterministic_uuid,
     output_columns,
+    projector,
     s3_identity,
 )
 from pipeline.schema import Column
@@ -125,6 +126,32 @@ def test_filters_apply_in_order():
 def test_no_filters_leave_record_and_columns_alone():
     assert apply([], sensor_record(), IDENTITY) == sensor_record()
     assert output_columns(SENSOR_COLUMNS, []) == SENSOR_COLUMNS
+
+
+NAMES = st.sampled_from(["a", "b", "c", "uuid", "$record_timestamp"])
+FILTER_SPECS = st.one_of(
+    st.builds(lambda name: {"type": "add_uuid", "column": name}, NAMES),
+    st.builds(lambda names: {"type": "drop_fields", "fields": sorted(names)}, st.sets(NAMES, min_size=1, max_size=2)),
+    st.builds(lambda renames: {"type": "rename", "columns": renames},
+              st.dictionaries(NAMES, NAMES, min_size=1, max_size=3)),
+)
+
+
+@given(st.lists(FILTER_SPECS, max_size=4), st.lists(st.none() | st.text(max_size=3), min_size=3, max_size=3))
+def test_the_compiled_projection_gives_what_applying_the_filters_gives(specs, values):
+    columns = [Column("a"), Column("b"), Column("$record_timestamp", "timestamp")]
+    try:
+        filters = build_filters(specs)
+        out = output_columns(columns, filters)
+    except ConfigError:
+        return  # a chain the config refuses never reaches a record
+    record = dict(zip([c.name for c in columns], values, strict=True))
+
+    applied = apply(filters, dict(record), IDENTITY)
+    projected = projector(columns, filters)(dict(record), IDENTITY)
+
+    assert projected == tuple(applied.get(c.name) for c in out)
+    assert len(projected) == len(out)
 
 
 def test_three_filters_keep_up_with_200_thousand_records_per_cpu_second():

@@ -38,7 +38,8 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cached_property
+from functools import cached_property, partial
+from types import MappingProxyType
 from typing import Any
 
 from pipeline.errors import RecordError
@@ -55,6 +56,7 @@ METADATA_FIELDS: dict[str, str] = {
 DEFAULT_METADATA = ("$record_timestamp",)
 MAX_RAW_CHARS = 64 << 10  # of a bad record's text, kept in its rejected row
 
+NO_METADATA: Mapping[str, Any] = MappingProxyType({})
 _LONG_MIN, _LONG_MAX = -(1 << 63), (1 << 63) - 1
 _BOOLEAN_NUMBERS = {0: "false", 1: "true"}
 
@@ -78,6 +80,11 @@ class JsonOptions:
         names = {c.name for c in self.columns}
         extra = (Column(name, METADATA_FIELDS[name]) for name in self.default_metadata if name not in names)
         return (*self.columns, *extra)
+
+    @cached_property
+    def uses_metadata(self) -> bool:
+        """Whether any row takes a value from the record's metadata (else pass :data:`NO_METADATA`)."""
+        return any(c.name in METADATA_FIELDS for c in self.record_columns)
 
     @cached_property
     def converters(self) -> tuple[tuple[str, bool, Callable[[Any], str | None]], ...]:
@@ -143,10 +150,12 @@ def _text(data: bytes, options: JsonOptions) -> str | _Failure:
             f"the record is {len(data):,} bytes, more than max_record_bytes ({options.max_record_bytes:,})"
         )
     try:
-        text = data.decode("utf-8-sig")
+        text = data.decode("utf-8")  # the utf-8-sig codec is written in Python: strip a BOM by hand
     except UnicodeDecodeError as error:
         return _Failure(f"the record is not UTF-8 (byte {error.start})")
-    if not text.strip():
+    if text[:1] == "\ufeff":
+        text = text[1:]
+    if not text or text.isspace():
         return _Failure("the record is empty")
     return text
 
@@ -155,10 +164,13 @@ def _reject_constant(name: str) -> Any:
     raise _Invalid(f"{name} is not valid JSON")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def _parse(text: str) -> Any:
     """The decoded document, or a _Failure."""
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return _DECODER.decode(text)
     except json.JSONDecodeError as error:
         return _Failure(f"invalid JSON: {error.msg} at line {error.lineno} column {error.colno}")
     except _Invalid as error:
@@ -270,10 +282,12 @@ def _json_kind(value: Any) -> str:
 def _converter(column: Column) -> Callable[[Any], str | None]:
     convert = _CONVERTERS[column.type]
     from_text = normalizer(column)  # strings follow the CSV rules; ValueError for a bad format
-    return lambda value: convert(value, from_text)
+    return partial(convert, from_text)
 
 
-def _to_long(value: Any, from_text: Normalizer) -> str | None:
+def _to_long(from_text: Normalizer, value: Any) -> str | None:
+    if type(value) is int and _LONG_MIN <= value <= _LONG_MAX:  # the common case first
+        return str(value)
     if isinstance(value, bool):
         raise _Invalid("a boolean is not a long")
     if isinstance(value, int):
@@ -291,7 +305,7 @@ def _to_long(value: Any, from_text: Normalizer) -> str | None:
     return str(number)
 
 
-def _to_double(value: Any, from_text: Normalizer) -> str | None:
+def _to_double(from_text: Normalizer, value: Any) -> str | None:
     if isinstance(value, bool):
         raise _Invalid("a boolean is not a double")
     if isinstance(value, int | float):
@@ -304,7 +318,7 @@ def _to_double(value: Any, from_text: Normalizer) -> str | None:
     raise _Invalid(f"{_json_kind(value)} is not a double")
 
 
-def _to_boolean(value: Any, from_text: Normalizer) -> str | None:
+def _to_boolean(from_text: Normalizer, value: Any) -> str | None:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int) and value in _BOOLEAN_NUMBERS:
@@ -314,7 +328,7 @@ def _to_boolean(value: Any, from_text: Normalizer) -> str | None:
     raise _Invalid(f"{_json_kind(value)} is not a boolean")
 
 
-def _to_string(value: Any, from_text: Normalizer) -> str | None:
+def _to_string(from_text: Normalizer, value: Any) -> str | None:
     if isinstance(value, str):
         return value
     if isinstance(value, bool):
@@ -328,7 +342,7 @@ def _to_string(value: Any, from_text: Normalizer) -> str | None:
     raise _Invalid(f"{_json_kind(value)} cannot be stored in a string column; declare the column as json")
 
 
-def _to_timestamp(value: Any, from_text: Normalizer) -> str | None:
+def _to_timestamp(from_text: Normalizer, value: Any) -> str | None:
     if isinstance(value, datetime):
         return _timestamp_text(value)
     if isinstance(value, bool):
@@ -349,14 +363,14 @@ def _timestamp_text(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(sep=" ")
 
 
-def _to_json(value: Any, from_text: Normalizer) -> str | None:
+def _to_json(from_text: Normalizer, value: Any) -> str | None:
     text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     if "\\u0000" in text:
         raise _Invalid("contains \\u0000, which PostgreSQL cannot store in JSON")
     return text
 
 
-_CONVERTERS: dict[str, Callable[[Any, Normalizer], str | None]] = {
+_CONVERTERS: dict[str, Callable[[Normalizer, Any], str | None]] = {
     "long": _to_long,
     "double": _to_double,
     "boolean": _to_boolean,

@@ -52,7 +52,7 @@ def copy_bytes(cur: psycopg.Cursor, statement: sql.Composable, chunks: Iterable[
 
 def text_line(values: Sequence[str | None]) -> str:
     """One row in COPY text format; ``None`` is NULL."""
-    return "\t".join("\\N" if v is None else v.translate(_TEXT_ESCAPES) for v in values) + "\n"
+    return "\t".join(["\\N" if v is None else v.translate(_TEXT_ESCAPES) for v in values]) + "\n"
 
 
 def copy_lines(cur: psycopg.Cursor, statement: sql.Composable, lines: Sequence[str]) -> int:
