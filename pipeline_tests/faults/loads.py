@@ -8,8 +8,8 @@ import io
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
