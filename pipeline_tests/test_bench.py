@@ -47,6 +47,8 @@ QUICK_FIGURES: dict[str, str | None] = {
     "stream.backlog.bare": None,
     "stream.latency.p50": None,
     "stream.latency.p95": None,
+    "stream.sensor_latency.p50": None,
+    "stream.sensor_latency.p95": None,
 }
 
 
@@ -102,7 +104,8 @@ def test_the_targets_of_the_brief_are_stated_with_a_verdict(quick_run):
 
     figures = figures_of(out)
 
-    for key in ("load.small.after_startup", "memory.50mb", "stream.backlog.ours"):
+    for key in ("load.small.after_startup", "memory.50mb", "stream.backlog.ours", "stream.latency.p95",
+                "stream.sensor_latency.p95"):
         assert figures[key].target and figures[key].meets in (True, False), key
 
 
@@ -139,6 +142,8 @@ def test_nothing_the_bench_made_is_left_on_the_stack(quick_run, stack, s3, kines
                 "SELECT table_schema, table_name FROM information_schema.tables WHERE table_name LIKE 'bench\\_%'")]
             leftovers += [f"schema {r[0]}" for r in conn.execute(
                 "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'bench\\_%'")]
+            leftovers += [f"database {r[0]}" for r in conn.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'bench\\_%'")]
     leftovers += [f"object {o['Key']}" for o in s3.list_objects_v2(Bucket=stack.bucket, Prefix="bench-").get(
         "Contents", [])]
     leftovers += [f"bucket {b['Name']}" for b in s3.list_buckets()["Buckets"]

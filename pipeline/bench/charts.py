@@ -152,7 +152,10 @@ def _stream(section: Section, axes: Any) -> bool:
         axes.margins(y=0.25)
     title = "Kinesis backlog throughput"
     if p50 is not None and p95 is not None:
-        title += f"; continuous-mode latency p50 {p50.value:.2f} s, p95 {p95.value:.2f} s"
+        title += f"\nlatency p50 / p95: continuous mode {p50.value:.2f} / {p95.value:.2f} s"
+        s50, s95 = section.figure("stream.sensor_latency.p50"), section.figure("stream.sensor_latency.p95")
+        if s50 is not None and s95 is not None:
+            title += f", sensor mode {s50.value:.1f} / {s95.value:.1f} s"
     axes.set_title(title, fontsize=10)
     return True
 

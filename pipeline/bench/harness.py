@@ -60,6 +60,8 @@ class Sizes:
     stream_records: int
     latency_seconds: float
     latency_rate: int  # records per second put while latency is measured
+    sensor_latency_seconds: float  # the same in sensor mode, with the Dagster daemon
+    sensor_latency_rate: int
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -72,11 +74,13 @@ class Sizes:
 DEFAULT_SIZES = Sizes(rows=1_000_000, small_rows=10_000, repeats=3, small_repeats=5,
                       memory_mb=(10, 100, 1000), parallel_objects=8, parallel_rows=500_000,
                       parallel_threads=(1, 2, 4), sensor_objects=(100, 1_000, 10_000), sensor_new=10,
-                      stream_records=100_000, latency_seconds=20.0, latency_rate=100)
+                      stream_records=100_000, latency_seconds=20.0, latency_rate=100,
+                      sensor_latency_seconds=60.0, sensor_latency_rate=20)
 QUICK_SIZES = Sizes(rows=100_000, small_rows=10_000, repeats=1, small_repeats=3,
                     memory_mb=(10, 50), parallel_objects=8, parallel_rows=40_000,
                     parallel_threads=(1, 2, 4), sensor_objects=(100, 2_000), sensor_new=10,
-                    stream_records=20_000, latency_seconds=5.0, latency_rate=100)
+                    stream_records=20_000, latency_seconds=5.0, latency_rate=100,
+                    sensor_latency_seconds=15.0, sensor_latency_rate=10)
 
 
 # --------------------------------------------------------------------------- the stack
@@ -289,7 +293,7 @@ class Bench:
         return self._write_config(name, document, directory)
 
     def sensor_data_config(self, name: str, stream: str, table: str, *, extra_columns: tuple[dict, ...] = (),
-                           **exec_options: Any) -> Path:
+                           directory: Path | None = None, **exec_options: Any) -> Path:
         """The shipped sensor_data.yml, pointed at ``stream`` and ``sensor_schema.<table>``."""
         document = _reference_config("sensor_data.yml")
         document["name"] = name
@@ -297,7 +301,7 @@ class Bench:
         document["in"]["parser"]["columns"].extend(extra_columns)
         document.setdefault("exec", {}).update(exec_options)
         document["out"]["table"] = f"sensor_schema.{table}"
-        return self._write_config(name, document)
+        return self._write_config(name, document, directory)
 
     def _write_config(self, name: str, document: dict[str, Any], directory: Path | None = None) -> Path:
         directory = directory or self.workdir / "configs"
