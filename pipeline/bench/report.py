@@ -111,7 +111,7 @@ def markdown(results: Results, charts: dict[str, Path], docs_path: Path) -> str:
         "",
         "```sh",
         ".venv/bin/pipeline bench            # default sizes, rewrites this page and docs/img/",
-        ".venv/bin/pipeline bench --quick    # small sizes, in under a minute; leaves this page alone",
+        ".venv/bin/pipeline bench --quick    # small sizes, in about two minutes; leaves this page alone",
         "```",
         "",
         "## Machine",

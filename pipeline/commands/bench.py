@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"sections to run, e.g. `pipeline bench load` (one of {', '.join(SECTIONS)}; "
                              "default: all, or --only)")
     parser.add_argument("--quick", action="store_true",
-                        help="small sizes, in under a minute (does not rewrite docs/benchmarks.md unless --docs)")
+                        help="small sizes, in about two minutes (does not rewrite docs/benchmarks.md unless --docs)")
     parser.add_argument("--only", metavar="SECTIONS", type=_sections, default=list(SECTIONS),
                         help=f"comma-separated sections to run: {','.join(SECTIONS)} (default: all)")
     parser.add_argument("--json", metavar="PATH", type=Path, default=DEFAULT_JSON,
