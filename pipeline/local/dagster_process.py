@@ -23,6 +23,7 @@ from pipeline.errors import PipelineError
 from pipeline.local.stack import process_is_running
 
 STOP_TIMEOUT_SECONDS = 30.0
+CHILD_GRACE_SECONDS = 10.0  # for the rest of the group to end after the leader did
 
 
 def dagster_command(name: str) -> str:
@@ -58,16 +59,46 @@ def dagster_process(args: Sequence[str], env: Mapping[str, str], log_path: Path,
         finally:
             _stop_group(process)
             shutil.rmtree(workdir, ignore_errors=True)
-    if process_is_running(process.pid):
-        raise PipelineError(f"{Path(args[0]).name} (pid {process.pid}) is still running after SIGKILL")
+    left = group_members(process.pid)
+    if process_is_running(process.pid) or left:
+        raise PipelineError(f"{Path(args[0]).name} (pid {process.pid}) left processes {left} running after SIGKILL")
 
 
 def _stop_group(process: subprocess.Popen) -> None:
+    group = process.pid  # the leader of its own session and process group
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGINT)
+        os.killpg(group, signal.SIGINT)
     try:
         process.wait(timeout=STOP_TIMEOUT_SECONDS)
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+            os.killpg(group, signal.SIGKILL)
         process.wait(timeout=10)
+    # dagster-daemon leaves its code server running after SIGINT: whatever of the group outlives the leader
+    # gets a moment to finish, then SIGKILL.
+    deadline = time.monotonic() + CHILD_GRACE_SECONDS
+    while group_members(group) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if group_members(group):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while group_members(group) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+def group_members(group: int) -> list[int]:
+    """The live (not zombie) processes of process group ``group``, from /proc."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        # pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses, so split after the last ")".
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) > 2 and fields[0] != "Z" and int(fields[2]) == group:
+            members.append(int(entry.name))
+    return members
