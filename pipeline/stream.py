@@ -17,13 +17,13 @@ import dataclasses
 import gzip
 import hashlib
 import io
-import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -123,6 +123,7 @@ class StreamLoad:
         self._prepared = False
         self._batches = 0
         self._keys: list[str] | None = None
+        self._reads: dict[str, _ShardRead] = {}  # readers a batch left unfinished, by shard id
         self.timestamp = _parse_time(self.input.timestamp) if self.input.timestamp else None
 
     # ----------------------------------------------------------------- clients
@@ -168,7 +169,7 @@ class StreamLoad:
         started = time.monotonic()
         summary = StreamSummary(self.config.name)
         progress = Progress(self.config.name, display)  # a stream has no total: rows, MB and rate only
-        with self.target.connect() as conn, contextlib.closing(progress):
+        with self.target.connect() as conn, contextlib.closing(progress), contextlib.closing(self):
             self._prepare(conn)
             while True:
                 result = self.batch(conn, deadline=time.monotonic() + RUN_BATCH_SECONDS)
@@ -187,7 +188,7 @@ class StreamLoad:
         deadline = None if self.config.exec.max_runtime is None else time.monotonic() + self.config.exec.max_runtime
         started = time.monotonic()
         summary = StreamSummary(self.config.name)
-        with self.target.connect() as conn:
+        with self.target.connect() as conn, contextlib.closing(self):
             self._prepare(conn)
             while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
                 tick = time.monotonic()
@@ -218,13 +219,13 @@ class StreamLoad:
     def batch(self, conn: psycopg.Connection, *, deadline: float | None = None) -> BatchResult:
         """Read at most exec.max_records / exec.max_bytes past the checkpoints, until ``deadline``; commit them.
 
-        Every readable shard is read ahead by its own thread while the records of the one before it are
-        parsed, so waiting on Kinesis overlaps with the work here. A shard stopped early (by the deadline or
-        the budget) moves its checkpoint only to the last record parsed.
+        Every readable shard is read ahead by its own thread, a page at a time, while the pages already read
+        are parsed, taking a page from each shard in turn. A shard stopped early (by the deadline or the budget)
+        moves its checkpoint only to the last record parsed; its reader, and the pages it read ahead, carry
+        on into the next batch once this one commits, so no page is read twice and reading goes on during
+        the commit. Call :meth:`close` after the last batch (``run`` and ``follow`` do).
         """
-        from pipeline.formats.json import NO_METADATA, parse_records, row_identity
-        from pipeline.sources.kinesis import SHARD_END, identity_prefix, list_shards, read_order, read_shard
-        from pipeline.sources.prefetch import prefetch
+        from pipeline.sources.kinesis import list_shards, read_order
 
         started = time.monotonic()
         result = BatchResult()
@@ -233,87 +234,139 @@ class StreamLoad:
         conn.commit()  # the read above must not hold a snapshot across the whole read from Kinesis
         positions = dict(before)
         shards = list_shards(self.kinesis, stream, sleep=self.sleep)
-        budget_records = self.config.exec.max_records
-        budget_bytes = self.config.exec.max_bytes
-        project = self.project
-        options = self.options
-        uses_metadata = options.uses_metadata
-        stop_on_invalid = self.input.parser.stop_on_invalid_record
-        lines: list[str] = []
-        rejects: list[RecordError] = []
+        parsed = _Parsed()
+        budget = _Budget(self.config.exec.max_records, self.config.exec.max_bytes, deadline)
         visited: set[str] = set()
+        carried, self._reads = self._reads, {}
         self._batches += 1
-        stopped_early = window_closed = False
-        while not stopped_early:
-            readable = [s for s in read_order(shards, positions) if s.shard_id not in visited]
-            if not readable:
-                break
-            # Start with a different shard each batch, so a busy shard cannot starve the others of the window.
-            turn = self._batches % len(readable)
-            readable = readable[turn:] + readable[:turn]
-            readers = [read_shard(self.kinesis, stream, shard, after_sequence=positions.get(shard.shard_id),
-                                  starting_position=self.input.starting_position, timestamp=self.timestamp,
-                                  max_records=budget_records, max_bytes=budget_bytes, stop_at_tip=True,
-                                  sleep=self.sleep) for shard in readable]
-            ahead = [prefetch(reader.pages(), depth=READ_AHEAD_PAGES) for reader in readers]
-            try:
-                for shard, reader, pages in zip(readable, readers, ahead, strict=True):
-                    visited.add(shard.shard_id)
-                    source = f"{stream}/{shard.shard_id}"
-                    consumed, nbytes, last = 0, 0, None
-                    if stopped_early:
-                        continue
-                    prefix = identity_prefix(stream, shard.shard_id)
-                    for record in itertools.chain.from_iterable(pages):
-                        arrival = record.approximate_arrival_timestamp
-                        if result.oldest_arrival is None or arrival < result.oldest_arrival:
-                            result.oldest_arrival = arrival
-                        at = record.position
-                        for line, row in parse_records(record.data,
-                                                       record.metadata() if uses_metadata else NO_METADATA,
-                                                       options, source, at):
-                            if isinstance(row, RecordError):
-                                if stop_on_invalid:
-                                    raise row
-                                rejects.append(row)
-                                continue
-                            lines.append(text_line(project(row, row_identity(prefix + at, line))))
-                        consumed += 1
-                        nbytes += len(record.data)
-                        last = record.checkpoint
-                        if consumed >= budget_records or nbytes >= budget_bytes:
-                            stopped_early, window_closed = True, False
-                            break
-                        if deadline is not None and time.monotonic() >= deadline:
-                            stopped_early, window_closed = True, True
-                            break
-                    # Read to its end, the reader's own checkpoint also covers a closed shard's end.
-                    position = last if stopped_early else reader.checkpoint
-                    budget_records -= consumed
-                    budget_bytes -= nbytes
-                    result.records += consumed
-                    result.bytes += nbytes
-                    result.shards[shard.shard_id] = consumed
-                    if position is not None and position != positions.get(shard.shard_id):
-                        positions[shard.shard_id] = position
-                    if stopped_early:
-                        # Caught up with the tip when the window closed: a run may end here.
-                        result.at_tip = window_closed and reader.millis_behind == 0
-                    elif position != SHARD_END and (reader.millis_behind or 0) > 0:
-                        result.at_tip = False
-            finally:
-                for pages in ahead:
-                    pages.close()
+        reads: list[_ShardRead] = []
+        try:
+            while not budget.spent:
+                readable = [s for s in read_order(shards, positions) if s.shard_id not in visited]
+                if not readable:
+                    break
+                # Start with a different shard each batch, so a busy shard cannot starve the others of the window.
+                turn = self._batches % len(readable)
+                readable = readable[turn:] + readable[:turn]
+                for shard in readable:
+                    reads.append(self._shard_read(shard, positions.get(shard.shard_id), carried))
+                self._parse_in_turn(reads, parsed, budget, result)
+                for read in reads:
+                    visited.add(read.shard.shard_id)
+                    self._settle(read, positions, budget, result)
+                reads = []
+        except BaseException:
+            for read in [*reads, *carried.values()]:
+                read.close()
+            self.close()
+            raise
+        for read in carried.values():  # shards no longer readable (finished or gone) or moved by another run
+            read.close()
         moved = {shard: pos for shard, pos in positions.items() if before.get(shard) != pos}
         if not moved:
             result.seconds = time.monotonic() - started
             return result
-        self._commit(conn, lines, rejects, moved, before, result)
+        try:
+            self._commit(conn, parsed.lines, parsed.rejects, moved, before, result)
+        except BaseException:
+            self.close()
+            raise
         result.checkpoints = dict(positions)
-        result.rows = len(lines)
-        result.rejected = len(rejects)
+        result.rows = len(parsed.lines)
+        result.rejected = len(parsed.rejects)
         result.seconds = time.monotonic() - started
         return result
+
+    def close(self) -> None:
+        """Stop the read-ahead of shards that a batch left unfinished; the next batch starts afresh."""
+        reads, self._reads = self._reads, {}
+        for read in reads.values():
+            read.close()
+
+    def _shard_read(self, shard: Any, position: str | None, carried: dict[str, _ShardRead]) -> _ShardRead:
+        """The reader the last batch left at ``position``, or a new one from there."""
+        from pipeline.sources.kinesis import read_shard
+        from pipeline.sources.prefetch import prefetch
+
+        read = carried.pop(shard.shard_id, None)
+        if read is not None and read.position == position:
+            read.consumed = read.nbytes = 0
+            return read
+        if read is not None:
+            read.close()
+        # The batch budget is kept here; a page is never larger than a batch.
+        reader = read_shard(self.kinesis, self.input.stream, shard, after_sequence=position,
+                            starting_position=self.input.starting_position, timestamp=self.timestamp,
+                            max_records=_UNLIMITED, max_bytes=_UNLIMITED, stop_at_tip=True, sleep=self.sleep,
+                            records_per_call=max(1, self.config.exec.max_records))
+        return _ShardRead(shard, reader, prefetch(reader.pages(), depth=READ_AHEAD_PAGES), position=position)
+
+    def _parse_in_turn(self, reads: list[_ShardRead], parsed: _Parsed, budget: _Budget,
+                       result: BatchResult) -> None:
+        """Parse a page of each shard in turn until every reader is done or the budget is spent.
+
+        With records arriving everywhere, every shard gets into every window instead of the first one
+        filling it.
+        """
+        from pipeline.formats.json import NO_METADATA, parse_records, row_identity
+        from pipeline.sources.kinesis import identity_prefix
+
+        stream = self.input.stream
+        project, options = self.project, self.options
+        uses_metadata = options.uses_metadata
+        stop_on_invalid = self.input.parser.stop_on_invalid_record
+        lines, rejects = parsed.lines, parsed.rejects
+        unfinished = list(reads)
+        while unfinished and not budget.spent:
+            for read in list(unfinished):
+                page = read.next_page()
+                if page is None:  # at the tip, or at a closed shard's end
+                    unfinished.remove(read)
+                    continue
+                source = f"{stream}/{read.shard.shard_id}"
+                prefix = identity_prefix(stream, read.shard.shard_id)
+                for index, record in enumerate(page):
+                    arrival = record.approximate_arrival_timestamp
+                    if result.oldest_arrival is None or arrival < result.oldest_arrival:
+                        result.oldest_arrival = arrival
+                    at = record.position
+                    for line, row in parse_records(record.data, record.metadata() if uses_metadata else NO_METADATA,
+                                                   options, source, at):
+                        if isinstance(row, RecordError):
+                            if stop_on_invalid:
+                                raise row
+                            rejects.append(row)
+                            continue
+                        lines.append(text_line(project(row, row_identity(prefix + at, line))))
+                    read.consumed += 1
+                    read.nbytes += len(record.data)
+                    read.position = record.checkpoint
+                    if budget.take(len(record.data)):
+                        read.leftover = page[index + 1:]
+                        return
+
+    def _settle(self, read: _ShardRead, positions: dict[str, str], budget: _Budget, result: BatchResult) -> None:
+        """Count what the batch took from ``read``'s shard, move its checkpoint, and keep its reader if unfinished."""
+        from pipeline.sources.kinesis import SHARD_END
+
+        shard_id = read.shard.shard_id
+        # Read to its end, the reader's own checkpoint also covers a closed shard's end and empty aggregates.
+        position = read.reader.checkpoint if read.finished else read.position
+        result.records += read.consumed
+        result.bytes += read.nbytes
+        result.shards[shard_id] = read.consumed
+        if position is not None and position != positions.get(shard_id):
+            positions[shard_id] = position
+        behind = read.reader.millis_behind
+        if read.finished:
+            read.close()
+            if position != SHARD_END and (behind or 0) > 0:
+                result.at_tip = False
+            return
+        self._reads[shard_id] = read
+        if not budget.window_closed or behind is None or behind > 0 or read.leftover:
+            # Stopped by the budget, or behind the tip when the window closed: not caught up yet.
+            result.at_tip = False
 
     def _commit(self, conn: psycopg.Connection, lines: list[str], rejects: list[RecordError],
                 moved: dict[str, str], before: dict[str, str], result: BatchResult) -> None:
@@ -370,6 +423,64 @@ class StreamLoad:
             raise WarehouseError("Redshift loads through S3: set out.s3_staging.bucket and out.iam_role")
         uri = stage_batch(self.s3, staging, self.config.name, lines, moved)
         cur.execute(redshift_copy(into, [c.name for c in self.columns], uri, self.config.output.iam_role))
+
+
+_UNLIMITED = 1 << 62
+
+
+@dataclass(slots=True)
+class _ShardRead:
+    """One shard's reader, the pages it has read ahead, and how far batches have parsed them."""
+
+    shard: Any
+    reader: Any
+    pages: Iterator[list[Any]]
+    position: str | None  # the checkpoint after the last record parsed (where the shard stood, before any)
+    leftover: list[Any] = field(default_factory=list)  # the rest of a page a batch stopped in
+    consumed: int = 0  # in this batch
+    nbytes: int = 0
+    finished: bool = False  # the reader ran out: its own checkpoint covers everything it read
+
+    def next_page(self) -> list[Any] | None:
+        if self.leftover:
+            page, self.leftover = self.leftover, []
+            return page
+        page = next(self.pages, None)
+        if page is None:
+            self.finished = True
+        return page
+
+    def close(self) -> None:
+        self.pages.close()  # type: ignore[attr-defined]  # the prefetch generator: stops its thread
+
+
+@dataclass(slots=True)
+class _Parsed:
+    """A batch's rows (COPY text lines) and rejected records."""
+
+    lines: list[str] = field(default_factory=list)
+    rejects: list[RecordError] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Budget:
+    """What a batch may still take: records, bytes and time."""
+
+    records: int
+    nbytes: int
+    deadline: float | None
+    spent: bool = False
+    window_closed: bool = False  # spent by the deadline, not by records or bytes
+
+    def take(self, nbytes: int) -> bool:
+        """Count one record of ``nbytes``; True once the budget is spent."""
+        self.records -= 1
+        self.nbytes -= nbytes
+        if self.records <= 0 or self.nbytes <= 0:
+            self.spent = True
+        elif self.deadline is not None and time.monotonic() >= self.deadline:
+            self.spent = self.window_closed = True
+        return self.spent
 
 
 def stage_table(dialect: str, stage: sql.Composable, target: sql.Composable, columns: Sequence[str]) -> sql.Composed:

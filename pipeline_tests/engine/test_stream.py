@@ -222,6 +222,51 @@ def test_follow_commits_within_its_window_while_records_keep_arriving(stack, kin
         follower.join(timeout=20)
 
 
+class EndlessKinesis:
+    """Two shards that always hold more: each GetRecords returns a few new records, behind the tip."""
+
+    PAGE = 3
+
+    def __init__(self) -> None:
+        self.read: dict[str, int] = {}
+
+    def list_shards(self, **_: object) -> dict:
+        return {"Shards": [{"ShardId": f"shardId-00000000000{n}",
+                            "SequenceNumberRange": {"StartingSequenceNumber": "1"}} for n in range(2)]}
+
+    def get_shard_iterator(self, ShardId: str, **_: object) -> dict:
+        return {"ShardIterator": f"{ShardId}:0"}
+
+    def get_records(self, ShardIterator: str, Limit: int) -> dict:
+        from datetime import UTC, datetime
+
+        shard_id, start = ShardIterator.rsplit(":", 1)
+        first = int(start)
+        records = [{"SequenceNumber": str(1000 + n), "PartitionKey": str(n), "ApproximateArrivalTimestamp":
+                    datetime(2024, 1, 1, tzinfo=UTC), "Data": json.dumps(sensors(1, n)[0]).encode()}
+                   for n in range(first, first + min(Limit, self.PAGE))]
+        self.read[shard_id] = first + len(records)
+        return {"Records": records, "MillisBehindLatest": 60_000,
+                "NextShardIterator": f"{shard_id}:{first + len(records)}"}
+
+
+def test_a_batch_takes_records_from_every_shard_when_all_keep_receiving(stack, redshift, tmp_path, stream):
+    # Neither shard ever reaches its tip; the batch's budget (or, alike, its window) ends it. Pages are taken
+    # from each shard in turn, so one busy shard cannot fill every batch while the other waits.
+    path = write_config(tmp_path / f"{stream}.yml", stream, exec__max_records=60)
+    load = StreamLoad(config_module.load(path), kinesis_client=EndlessKinesis(), sleep=lambda _: None)
+
+    summary = load.run(max_batches=1)
+
+    (batch,) = summary.batches
+    assert batch.records == 60 and not batch.at_tip
+    assert all(count >= 27 for count in batch.shards.values()) and len(batch.shards) == 2, batch.shards
+    rows = table_rows(redshift, stream)
+    assert len(rows) == 60 and len({r[3] for r in rows}) == 60
+    # Each shard's checkpoint is its last record parsed, not what was read ahead.
+    assert load.checkpoints() == {shard: str(1000 + count - 1) for shard, count in batch.shards.items()}
+
+
 def test_record_timestamp_is_loaded_when_no_filter_drops_it(stack, kinesis, redshift, tmp_path, stream):
     path = write_config(tmp_path / f"{stream}.yml", stream)
     document = yaml.safe_load(path.read_text())
