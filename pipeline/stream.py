@@ -172,7 +172,11 @@ class StreamLoad:
         with self.target.connect() as conn, contextlib.closing(progress), contextlib.closing(self):
             self._prepare(conn)
             while True:
-                result = self.batch(conn, deadline=time.monotonic() + RUN_BATCH_SECONDS)
+                now = time.monotonic()
+                # Behind the tip a batch fills its budget; caught up, it commits after a window, so a run
+                # under steady traffic commits and ends instead of chasing each new record.
+                result = self.batch(conn, deadline=now + RUN_BATCH_SECONDS,
+                                    caught_up_deadline=now + self.config.exec.window_seconds)
                 summary.batches.append(result)
                 progress.add(rows=result.rows, nbytes=result.bytes)
                 if result.at_tip or (max_batches is not None and len(summary.batches) >= max_batches):
@@ -216,8 +220,11 @@ class StreamLoad:
                 conn.autocommit = autocommit
             self._prepared = True
 
-    def batch(self, conn: psycopg.Connection, *, deadline: float | None = None) -> BatchResult:
+    def batch(self, conn: psycopg.Connection, *, deadline: float | None = None,
+              caught_up_deadline: float | None = None) -> BatchResult:
         """Read at most exec.max_records / exec.max_bytes past the checkpoints, until ``deadline``; commit them.
+
+        ``caught_up_deadline`` ends the batch earlier, once the shard being parsed is caught up with its tip.
 
         Every readable shard is read ahead by its own thread, a page at a time, while the pages already read
         are parsed, taking a page from each shard in turn. A shard stopped early (by the deadline or the budget)
@@ -235,7 +242,7 @@ class StreamLoad:
         positions = dict(before)
         shards = list_shards(self.kinesis, stream, sleep=self.sleep)
         parsed = _Parsed()
-        budget = _Budget(self.config.exec.max_records, self.config.exec.max_bytes, deadline)
+        budget = _Budget(self.config.exec.max_records, self.config.exec.max_bytes, deadline, caught_up_deadline)
         visited: set[str] = set()
         carried, self._reads = self._reads, {}
         self._batches += 1
@@ -325,6 +332,7 @@ class StreamLoad:
                     continue
                 source = f"{stream}/{read.shard.shard_id}"
                 prefix = identity_prefix(stream, read.shard.shard_id)
+                caught_up = read.reader.millis_behind == 0  # as of the newest page read ahead
                 for index, record in enumerate(page):
                     arrival = record.approximate_arrival_timestamp
                     if result.oldest_arrival is None or arrival < result.oldest_arrival:
@@ -341,7 +349,7 @@ class StreamLoad:
                     read.consumed += 1
                     read.nbytes += len(record.data)
                     read.position = record.checkpoint
-                    if budget.take(len(record.data)):
+                    if budget.take(len(record.data), caught_up):
                         read.leftover = page[index + 1:]
                         return
 
@@ -364,8 +372,9 @@ class StreamLoad:
                 result.at_tip = False
             return
         self._reads[shard_id] = read
-        if not budget.window_closed or behind is None or behind > 0 or read.leftover:
-            # Stopped by the budget, or behind the tip when the window closed: not caught up yet.
+        if not budget.window_closed or behind is None or behind > 0:
+            # Stopped by the budget, or behind the tip when the window closed: not caught up yet. (Caught up,
+            # what was read ahead is past the checkpoint and waits for the next batch or run.)
             result.at_tip = False
 
     def _commit(self, conn: psycopg.Connection, lines: list[str], rejects: list[RecordError],
@@ -469,16 +478,20 @@ class _Budget:
     records: int
     nbytes: int
     deadline: float | None
+    caught_up_deadline: float | None = None  # applies only to a record read at the tip
     spent: bool = False
-    window_closed: bool = False  # spent by the deadline, not by records or bytes
+    window_closed: bool = False  # spent by a deadline, not by records or bytes
 
-    def take(self, nbytes: int) -> bool:
-        """Count one record of ``nbytes``; True once the budget is spent."""
+    def take(self, nbytes: int, caught_up: bool = False) -> bool:
+        """Count one record of ``nbytes`` (``caught_up``: its shard is at the tip); True once the budget is spent."""
         self.records -= 1
         self.nbytes -= nbytes
         if self.records <= 0 or self.nbytes <= 0:
             self.spent = True
-        elif self.deadline is not None and time.monotonic() >= self.deadline:
+            return True
+        now = time.monotonic()
+        if (self.deadline is not None and now >= self.deadline) or (
+                caught_up and self.caught_up_deadline is not None and now >= self.caught_up_deadline):
             self.spent = self.window_closed = True
         return self.spent
 

@@ -227,8 +227,9 @@ class EndlessKinesis:
 
     PAGE = 3
 
-    def __init__(self) -> None:
+    def __init__(self, millis_behind: int = 60_000) -> None:
         self.read: dict[str, int] = {}
+        self.millis_behind = millis_behind
 
     def list_shards(self, **_: object) -> dict:
         return {"Shards": [{"ShardId": f"shardId-00000000000{n}",
@@ -246,7 +247,7 @@ class EndlessKinesis:
                     datetime(2024, 1, 1, tzinfo=UTC), "Data": json.dumps(sensors(1, n)[0]).encode()}
                    for n in range(first, first + min(Limit, self.PAGE))]
         self.read[shard_id] = first + len(records)
-        return {"Records": records, "MillisBehindLatest": 60_000,
+        return {"Records": records, "MillisBehindLatest": self.millis_behind,
                 "NextShardIterator": f"{shard_id}:{first + len(records)}"}
 
 
@@ -265,6 +266,21 @@ def test_a_batch_takes_records_from_every_shard_when_all_keep_receiving(stack, r
     assert len(rows) == 60 and len({r[3] for r in rows}) == 60
     # Each shard's checkpoint is its last record parsed, not what was read ahead.
     assert load.checkpoints() == {shard: str(1000 + count - 1) for shard, count in batch.shards.items()}
+
+
+def test_a_run_caught_up_with_steady_traffic_commits_after_a_window_and_ends(stack, redshift, tmp_path, stream):
+    # Every page holds new records, yet each is at the tip: the run must not chase them for RUN_BATCH_SECONDS.
+    path = write_config(tmp_path / f"{stream}.yml", stream, exec__window_seconds=0.3)
+    load = StreamLoad(config_module.load(path), kinesis_client=EndlessKinesis(millis_behind=0),
+                      sleep=lambda _: None)
+
+    started = time.monotonic()
+    summary = load.run()
+
+    assert time.monotonic() - started < 10
+    (batch,) = summary.batches
+    assert batch.at_tip and batch.records > 0 and len(batch.shards) == 2
+    assert len(table_rows(redshift, stream)) == batch.records
 
 
 def test_record_timestamp_is_loaded_when_no_filter_drops_it(stack, kinesis, redshift, tmp_path, stream):
