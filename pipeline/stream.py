@@ -298,6 +298,7 @@ class StreamLoad:
         read = carried.pop(shard.shard_id, None)
         if read is not None and read.position == position:
             read.consumed = read.nbytes = 0
+            read.reached_tip = False
             return read
         if read is not None:
             read.close()
@@ -313,10 +314,11 @@ class StreamLoad:
         """Parse a page of each shard in turn until every reader is done or the budget is spent.
 
         With records arriving everywhere, every shard gets into every window instead of the first one
-        filling it.
+        filling it. The budget's caught-up deadline counts once every shard has been parsed up to a
+        page that reached its tip.
         """
         from pipeline.formats.json import NO_METADATA, parse_records, row_identity
-        from pipeline.sources.kinesis import identity_prefix
+        from pipeline.sources.kinesis import Page, identity_prefix
 
         stream = self.input.stream
         project, options = self.project, self.options
@@ -324,16 +326,18 @@ class StreamLoad:
         stop_on_invalid = self.input.parser.stop_on_invalid_record
         lines, rejects = parsed.lines, parsed.rejects
         unfinished = list(reads)
+        caught_up = all(read.reached_tip for read in reads)
         while unfinished and not budget.spent:
             for read in list(unfinished):
                 page = read.next_page()
                 if page is None:  # at the tip, or at a closed shard's end
                     unfinished.remove(read)
+                    caught_up = all(r.reached_tip or r.finished for r in reads)
                     continue
                 source = f"{stream}/{read.shard.shard_id}"
                 prefix = identity_prefix(stream, read.shard.shard_id)
-                caught_up = read.reader.millis_behind == 0  # as of the newest page read ahead
-                for index, record in enumerate(page):
+                records = page.records
+                for index, record in enumerate(records):
                     arrival = record.approximate_arrival_timestamp
                     if result.oldest_arrival is None or arrival < result.oldest_arrival:
                         result.oldest_arrival = arrival
@@ -350,8 +354,15 @@ class StreamLoad:
                     read.nbytes += len(record.data)
                     read.position = record.checkpoint
                     if budget.take(len(record.data), caught_up):
-                        read.leftover = page[index + 1:]
+                        rest = records[index + 1:]
+                        if rest:
+                            read.leftover = Page(rest, page.millis_behind)
+                        elif page.millis_behind == 0:
+                            read.reached_tip = True
                         return
+                if page.millis_behind == 0 and not read.reached_tip:
+                    read.reached_tip = True  # everything this shard held when the page was read is parsed
+                    caught_up = all(r.reached_tip or r.finished for r in reads)
 
     def _settle(self, read: _ShardRead, positions: dict[str, str], budget: _Budget, result: BatchResult) -> None:
         """Count what the batch took from ``read``'s shard, move its checkpoint, and keep its reader if unfinished."""
@@ -365,16 +376,15 @@ class StreamLoad:
         result.shards[shard_id] = read.consumed
         if position is not None and position != positions.get(shard_id):
             positions[shard_id] = position
-        behind = read.reader.millis_behind
         if read.finished:
             read.close()
-            if position != SHARD_END and (behind or 0) > 0:
+            if position != SHARD_END and (read.reader.millis_behind or 0) > 0:
                 result.at_tip = False
             return
         self._reads[shard_id] = read
-        if not budget.window_closed or behind is None or behind > 0:
-            # Stopped by the budget, or behind the tip when the window closed: not caught up yet. (Caught up,
-            # what was read ahead is past the checkpoint and waits for the next batch or run.)
+        if not (budget.window_closed and read.reached_tip):
+            # Stopped by the budget, or by the window before parsing up to the tip: not caught up yet. (Caught
+            # up, what arrived since is past the checkpoint and waits for the next batch or run.)
             result.at_tip = False
 
     def _commit(self, conn: psycopg.Connection, lines: list[str], rejects: list[RecordError],
@@ -443,16 +453,17 @@ class _ShardRead:
 
     shard: Any
     reader: Any
-    pages: Iterator[list[Any]]
+    pages: Iterator[Any]  # of pipeline.sources.kinesis.Page
     position: str | None  # the checkpoint after the last record parsed (where the shard stood, before any)
-    leftover: list[Any] = field(default_factory=list)  # the rest of a page a batch stopped in
+    leftover: Any = None  # the rest of the page a batch stopped in
     consumed: int = 0  # in this batch
     nbytes: int = 0
+    reached_tip: bool = False  # in this batch, parsed every record of a page that reached the tip
     finished: bool = False  # the reader ran out: its own checkpoint covers everything it read
 
-    def next_page(self) -> list[Any] | None:
-        if self.leftover:
-            page, self.leftover = self.leftover, []
+    def next_page(self) -> Any:
+        if self.leftover is not None:
+            page, self.leftover = self.leftover, None
             return page
         page = next(self.pages, None)
         if page is None:
@@ -478,12 +489,12 @@ class _Budget:
     records: int
     nbytes: int
     deadline: float | None
-    caught_up_deadline: float | None = None  # applies only to a record read at the tip
+    caught_up_deadline: float | None = None  # applies once every shard has been parsed up to its tip
     spent: bool = False
     window_closed: bool = False  # spent by a deadline, not by records or bytes
 
     def take(self, nbytes: int, caught_up: bool = False) -> bool:
-        """Count one record of ``nbytes`` (``caught_up``: its shard is at the tip); True once the budget is spent."""
+        """Count one record of ``nbytes`` (``caught_up``: every shard parsed to its tip); True once spent."""
         self.records -= 1
         self.nbytes -= nbytes
         if self.records <= 0 or self.nbytes <= 0:

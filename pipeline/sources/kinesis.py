@@ -256,6 +256,14 @@ def identity_prefix(stream: str, shard_id: str) -> str:
     return f"{stream_name(stream)}/{shard_id}/"
 
 
+@dataclass(frozen=True, slots=True)
+class Page:
+    """The user records of one GetRecords response, and its MillisBehindLatest (0: it reached the tip)."""
+
+    records: list[KinesisRecord]
+    millis_behind: int | None
+
+
 class CallRateLimiter:
     """Spaces calls at least ``1 / calls_per_second`` apart (Kinesis allows 5 GetRecords a second)."""
 
@@ -338,15 +346,15 @@ class ShardReader(Iterator[KinesisRecord]):
     def __next__(self) -> KinesisRecord:
         return next(self._records)
 
-    def pages(self) -> Iterator[list[KinesisRecord]]:
+    def pages(self) -> Iterator[Page]:
         """The same records a GetRecords page at a time: ``checkpoint`` covers a page once it is yielded.
 
         For a consumer that hands records to another thread: one hand-off per page instead of one per
         record. Use either this or the reader's own iteration, not both.
         """
-        for page, after in self._pages():
+        for records, after in self._pages():
             self.checkpoint = after
-            yield page
+            yield Page(records, self.millis_behind)
 
     def _read(self) -> Iterator[KinesisRecord]:
         for page, after in self._pages():

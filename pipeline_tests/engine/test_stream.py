@@ -227,9 +227,10 @@ class EndlessKinesis:
 
     PAGE = 3
 
-    def __init__(self, millis_behind: int = 60_000) -> None:
+    def __init__(self, millis_behind: int = 60_000, backlog: int | None = None) -> None:
         self.read: dict[str, int] = {}
         self.millis_behind = millis_behind
+        self.backlog = backlog  # records per shard, then nothing more: a finite backlog
 
     def list_shards(self, **_: object) -> dict:
         return {"Shards": [{"ShardId": f"shardId-00000000000{n}",
@@ -243,11 +244,15 @@ class EndlessKinesis:
 
         shard_id, start = ShardIterator.rsplit(":", 1)
         first = int(start)
+        last = first + min(Limit, self.PAGE)
+        if self.backlog is not None:
+            last = min(last, self.backlog)
         records = [{"SequenceNumber": str(1000 + n), "PartitionKey": str(n), "ApproximateArrivalTimestamp":
                     datetime(2024, 1, 1, tzinfo=UTC), "Data": json.dumps(sensors(1, n)[0]).encode()}
-                   for n in range(first, first + min(Limit, self.PAGE))]
+                   for n in range(first, last)]
         self.read[shard_id] = first + len(records)
-        return {"Records": records, "MillisBehindLatest": self.millis_behind,
+        behind = 0 if self.backlog is not None and last >= self.backlog else self.millis_behind
+        return {"Records": records, "MillisBehindLatest": behind,
                 "NextShardIterator": f"{shard_id}:{first + len(records)}"}
 
 
@@ -281,6 +286,21 @@ def test_a_run_caught_up_with_steady_traffic_commits_after_a_window_and_ends(sta
     (batch,) = summary.batches
     assert batch.at_tip and batch.records > 0 and len(batch.shards) == 2
     assert len(table_rows(redshift, stream)) == batch.records
+
+
+def test_a_run_loads_a_whole_backlog_even_when_its_window_closes_inside_the_tip_pages(stack, redshift, tmp_path,
+                                                                                     stream):
+    # Each shard's one page holds its whole backlog and reaches the tip, and the window closes at once: the
+    # run must still parse both pages to their ends before it may call itself caught up.
+    kinesis = EndlessKinesis(millis_behind=0, backlog=10_000)
+    kinesis.PAGE = 10_000
+    path = write_config(tmp_path / f"{stream}.yml", stream, exec__window_seconds=0.05)
+    load = StreamLoad(config_module.load(path), kinesis_client=kinesis, sleep=lambda _: None)
+
+    summary = load.run()
+
+    assert summary.records == 20_000 and summary.batches[-1].at_tip
+    assert len(table_rows(redshift, stream)) == 20_000
 
 
 def test_record_timestamp_is_loaded_when_no_filter_drops_it(stack, kinesis, redshift, tmp_path, stream):

@@ -553,7 +553,7 @@ def test_reading_by_pages_gives_the_same_records_and_checkpoints_as_reading_reco
     by_page = read_shard(fake, "sensors", only, after_sequence=None, **options)
     got: list[str] = []
     for page in by_page.pages():
-        got.extend(record.position for record in page)
+        got.extend(record.position for record in page.records)
         # Once a page is yielded its checkpoint covers it: reading on from there gets exactly the rest.
         rest = read_shard(fake, "sensors", only, after_sequence=by_page.checkpoint, **reading_options())
         assert [r.position for r in rest] == everything[len(got):]
