@@ -184,6 +184,19 @@ def test_the_page_puts_each_ratio_next_to_its_reference(tmp_path):
     assert "Test CPU" in page
 
 
+def test_the_page_names_the_sizes_a_flag_changed(tmp_path):
+    from pipeline.bench.harness import DEFAULT_SIZES
+
+    results = sample_results()
+    results.options = {"quick": False, "sizes": {**DEFAULT_SIZES.as_dict(), "stream_records": 1_000_000}}
+    changed = report.markdown(results, {}, tmp_path / "benchmarks.md")
+    results.options = {"quick": False, "sizes": DEFAULT_SIZES.as_dict()}
+    default = report.markdown(results, {}, tmp_path / "benchmarks.md")
+
+    assert "| Run | default sizes but stream_records 1,000,000, " in changed
+    assert "| Run | default sizes, " in default
+
+
 def test_from_json_rewrites_the_page_without_measuring(tmp_path, capsys):
     sample_results().write(tmp_path / "results.json")
     parser = argparse.ArgumentParser()

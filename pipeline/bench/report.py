@@ -128,7 +128,7 @@ def markdown(results: Results, charts: dict[str, Path], docs_path: Path) -> str:
         f"| Load average (1, 5, 15 min) | at start {_load(machine.get('load_average_at_start'))}, "
         f"at end {_load(machine.get('load_average_at_end'))} |",
         f"| Date | {machine.get('date')} |",
-        f"| Run | {'quick' if options.get('quick') else 'default'} sizes, {results.seconds / 60:.1f} min in all |",
+        f"| Run | {_sizes_used(options)}, {results.seconds / 60:.1f} min in all |",
         "",
     ]
     headlines = [f for key in HEADLINES if (f := _find(results, key)) is not None]
@@ -188,6 +188,22 @@ def _find(results: Results, key: str) -> Figure | None:
 
 def _load(values: list[float] | None) -> str:
     return ", ".join(f"{v:.1f}" for v in values) if values else "unknown"
+
+
+def _sizes_used(options: dict) -> str:
+    """The sizes a run used, naming any a flag changed: "default sizes but stream_records 1,000,000"."""
+    from pipeline.bench.harness import DEFAULT_SIZES, QUICK_SIZES
+
+    kind = "quick" if options.get("quick") else "default"
+    base = (QUICK_SIZES if options.get("quick") else DEFAULT_SIZES).as_dict()
+    changed = [f"{name} {_size(value)}" for name, value in (options.get("sizes") or {}).items()
+               if name in base and not _same(base[name], value)]
+    return f"{kind} sizes" + (f" but {', '.join(changed)}" if changed else "")
+
+
+def _same(a: object, b: object) -> bool:
+    """Equal, counting a tuple and the list JSON turns it into as the same."""
+    return (list(a) if isinstance(a, tuple) else a) == (list(b) if isinstance(b, tuple) else b)
 
 
 def _size(value: object) -> str:
