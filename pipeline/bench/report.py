@@ -19,6 +19,8 @@ HEADLINES = (
     "stream.backlog.ours",
     "stream.latency.p50",
     "stream.latency.p95",
+    "stream.sensor_latency.p50",
+    "stream.sensor_latency.p95",
 )
 
 
