@@ -430,6 +430,9 @@ class _ProgressLine:
 
 # ---------------------------------------------------------------- command line
 
+STREAM_VARIABLE = "PIPELINE_STREAM"  # set by `pipeline local up`; pipelines/sensor_data.yml reads it too
+DEFAULT_STREAM = "test-streaming-data"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     kinds = parser.add_subparsers(dest="kind", metavar="KIND", required=True)
@@ -449,7 +452,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     books.set_defaults(_generate=_run_books)
 
     sensors = kinds.add_parser("sensors", help="sensor JSON records into a Kinesis stream")
-    sensors.add_argument("--stream", required=True, help="Kinesis stream name")
+    sensors.add_argument("--stream", help=f"Kinesis stream name (default: ${STREAM_VARIABLE}, else {DEFAULT_STREAM}, "
+                                          "as pipelines/sensor_data.yml reads it)")
     sensors.add_argument("--records", type=int, default=100, help="number of records (default 100)")
     sensors.add_argument("--rate", type=float, help="records per second (default: as fast as possible)")
     sensors.add_argument("--seed", type=int, help="random seed; the same seed sends the same records")
@@ -480,12 +484,13 @@ def _run_books(args: argparse.Namespace) -> int:
 
 
 def _run_sensors(args: argparse.Namespace) -> int:
+    stream = args.stream or os.environ.get(STREAM_VARIABLE) or DEFAULT_STREAM
     started = time.perf_counter()
     progress = _ProgressLine("sensor records")
     try:
         landed = put_sensor_records(
             _aws_client("kinesis"),
-            args.stream,
+            stream,
             args.records,
             rate=args.rate,
             seed=args.seed,
@@ -494,7 +499,7 @@ def _run_sensors(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     seconds = time.perf_counter() - started
-    print(f"put {landed:,} sensor records into {args.stream} in {seconds:.2f} s", file=sys.stderr)
+    print(f"put {landed:,} sensor records into {stream} in {seconds:.2f} s", file=sys.stderr)
     return 0
 
 

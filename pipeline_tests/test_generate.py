@@ -329,6 +329,20 @@ def test_the_sensors_command_puts_the_records_and_reports_them(
 
 
 @pytest.mark.stack
+def test_without_stream_the_sensors_command_uses_the_stream_the_pipeline_reads(
+    kinesis: Any, stream: str, capsys: Any, monkeypatch: Any
+) -> None:
+    # As the issue's `pipeline generate sensors --records 2500`: the local stack sets PIPELINE_STREAM.
+    monkeypatch.setenv("PIPELINE_STREAM", stream)
+
+    exit_code = main(["generate", "sensors", "--records", "20"])
+
+    assert exit_code == 0
+    assert len(landed_records(kinesis, stream)) == 20
+    assert f"put 20 sensor records into {stream}" in capsys.readouterr().err
+
+
+@pytest.mark.stack
 def test_a_missing_stream_is_a_source_error_naming_it(stack: Any) -> None:
     with pytest.raises(SourceError, match="Kinesis stream 'no-such-stream' does not exist"):
         put_sensor_records(aws.client("kinesis"), "no-such-stream", 5)
