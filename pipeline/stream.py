@@ -20,10 +20,10 @@ import io
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg import sql
@@ -34,6 +34,9 @@ from pipeline.progress import Display, Progress
 from pipeline.warehouse import state
 from pipeline.warehouse.copy import copy_lines, copy_text_statement, text_line
 from pipeline.warehouse.target import Target
+
+if TYPE_CHECKING:
+    from pipeline.sources.kinesis import Page, Shard, ShardReader
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +227,8 @@ class StreamLoad:
               caught_up_deadline: float | None = None) -> BatchResult:
         """Read at most exec.max_records / exec.max_bytes past the checkpoints, until ``deadline``; commit them.
 
-        ``caught_up_deadline`` ends the batch earlier, once the shard being parsed is caught up with its tip.
+        ``caught_up_deadline`` ends the batch earlier, once every shard has been parsed up to a page that
+        reached its tip.
 
         Every readable shard is read ahead by its own thread, a page at a time, while the pages already read
         are parsed, taking a page from each shard in turn. A shard stopped early (by the deadline or the budget)
@@ -290,7 +294,7 @@ class StreamLoad:
         for read in reads.values():
             read.close()
 
-    def _shard_read(self, shard: Any, position: str | None, carried: dict[str, _ShardRead]) -> _ShardRead:
+    def _shard_read(self, shard: Shard, position: str | None, carried: dict[str, _ShardRead]) -> _ShardRead:
         """The reader the last batch left at ``position``, or a new one from there."""
         from pipeline.sources.kinesis import read_shard
         from pipeline.sources.prefetch import prefetch
@@ -326,13 +330,17 @@ class StreamLoad:
         stop_on_invalid = self.input.parser.stop_on_invalid_record
         lines, rejects = parsed.lines, parsed.rejects
         unfinished = list(reads)
-        caught_up = all(read.reached_tip for read in reads)
+
+        def all_caught_up() -> bool:  # every shard parsed up to its tip, or read to its end
+            return all(r.reached_tip or r.finished for r in reads)
+
+        caught_up = False
         while unfinished and not budget.spent:
             for read in list(unfinished):
                 page = read.next_page()
                 if page is None:  # at the tip, or at a closed shard's end
                     unfinished.remove(read)
-                    caught_up = all(r.reached_tip or r.finished for r in reads)
+                    caught_up = all_caught_up()
                     continue
                 source = f"{stream}/{read.shard.shard_id}"
                 prefix = identity_prefix(stream, read.shard.shard_id)
@@ -362,7 +370,7 @@ class StreamLoad:
                         return
                 if page.millis_behind == 0 and not read.reached_tip:
                     read.reached_tip = True  # everything this shard held when the page was read is parsed
-                    caught_up = all(r.reached_tip or r.finished for r in reads)
+                    caught_up = all_caught_up()
 
     def _settle(self, read: _ShardRead, positions: dict[str, str], budget: _Budget, result: BatchResult) -> None:
         """Count what the batch took from ``read``'s shard, move its checkpoint, and keep its reader if unfinished."""
@@ -451,17 +459,17 @@ _UNLIMITED = 1 << 62
 class _ShardRead:
     """One shard's reader, the pages it has read ahead, and how far batches have parsed them."""
 
-    shard: Any
-    reader: Any
-    pages: Iterator[Any]  # of pipeline.sources.kinesis.Page
+    shard: Shard
+    reader: ShardReader
+    pages: Generator[Page, None, None]  # the prefetch generator over reader.pages()
     position: str | None  # the checkpoint after the last record parsed (where the shard stood, before any)
-    leftover: Any = None  # the rest of the page a batch stopped in
+    leftover: Page | None = None  # the rest of the page a batch stopped in
     consumed: int = 0  # in this batch
     nbytes: int = 0
     reached_tip: bool = False  # in this batch, parsed every record of a page that reached the tip
     finished: bool = False  # the reader ran out: its own checkpoint covers everything it read
 
-    def next_page(self) -> Any:
+    def next_page(self) -> Page | None:
         if self.leftover is not None:
             page, self.leftover = self.leftover, None
             return page
@@ -471,7 +479,7 @@ class _ShardRead:
         return page
 
     def close(self) -> None:
-        self.pages.close()  # type: ignore[attr-defined]  # the prefetch generator: stops its thread
+        self.pages.close()  # stops the prefetch thread
 
 
 @dataclass(slots=True)

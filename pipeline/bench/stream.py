@@ -315,7 +315,7 @@ def _sensor_latency(bench: Bench, section: Section) -> None:
     config_dir = bench.workdir / "sensor-mode"
     bench.sensor_data_config(name, name, name, extra_columns=({"name": "seq", "type": "long"},),
                              directory=config_dir)
-    env, database = _daemon_environment(bench, config_dir)
+    env, dagster_db = _daemon_environment(bench, config_dir)
     log_path = bench.workdir / "dagster-daemon.log"
     args = [dagster_command("dagster-daemon"), "run", "-w", str(REPO_ROOT / "workspace.yaml")]
     started = time.monotonic()
@@ -328,7 +328,7 @@ def _sensor_latency(bench: Bench, section: Section) -> None:
                                  + log_path.read_text(errors="replace")[-2000:])
             if time.monotonic() - started > SENSOR_READY_SECONDS:
                 raise BenchError(f"sensor mode: no record landed {SENSOR_READY_SECONDS:g} s after starting the "
-                                 f"Dagster daemon; {_runs_summary(bench, database)}; see {log_path}")
+                                 f"Dagster daemon; {_runs_summary(dagster_db)}; see {log_path}")
             time.sleep(1)
         ready_seconds = time.monotonic() - started
         put_at, seen = _produce_and_watch(bench, name, name, sizes.sensor_latency_rate, sizes.sensor_latency_seconds,
@@ -336,13 +336,13 @@ def _sensor_latency(bench: Bench, section: Section) -> None:
         # A run commits its rows before it ends (checks and events follow): stopping the daemon now would
         # interrupt it.
         deadline = time.monotonic() + SENSOR_DRAIN_SECONDS
-        while _runs(bench, database, active=True) and time.monotonic() < deadline:
+        while _runs(dagster_db, active=True) and time.monotonic() < deadline:
             time.sleep(0.5)
-    runs = _runs(bench, database)
+    runs = _runs(dagster_db)
     failed = {status: count for status, count in runs.items() if status != "SUCCESS"}
     if failed:
         raise BenchError(f"sensor mode: runs that did not succeed: {failed}: "
-                         f"{'; '.join(_failures(bench, database)) or 'no error recorded'}")
+                         f"{'; '.join(_failures(dagster_db)) or 'no error recorded'}")
     latencies = [seen[seq] - put_at[seq] for seq in seen]
     missing = len(put_at) - len(seen)
     if not latencies:
@@ -379,7 +379,8 @@ def _sensor_interval() -> float:
 
 def _daemon_environment(bench: Bench, config_dir) -> tuple[dict[str, str], str]:
     """The stack's environment for a Dagster instance of the bench's own: the repository's dagster.yaml on a
-    fresh database, and a code location that holds only the bench's pipeline, its sensor running."""
+    fresh database, and a code location that holds only the bench's pipeline, its sensor running; and the
+    conninfo of that database."""
     import shutil
 
     from psycopg import conninfo
@@ -407,18 +408,15 @@ def _daemon_environment(bench: Bench, config_dir) -> tuple[dict[str, str], str]:
            "DAGSTER_PG_DB": database, "PIPELINE_CONFIG_DIR": str(config_dir),
            # The sensors run by default on the local stack, as for a user of `pipeline local up`.
            "PIPELINE_LOCAL_DIR": bench.env.get("PIPELINE_LOCAL_DIR") or str(bench.workdir)}
-    return env, database
+    return env, conninfo.make_conninfo(bench.redshift_url, dbname=database)
 
 
 _ACTIVE_RUN_STATUSES = ["QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"]
 
 
-def _runs(bench: Bench, database: str, *, active: bool = False) -> dict[str, int]:
+def _runs(dagster_db: str, *, active: bool = False) -> dict[str, int]:
     """Run status -> count (of active runs only, if asked), from the bench's Dagster database."""
-    from psycopg import conninfo
-
-    url = conninfo.make_conninfo(bench.redshift_url, dbname=database)
-    with psycopg.connect(url, autocommit=True) as conn:
+    with psycopg.connect(dagster_db, autocommit=True) as conn:
         if conn.execute("SELECT to_regclass('runs')").fetchone()[0] is None:
             return {}
         statuses = _ACTIVE_RUN_STATUSES if active else None
@@ -426,12 +424,9 @@ def _runs(bench: Bench, database: str, *, active: bool = False) -> dict[str, int
                                  "GROUP BY status", {"s": statuses}).fetchall())
 
 
-def _failures(bench: Bench, database: str, limit: int = 3) -> list[str]:
+def _failures(dagster_db: str, limit: int = 3) -> list[str]:
     """The errors of failed steps and runs, from the bench's Dagster event log."""
-    from psycopg import conninfo
-
-    url = conninfo.make_conninfo(bench.redshift_url, dbname=database)
-    with psycopg.connect(url, autocommit=True) as conn:
+    with psycopg.connect(dagster_db, autocommit=True) as conn:
         rows = conn.execute("SELECT event FROM event_logs WHERE dagster_event_type IN ('STEP_FAILURE', 'RUN_FAILURE') "
                             "ORDER BY id LIMIT %s", (limit,)).fetchall()
     messages = []
@@ -443,8 +438,8 @@ def _failures(bench: Bench, database: str, limit: int = 3) -> list[str]:
     return messages
 
 
-def _runs_summary(bench: Bench, database: str) -> str:
-    runs = _runs(bench, database)
+def _runs_summary(dagster_db: str) -> str:
+    runs = _runs(dagster_db)
     return "runs: " + (", ".join(f"{count} {status}" for status, count in sorted(runs.items())) or "none")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from typing import TypeVar
 
 # How long a blocked producer waits before checking again whether the consumer has gone.
@@ -15,8 +15,8 @@ _CHUNK, _END, _ERROR = "chunk", "end", "error"
 T = TypeVar("T")
 
 
-def prefetch(chunks: Iterable[T], depth: int = 4) -> Iterator[T]:
-    """Yield ``chunks`` (object bytes, Kinesis records) in order while a thread reads up to ``depth`` ahead.
+def prefetch(chunks: Iterable[T], depth: int = 4) -> Generator[T, None, None]:
+    """Yield ``chunks`` (object bytes, Kinesis pages) in order while a thread reads up to ``depth`` ahead.
 
     An exception raised by ``chunks`` is raised here after the chunks that preceded it. When
     the consumer stops early (closes this generator), the producer stops after the read in
