@@ -18,8 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from pipeline.local.stack import LocalStack, StackEndpoints, free_port, process_is_running
+
+# The suite shares 2 cores with PostgreSQL, moto and whatever else the machine runs: hypothesis's timing
+# checks (a 200 ms deadline per example, "input generation is slow") fail on a stall, not on a bug. What
+# the properties assert is unchanged.
+settings.register_profile("pipeline", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("pipeline")
 
 # Stacks started by this session and not yet stopped; stopped at session end whatever happened.
 _running_stacks: list[LocalStack] = []
