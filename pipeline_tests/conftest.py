@@ -82,7 +82,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 @pytest.fixture(scope="session")
 def stack() -> Iterator[StackEndpoints]:
     """The session's local stack; ``os.environ`` points at it while the session runs."""
-    local = LocalStack(new_state_dir(), free_port(), free_port(), dotenv_path=None)
+    local = LocalStack(new_state_dir(), free_port(), free_port(), standin_port=free_port(), dotenv_path=None)
     _running_stacks.append(local)
     saved_env = {name: os.environ.get(name) for name in local.env()}
     try:
@@ -152,7 +152,8 @@ def own_stack() -> Iterator[LocalStack]:
 
     For tests that start, stop or break a stack without touching the session's ``stack``.
     """
-    local = LocalStack(new_state_dir("pipeline-test-own-stack-"), free_port(), free_port(), dotenv_path=None)
+    local = LocalStack(new_state_dir("pipeline-test-own-stack-"), free_port(), free_port(), standin_port=free_port(),
+                       dotenv_path=None)
     _running_stacks.append(local)
     try:
         yield local

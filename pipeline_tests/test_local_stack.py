@@ -70,7 +70,7 @@ def test_every_service_of_the_session_stack_answers(stack: StackEndpoints):
 
 
 def test_up_again_keeps_the_running_processes(stack: StackEndpoints):
-    again = LocalStack(stack.state_dir, stack.pg_port, stack.aws_port, dotenv_path=None)
+    again = LocalStack(stack.state_dir, stack.pg_port, stack.aws_port, standin_port=stack.standin_port, dotenv_path=None)
     pids_before = again.pids()
 
     statuses = again.up()

@@ -11,7 +11,7 @@ from pipeline.local.stack import DEFAULT_SHARDS, LocalStack, ServiceStatus, iter
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="local_action", metavar="ACTION", required=True)
-    up = actions.add_parser("up", help="start PostgreSQL and moto (idempotent) and write ./.env")
+    up = actions.add_parser("up", help="start PostgreSQL, moto and the stand-ins (idempotent) and write ./.env")
     up.add_argument(
         "--shards",
         type=int,
@@ -35,6 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action.add_argument(
             "--aws-port", type=int, default=None, help="moto port (default: $PIPELINE_AWS_PORT or 55433)"
         )
+        action.add_argument(
+            "--standin-port", type=int, default=None,
+            help="port of the Hologres/Redshift stand-ins (default: $PIPELINE_STANDIN_PORT or 55434)",
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         args.state_dir,
         args.pg_port,
         args.aws_port,
+        standin_port=args.standin_port,
         shards=getattr(args, "shards", None),
         dotenv_path=Path(".env"),
     )

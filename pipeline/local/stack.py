@@ -7,6 +7,8 @@ Everything lives in one state directory::
     <state>/postgres.log     PostgreSQL server log
     <state>/moto.pid         process id of the moto server
     <state>/moto.log         moto server log
+    <state>/standin.pid      process id of the Hologres/Redshift stand-in proxy (pipeline.local.standin)
+    <state>/standin.log      its log
     <state>/dagster/         DAGSTER_HOME: dagster.yaml (link to the repo's), artifacts, compute logs
 
 Processes are found and stopped by the process ids recorded there, never by name.
@@ -37,11 +39,15 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PG_PORT = 55432
 DEFAULT_AWS_PORT = 55433
+DEFAULT_STANDIN_PORT = 55434
 DEFAULT_SHARDS = 2
 HOST = "127.0.0.1"
 PG_USER = "pipeline"
 PG_PASSWORD = "pipeline"
 DATABASES = ("hologres", "redshift", "dagster")
+# The databases clients reach through the stand-in proxy, with that target's rules in front of PostgreSQL.
+STANDINS = {"hologres": "hologres", "redshift": "redshift"}
+HOLOGRES_VERSION = "2.2.11"
 AWS_REGION = "ap-northeast-1"
 AWS_ACCESS_KEY_ID = "testing"
 AWS_SECRET_ACCESS_KEY = "testing"
@@ -60,7 +66,7 @@ _STOP_TIMEOUT = 10.0
 class ServiceStatus:
     """One service of the stack as seen by ``up``, ``down`` or ``status``."""
 
-    name: str  # "postgresql" or "moto"
+    name: str  # "postgresql", "moto" or "standin"
     pid: int | None
     address: str  # host:port
     answers: bool
@@ -80,6 +86,7 @@ class StackEndpoints:
     state_dir: Path
     pg_port: int
     aws_port: int
+    standin_port: int
     hologres_url: str
     redshift_url: str
     dagster_url: str
@@ -104,6 +111,7 @@ class LocalStack:
         pg_port: int | None = None,
         aws_port: int | None = None,
         *,
+        standin_port: int | None = None,
         shards: int | None = None,
         dotenv_path: Path | str | None = Path(".env"),
     ) -> None:
@@ -113,6 +121,8 @@ class LocalStack:
         recorded = self._recorded()
         self.pg_port = _port(pg_port, "PIPELINE_PG_PORT", recorded.get("pg_port"), DEFAULT_PG_PORT)
         self.aws_port = _port(aws_port, "PIPELINE_AWS_PORT", recorded.get("aws_port"), DEFAULT_AWS_PORT)
+        self.standin_port = _port(standin_port, "PIPELINE_STANDIN_PORT", recorded.get("standin_port"),
+                                  DEFAULT_STANDIN_PORT)
         self.shards = int(shards or recorded.get("shards") or DEFAULT_SHARDS)
         # None: do not write a .env (tests must not overwrite the developer's one).
         self.dotenv_path = Path(dotenv_path).absolute() if dotenv_path is not None else None
@@ -137,6 +147,14 @@ class LocalStack:
         return self.state_dir / "moto.log"
 
     @property
+    def standin_pid_file(self) -> Path:
+        return self.state_dir / "standin.pid"
+
+    @property
+    def standin_log(self) -> Path:
+        return self.state_dir / "standin.log"
+
+    @property
     def dagster_home(self) -> Path:
         return self.state_dir / "dagster"
 
@@ -145,7 +163,12 @@ class LocalStack:
         return f"http://{HOST}:{self.aws_port}"
 
     def database_url(self, database: str) -> str:
+        """PostgreSQL itself, with no stand-in rules (Dagster's storage, inspection)."""
         return f"postgresql://{PG_USER}:{PG_PASSWORD}@{HOST}:{self.pg_port}/{database}"
+
+    def target_url(self, database: str) -> str:
+        """A stand-in database as clients reach it: through the proxy, with the target's rules."""
+        return f"postgresql://{PG_USER}:{PG_PASSWORD}@{HOST}:{self.standin_port}/{database}"
 
     # -- public operations -------------------------------------------------------------------
 
@@ -156,8 +179,8 @@ class LocalStack:
             "AWS_ACCESS_KEY_ID": AWS_ACCESS_KEY_ID,
             "AWS_SECRET_ACCESS_KEY": AWS_SECRET_ACCESS_KEY,
             "AWS_DEFAULT_REGION": AWS_REGION,
-            "HOLOGRES_URL": self.database_url("hologres"),
-            "REDSHIFT_URL": self.database_url("redshift"),
+            "HOLOGRES_URL": self.target_url("hologres"),
+            "REDSHIFT_URL": self.target_url("redshift"),
             "PIPELINE_KMS_KEY": KMS_ALIAS,
             "PIPELINE_BUCKET": BUCKET,
             "PIPELINE_STREAM": STREAM,
@@ -177,8 +200,9 @@ class LocalStack:
             state_dir=self.state_dir,
             pg_port=self.pg_port,
             aws_port=self.aws_port,
-            hologres_url=self.database_url("hologres"),
-            redshift_url=self.database_url("redshift"),
+            standin_port=self.standin_port,
+            hologres_url=self.target_url("hologres"),
+            redshift_url=self.target_url("redshift"),
             dagster_url=self.database_url("dagster"),
             aws_endpoint=self.aws_endpoint,
             region=AWS_REGION,
@@ -192,13 +216,17 @@ class LocalStack:
         bindir = find_postgres_bindir()
         pg_pid = self._postgres_pid()
         moto_pid = self._moto_pid()
-        # Check both ports before starting anything, so a clash leaves nothing half-started.
+        standin_pid = self._standin_pid()
+        # Check every port before starting anything, so a clash leaves nothing half-started.
         if pg_pid is None:
             _require_free_port(self.pg_port, "PostgreSQL", "--pg-port", "PIPELINE_PG_PORT")
         else:
             self._require_postgres_port(pg_pid)
         if moto_pid is None:
             _require_free_port(self.aws_port, "moto (AWS)", "--aws-port", "PIPELINE_AWS_PORT")
+        if standin_pid is None:
+            _require_free_port(self.standin_port, "the Hologres/Redshift stand-in", "--standin-port",
+                               "PIPELINE_STANDIN_PORT")
 
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._record()
@@ -214,11 +242,17 @@ class LocalStack:
                 started.append("postgresql")
             self._wait_for_postgres()
             self._create_databases()
+            if standin_pid is None:
+                standin_pid = self._start_standin()
+                started.append("standin")
+            self._wait_for_standin(standin_pid)
             self._wait_for_moto(moto_pid)
             self._bootstrap_aws()
             self._prepare_dagster_home()
         except BaseException:
             # A failed `up` leaves nothing half-started behind; what was running before stays.
+            if "standin" in started:
+                self._stop_standin()
             if "postgresql" in started:
                 self._stop_postgres()
             if "moto" in started:
@@ -228,14 +262,16 @@ class LocalStack:
             write_dotenv(self.dotenv_path, self.env())
         pg_action = "started" if "postgresql" in started else "reused"
         moto_action = "started" if "moto" in started else "reused"
+        standin_action = "started" if "standin" in started else "reused"
         return [
             ServiceStatus("postgresql", pg_pid, f"{HOST}:{self.pg_port}", True, pg_action),
             ServiceStatus("moto", moto_pid, f"{HOST}:{self.aws_port}", True, moto_action),
+            ServiceStatus("standin", standin_pid, f"{HOST}:{self.standin_port}", True, standin_action),
         ]
 
     def down(self, *, purge: bool = False) -> list[ServiceStatus]:
         """Stop the processes recorded in the state dir; keep the data unless ``purge``."""
-        statuses = [self._stop_postgres(), self._stop_moto()]
+        statuses = [self._stop_standin(), self._stop_postgres(), self._stop_moto()]
         if purge and self.state_dir.exists():
             if not (self.state_dir / "stack.json").exists():
                 raise PipelineError(
@@ -249,6 +285,7 @@ class LocalStack:
         """What runs where, and whether it answers."""
         pg_pid = self._postgres_pid(quiet=True)
         moto_pid = self._moto_pid(quiet=True)
+        standin_pid = self._standin_pid(quiet=True)
         return [
             ServiceStatus(
                 "postgresql",
@@ -264,11 +301,19 @@ class LocalStack:
                 moto_pid is not None and self._moto_answers(),
                 "running" if moto_pid else "not running",
             ),
+            ServiceStatus(
+                "standin",
+                standin_pid,
+                f"{HOST}:{self.standin_port}",
+                standin_pid is not None and self._standin_answers(),
+                "running" if standin_pid else "not running",
+            ),
         ]
 
     def pids(self) -> dict[str, int]:
         """Process ids of the services that run now, by service name."""
-        found = {"postgresql": self._postgres_pid(quiet=True), "moto": self._moto_pid(quiet=True)}
+        found = {"postgresql": self._postgres_pid(quiet=True), "moto": self._moto_pid(quiet=True),
+                 "standin": self._standin_pid(quiet=True)}
         return {name: pid for name, pid in found.items() if pid is not None}
 
     # -- state file --------------------------------------------------------------------------
@@ -280,7 +325,8 @@ class LocalStack:
             return {}
 
     def _record(self) -> None:
-        record = {"pg_port": self.pg_port, "aws_port": self.aws_port, "shards": self.shards}
+        record = {"pg_port": self.pg_port, "aws_port": self.aws_port, "standin_port": self.standin_port,
+                  "shards": self.shards}
         (self.state_dir / "stack.json").write_text(json.dumps(record, indent=2) + "\n")
 
     # -- PostgreSQL --------------------------------------------------------------------------
@@ -457,6 +503,28 @@ class LocalStack:
                 if database not in existing:
                     connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
                     log.info("created database %s", database)
+        for database, flavor in STANDINS.items():
+            self._prepare_standin_database(database, flavor)
+
+    def _prepare_standin_database(self, database: str, flavor: str) -> None:
+        """What the stand-in's rules need inside the database: functions, catalogs, settings."""
+        from psycopg import sql
+
+        from pipeline.local.standin import setup_sql
+
+        name = sql.Identifier(database)
+        with self._connect(database) as connection:
+            connection.execute(setup_sql(flavor))
+            # The stand-in's catalog (version(), hg_version(), stl_load_errors, ...) comes before pg_catalog.
+            connection.execute(sql.SQL('ALTER DATABASE {} SET search_path = "$user", public, standin, pg_catalog')
+                               .format(name))
+            if flavor == "hologres":
+                connection.execute(sql.SQL("ALTER DATABASE {} SET standin.hologres_version = {}").format(
+                    name, sql.Literal(HOLOGRES_VERSION)))
+            if flavor == "redshift":
+                # Redshift Serverless databases use SNAPSHOT isolation: PostgreSQL's REPEATABLE READ.
+                connection.execute(sql.SQL("ALTER DATABASE {} SET default_transaction_isolation = "
+                                           "'repeatable read'").format(name))
 
     def _stop_postgres(self) -> ServiceStatus:
         address = f"{HOST}:{self.pg_port}"
@@ -598,6 +666,85 @@ class LocalStack:
         self.moto_pid_file.unlink(missing_ok=True)
         log.info("stopped moto (pid %s)", pid)
         return ServiceStatus("moto", pid, address, False, "stopped")
+
+    # -- the Hologres and Redshift stand-in ----------------------------------------------------
+
+    def _standin_pid(self, *, quiet: bool = False) -> int | None:
+        try:
+            text = self.standin_pid_file.read_text().strip()
+        except OSError:
+            return None
+        pid = int(text) if text.isdigit() else None
+        if pid is not None and process_is_running(pid) and "pipeline.local.standin" in _command_line(pid):
+            return pid
+        if not quiet:
+            log.warning("%s names process %s, which is not running: removing it", self.standin_pid_file, pid)
+            self.standin_pid_file.unlink(missing_ok=True)
+        return None
+
+    def _start_standin(self) -> int:
+        databases = [f"{name}={flavor}" + (f":{HOLOGRES_VERSION}" if flavor == "hologres" else "")
+                     for name, flavor in STANDINS.items()]
+        side = f"postgresql://{PG_USER}:{PG_PASSWORD}@{HOST}:{self.pg_port}/{{database}}"
+        env = {**os.environ, **{k: v for k, v in self.env().items() if k.startswith("AWS_")}}
+        with self.standin_log.open("ab") as log_file:
+            self._standin_process = subprocess.Popen(
+                [sys.executable, "-m", "pipeline.local.standin", "--listen", f"{HOST}:{self.standin_port}",
+                 "--upstream", f"{HOST}:{self.pg_port}", "--side-conninfo", side,
+                 *[arg for database in databases for arg in ("--database", database)]],
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                cwd=self.state_dir,
+                env=env,
+                start_new_session=True,
+            )
+        pid = self._standin_process.pid
+        self.standin_pid_file.write_text(f"{pid}\n")
+        log.info("started the Hologres/Redshift stand-in (pid %s) on %s:%s", pid, HOST, self.standin_port)
+        return pid
+
+    def _standin_answers(self) -> bool:
+        import psycopg
+
+        try:
+            with psycopg.connect(self.target_url("hologres"), autocommit=True, connect_timeout=3) as connection:
+                connection.execute("SELECT 1")
+            return True
+        except Exception:
+            return False
+
+    def _wait_for_standin(self, pid: int) -> None:
+        deadline = time.monotonic() + _STARTUP_TIMEOUT
+        while not self._standin_answers():
+            if not process_is_running(pid):
+                raise PipelineError(f"the stand-in (pid {pid}) exited before answering; its log {self.standin_log} "
+                                    f"ends with:\n{_tail(self.standin_log)}")
+            if time.monotonic() > deadline:
+                raise PipelineError(f"the stand-in (pid {pid}) does not answer on {HOST}:{self.standin_port}; "
+                                    f"see {self.standin_log}")
+            time.sleep(0.1)
+
+    def _stop_standin(self) -> ServiceStatus:
+        address = f"{HOST}:{self.standin_port}"
+        pid = self._standin_pid(quiet=True)
+        if pid is None:
+            self.standin_pid_file.unlink(missing_ok=True)
+            return ServiceStatus("standin", None, address, False, "not running")
+        for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, _STOP_TIMEOUT)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, sig)
+            process = getattr(self, "_standin_process", None)
+            if process is not None and process.pid == pid:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(wait)
+            if _wait_until_gone(pid, wait):
+                break
+        else:
+            raise PipelineError(f"the stand-in (pid {pid}) did not stop after SIGKILL")
+        self.standin_pid_file.unlink(missing_ok=True)
+        log.info("stopped the stand-in (pid %s)", pid)
+        return ServiceStatus("standin", pid, address, False, "stopped")
 
     # -- Dagster -----------------------------------------------------------------------------
 
