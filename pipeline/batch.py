@@ -1,14 +1,21 @@
-"""S3 objects into a warehouse table, exactly once per object version.
+"""S3 objects into a warehouse table, exactly once per object version, on the target's own rules.
 
-Each object is read as a stream. When the server can parse the CSV itself (the usual case) its
-bytes go straight into ``COPY ... (FORMAT csv)``: the fast path. If the server refuses any of it,
-that object's work is rolled back and it is read again through our own reader, which names the
-bad line and column and either stops or sends the record to ``<table>_rejected``, as the config
-asks. A ledger row (pipeline, key, ETag) commits with the rows it accounts for.
+Each object is read as a stream. When the server can parse the CSV itself (the usual case) its bytes go
+straight to the server: ``COPY ... (FORMAT csv)`` from STDIN, or, on Redshift, ``COPY ... FROM S3`` of the
+object itself through a one-entry manifest. If the server refuses any of it, that attempt is rolled back
+and the object is read again through our own reader, which names the bad line and column and either
+stops or sends the record to ``<table>_rejected``, as the config asks. A row the warehouse still refuses
+is located and the object's load runs again without it (or stops, naming it).
+
+How the ledger row (pipeline, key, ETag) commits with the rows is the dialect's strategy for the mode
+(``Dialect.strategy``; docs/targets.md): one transaction per object, one publish transaction, an
+idempotent upsert followed by the ledger row (Hologres' fixed copy), or a table swap settled from a
+pending ledger (Hologres' replace).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
@@ -25,15 +32,19 @@ from psycopg import sql
 from pipeline.config import CsvParserConfig, PipelineConfig, S3InputConfig
 from pipeline.errors import PipelineError, RecordError, SourceError, WarehouseError
 from pipeline.progress import Display, Lines, Progress
-from pipeline.warehouse import state
+from pipeline.warehouse import staging, state
 from pipeline.warehouse.connection import describe_target
 from pipeline.warehouse.copy import copy_bytes, copy_csv_statement, copy_lines, copy_text_statement, text_line
 from pipeline.warehouse.target import REJECTED_COLUMNS, Target
 
 log = logging.getLogger(__name__)
 
-CHUNK_LINES_BYTES = 1 << 20  # the slow path sends validated rows in COPYs of about this size
+CHUNK_LINES_BYTES = 1 << 20  # the checked path sends validated rows in COPYs of about this size
+STAGED_PART_BYTES = 32 << 20  # on Redshift, the checked path stages parts of about this size
 REJECT_BATCH = 1000
+MAX_REFUSED_ROWS = 20  # rows the warehouse refuses in one object before the object fails
+RETRIES = 5  # serialization conflicts (Redshift error 1023) before giving up
+SEQUENCE_COLUMN = "pl_seq"  # the staged order of rows, so a merge keeps the last row of a key
 
 
 @dataclass
@@ -56,6 +67,7 @@ class RunSummary:
     results: list[ObjectResult] = field(default_factory=list)
     up_to_date: int = 0
     seconds: float = 0.0
+    strategy: str = ""
 
     @property
     def loaded(self) -> list[ObjectResult]:
@@ -81,6 +93,18 @@ class RunSummary:
         return (f"{self.pipeline}: loaded {len(self.loaded)} object{'s' if len(self.loaded) != 1 else ''}, "
                 f"{self.rows:,} rows, {self.rejected:,} rejected, {_mb(self.bytes)} in {self.seconds:.2f} s "
                 f"({rate:,.0f} rows/s; mode {self.mode}; {self.up_to_date} already loaded)")
+
+
+class FastPathRefused(Exception):
+    """The server refused the object's bytes as they are: read it again with row checks."""
+
+
+class RowRefused(Exception):
+    """The warehouse refused one row our reader passed; ``error`` names it."""
+
+    def __init__(self, error: RecordError):
+        super().__init__(str(error))
+        self.error = error
 
 
 def _mb(nbytes: float) -> str:
@@ -109,6 +133,10 @@ class BatchLoad:
         self.target = Target(config.output, output_columns(self.parser.columns, self.filters), config.name)
         self.run_id = uuid.uuid4().hex[:8]
         self.fast_path = self._fast_path_possible()
+
+    @property
+    def dialect(self):
+        return self.target.dialect
 
     # ----------------------------------------------------------------- public
 
@@ -139,15 +167,22 @@ class BatchLoad:
     def run(self, keys: Sequence[str] | None = None) -> RunSummary:
         """Load every object that is new or changed (or only ``keys``), in the configured mode."""
         started = time.monotonic()
+        out = self.config.output
+        mode = out.mode
         # Named keys cost one HeadObject each: a one-object run (a Dagster partition) must not list the prefix.
         objects = self.list() if keys is None else [self._named(key) for key in dict.fromkeys(keys)]
         with self.target.connect(autocommit=True) as conn:
-            self.target.prepare(conn)
-            named = None if keys is None or self.config.output.mode in ("replace", "truncate_insert") \
-                else [o.key for o in objects]
-            loaded = state.loaded_objects(conn, self.config.output.state, self.config.name, named)
-        mode = self.config.output.mode
-        summary = RunSummary(self.config.name, mode)
+            dialect = self.target.prepare(conn)
+            strategy = dialect.strategy(mode)
+            if not strategy.exact:
+                raise WarehouseError(f"{self.config.name}: {strategy.fix}")
+            if not dialect.capabilities.copy_from_stdin:
+                self._staging()  # fail before reading anything when Redshift's S3 staging is not configured
+            if mode == "replace":
+                self._settle_pending(conn)
+            named = None if keys is None or mode in ("replace", "truncate_insert") else [o.key for o in objects]
+            loaded = state.loaded_objects(conn, out.state, self.config.name, named)
+        summary = RunSummary(self.config.name, mode, strategy=strategy.name)
         if mode in ("replace", "truncate_insert"):
             # These modes rebuild the table from every object, so any change means a full reload.
             current = {(o.key, o.etag) for o in objects}
@@ -158,12 +193,14 @@ class BatchLoad:
         summary.up_to_date = len(objects) - len(todo)
         if todo:
             self.emit(f"{self.config.name}: {len(todo)} object(s) to load, {_mb(sum(o.size for o in todo))}, "
-                      f"mode {mode}, into {self.config.output.qualified_table} at "
-                      f"{describe_target(self.config.output.conninfo)}")
+                      f"mode {mode}, into {out.qualified_table} at {describe_target(out.conninfo)} "
+                      f"({dialect.describe()}: {strategy.name})")
             progress = Progress(self.config.name, self.display, total_objects=len(todo),
                                 total_bytes=sum(o.size for o in todo))
             try:
-                if mode in ("insert_direct", "append", "merge"):
+                if mode == "merge" and dialect.upsert_copy_options("update") is not None:
+                    summary.results = self._each_upserted(todo, progress)
+                elif mode in ("insert_direct", "append", "merge"):
                     summary.results = self._each_in_own_transaction(todo, progress)
                 else:
                     summary.results = self._staged(todo, progress, mode)
@@ -172,58 +209,155 @@ class BatchLoad:
         summary.seconds = time.monotonic() - started
         return summary
 
+    # ----------------------------------------------------------------- one object, with its retries
+
+    def _attempts(self, obj, attempt: Callable[[str, dict[int, RecordError]], ObjectResult]) -> ObjectResult:
+        """Run ``attempt(path, refused)`` until it loads the object.
+
+        A refused fast path is followed by the checked path; a row the warehouse refuses is rejected (or,
+        with stop_on_invalid_record, stops the load) and the object is loaded again without it; a
+        serialization conflict is retried. Every failed attempt was rolled back, or is idempotent.
+        """
+        path = "fast" if self.fast_path else "checked"
+        refused: dict[int, RecordError] = {}
+        conflicts = 0
+        while True:
+            try:
+                return attempt(path, refused)
+            except FastPathRefused as error:
+                log.info("s3://%s/%s: the server refused the fast path (%s); reading it with row checks",
+                         self.input.bucket, obj.key, _first_line(error))
+                path = "checked"
+            except RowRefused as refusal:
+                if self.parser.stop_on_invalid_record:
+                    raise refusal.error from None
+                if len(refused) >= MAX_REFUSED_ROWS:
+                    raise WarehouseError(
+                        f"the warehouse refused more than {MAX_REFUSED_ROWS} rows of s3://{self.input.bucket}/"
+                        f"{obj.key}; the last: {refusal.error}") from None
+                line = refusal.error.position
+                if not isinstance(line, int) or line in refused:
+                    raise refusal.error from None
+                refused[line] = refusal.error
+                path = "checked"
+            except psycopg.Error as error:
+                if not self.dialect.retryable(error) or conflicts >= RETRIES:
+                    raise
+                conflicts += 1
+                log.info("s3://%s/%s: %s; running its transaction again", self.input.bucket, obj.key,
+                         _first_line(error))
+                time.sleep(min(2.0, 0.1 * 2 ** conflicts))
+
     # ----------------------------------------------------------------- modes
 
     def _each_in_own_transaction(self, objects: list, progress: Progress) -> list[ObjectResult]:
-        merge = self.config.output.mode == "merge"
+        """insert_direct, append, and merge where the target merges in SQL: one transaction per object."""
+        out = self.config.output
+        merge = out.mode == "merge"
         keys: list[str] = []
         if merge:
             with self.target.connect(autocommit=True) as conn:
                 keys = self.target.merge_keys(conn)
 
         def load_one(obj) -> ObjectResult:
-            with self.target.connect() as conn, conn.cursor() as cur:
-                started = time.monotonic()
-                if not state.claim_object(cur, self.config.output.state, self.config.name, obj.key, obj.etag):
-                    conn.rollback()
-                    return ObjectResult(obj.key, obj.etag, skipped=True)
-                if merge:
-                    result = self._merge_object(cur, obj, keys, progress)
-                else:
-                    result = self._copy_object(cur, obj, self.target.ident, self.target.rejected_ident, progress)
-                state.complete_object(cur, self.config.output.state, self.config.name, obj.key, obj.etag,
-                                      rows=result.rows, rejected=result.rejected, nbytes=result.bytes)
-                conn.commit()
+            started = time.monotonic()
+
+            def attempt(path: str, refused: dict[int, RecordError]) -> ObjectResult:
+                with self.target.connect() as conn, self._staged_files() as files, self._named_refusals(conn):
+                    with self.dialect.atomic(conn) as cur:
+                        if not state.claim_object(cur, self.dialect, out.state, self.config.name, obj.key, obj.etag):
+                            return ObjectResult(obj.key, obj.etag, skipped=True)
+                        if merge:
+                            result = self._merge_object(cur, obj, keys, progress, refused, files)
+                        else:
+                            result = self._write_object(cur, obj, self.target.ident, self.target.rejected_ident,
+                                                        progress, path, refused, files)
+                        state.complete_object(cur, out.state, self.config.name, obj.key, obj.etag,
+                                              rows=result.rows, rejected=result.rejected, nbytes=result.bytes)
+                    return result
+
+            result = self._attempts(obj, attempt)
+            if not result.skipped:
                 result.seconds = time.monotonic() - started
                 progress.add(objects=1, rows=result.rows)
                 self._log_object(result)
-                return result
+            return result
 
         return self._parallel(objects, load_one)
 
-    def _merge_object(self, cur: psycopg.Cursor, obj, keys: list[str], progress: Progress) -> ObjectResult:
-        stage = sql.Identifier(self.config.output.schema, f"pl_merge_{self.run_id}_{uuid.uuid4().hex[:8]}")
+    def _each_upserted(self, objects: list, progress: Progress) -> list[ObjectResult]:
+        """merge on a target with an idempotent upsert COPY (Hologres' fixed copy): rows, then the ledger row.
+
+        Fixed copy joins no transaction, so it is not atomic; a crash before the ledger row makes the next
+        run load the object again, and the upsert on the primary key makes that exact. The object's
+        rejected records and its ledger row then commit together.
+        """
+        out = self.config.output
+        with self.target.connect(autocommit=True) as conn:
+            keys = self.target.merge_keys(conn)
+            primary = self.dialect.primary_key(conn, out.schema, out.table)
+        if sorted(keys) != sorted(primary):
+            raise WarehouseError(
+                f"{self.config.name}: mode merge on {self.dialect.label} upserts on the table's primary key "
+                f"({', '.join(primary) or 'none'}), not on out.merge_keys ({', '.join(keys)}): make them the same")
+        upsert = self.dialect.upsert_copy_options("update")
+
+        def load_one(obj) -> ObjectResult:
+            started = time.monotonic()
+
+            def attempt(path: str, refused: dict[int, RecordError]) -> ObjectResult:
+                with self.target.connect(autocommit=True) as conn, conn.cursor() as cur:
+                    if obj.etag in state.loaded_objects(conn, out.state, self.config.name, [obj.key]).get(obj.key,
+                                                                                                         ()):
+                        return ObjectResult(obj.key, obj.etag, skipped=True)
+                    rejects: list[RecordError] = []
+                    result = self._write_object(cur, obj, self.target.ident, self.target.rejected_ident, progress,
+                                                path, refused, None, upsert=upsert, deferred=rejects)
+                    with self._together(conn) as tx:
+                        tx.execute(sql.SQL("DELETE FROM {} WHERE pipeline = %s AND source = %s").format(
+                            self.target.rejected_ident), (self.config.name, self._source(obj)))
+                        self.target.write_rejects(tx, rejects)
+                        state.record_object(tx, self.dialect, out.state, self.config.name, obj.key, obj.etag,
+                                            rows=result.rows, rejected=result.rejected, nbytes=result.bytes)
+                    return result
+
+            result = self._attempts(obj, attempt)
+            if not result.skipped:
+                result.seconds = time.monotonic() - started
+                progress.add(objects=1, rows=result.rows)
+                self._log_object(result)
+            return result
+
+        return self._parallel(objects, load_one)
+
+    @contextlib.contextmanager
+    def _together(self, conn: psycopg.Connection) -> Iterator[psycopg.Cursor]:
+        """Several DML statements in one transaction where the server can; else one after another."""
+        if self.dialect.atomic_dml:
+            with self.dialect.atomic(conn) as cur:
+                yield cur
+        else:
+            with conn.cursor() as cur:
+                yield cur
+
+    def _merge_object(self, cur: psycopg.Cursor, obj, keys: list[str], progress: Progress,
+                      refused: dict[int, RecordError], files: list[str]) -> ObjectResult:
+        """Stage the object with its row order, then upsert it with the dialect's merge (the stream's too)."""
+        stage = sql.Identifier(f"pl_merge_{self.run_id}_{uuid.uuid4().hex[:8]}")
         columns = self.target.column_names
-        # A sequence column keeps file order, so the last row of a key within one object wins.
-        cur.execute(sql.SQL("CREATE TABLE {} AS SELECT {} FROM {} WITH NO DATA").format(
-            stage, sql.SQL(", ").join(map(sql.Identifier, columns)), self.target.ident))
-        cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN pl_seq bigserial").format(stage))
-        result = self._copy_object(cur, obj, stage, self.target.rejected_ident, progress)
-        others = [c for c in columns if c not in keys]
-        cols = sql.SQL(", ").join(map(sql.Identifier, columns))
-        key_list = sql.SQL(", ").join(map(sql.Identifier, keys))
-        update = (sql.SQL("DO UPDATE SET ") + sql.SQL(", ").join(
-            sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in others)) if others \
-            else sql.SQL("DO NOTHING")
-        cur.execute(sql.SQL(
-            "INSERT INTO {target} ({cols}) SELECT DISTINCT ON ({keys}) {cols} FROM {stage} "
-            "ORDER BY {keys}, pl_seq DESC ON CONFLICT ({keys}) {update}").format(
-            target=self.target.ident, cols=cols, keys=key_list, stage=stage, update=update))
+        for statement in self.dialect.merge_stage(stage, self.target.ident, columns, SEQUENCE_COLUMN):
+            cur.execute(statement)
+        # The staged order must be the file's: with a sequence column the server fills, the fast path keeps it.
+        path = "fast" if self.fast_path and self.dialect.fills_merge_sequence else "checked"
+        result = self._write_object(cur, obj, stage, self.target.rejected_ident, progress, path, refused, files,
+                                    sequence=not self.dialect.fills_merge_sequence)
+        for statement in self.dialect.merge_from_stage(self.target.ident, stage, columns, keys, SEQUENCE_COLUMN):
+            cur.execute(statement)
         cur.execute(sql.SQL("DROP TABLE {}").format(stage))
         return result
 
     def _staged(self, objects: list, progress: Progress, mode: str) -> list[ObjectResult]:
-        """insert, truncate_insert and replace: load everything aside, then publish in one transaction."""
+        """insert, truncate_insert and replace: load everything aside, then publish."""
         out = self.config.output
         name = f"{out.table[:40]}_pl_{'new' if mode == 'replace' else 'stage'}_{self.run_id}"
         stage = sql.Identifier(out.schema, name)
@@ -233,54 +367,128 @@ class BatchLoad:
             if mode == "replace":
                 statements = self.target.create_statements(table=name, if_not_exists=False)
             else:
-                statements = [sql.SQL("CREATE TABLE {} AS SELECT {} FROM {} WITH NO DATA").format(
-                    stage, sql.SQL(", ").join(map(sql.Identifier, self.target.column_names)), self.target.ident)]
+                statements = [self.dialect.stage_like(out.schema, name, self.target.ident, self.target.columns,
+                                                      out.column_options)]
             with conn.transaction():
                 for statement in statements:
                     cur.execute(statement)
-                cur.execute(sql.SQL("CREATE TABLE {} AS SELECT * FROM {} WITH NO DATA").format(
-                    stage_rejected, self.target.rejected_ident))
+                cur.execute(self.dialect.rejected_table(out.schema, f"{name}_rej"))
         try:
             def load_one(obj) -> ObjectResult:
-                with self.target.connect() as conn, conn.cursor() as cur:
-                    started = time.monotonic()
-                    result = self._copy_object(cur, obj, stage, stage_rejected, progress)
-                    conn.commit()
-                    result.seconds = time.monotonic() - started
-                    progress.add(objects=1, rows=result.rows)
-                    self._log_object(result)
-                    return result
+                started = time.monotonic()
+
+                def attempt(path: str, refused: dict[int, RecordError]) -> ObjectResult:
+                    with (self.target.connect() as conn, self._staged_files() as files, self._named_refusals(conn),
+                          self.dialect.atomic(conn) as cur):
+                        return self._write_object(cur, obj, stage, stage_rejected, progress, path, refused, files)
+
+                result = self._attempts(obj, attempt)
+                result.seconds = time.monotonic() - started
+                progress.add(objects=1, rows=result.rows)
+                self._log_object(result)
+                return result
 
             results = self._parallel(objects, load_one)
-            with self.target.connect() as conn, conn.cursor() as cur:
-                cols = sql.SQL(", ").join(map(sql.Identifier, self.target.column_names))
+            if mode == "replace" and not self.dialect.capabilities.ddl_with_dml:
+                self._swap_in(stage, stage_rejected, results)
+            else:
+                self._publish(stage, stage_rejected, results, mode)
+            return results
+        except BaseException:
+            self._drop_quietly([stage, stage_rejected])
+            raise
+
+    def _publish(self, stage: sql.Identifier, stage_rejected: sql.Identifier, results: list[ObjectResult],
+                 mode: str) -> None:
+        """The staged rows, rejected records and ledger rows in one transaction (DDL in it where allowed)."""
+        out = self.config.output
+        cols = sql.SQL(", ").join(map(sql.Identifier, self.target.column_names))
+        rejected_cols = sql.SQL(", ").join(map(sql.Identifier, REJECTED_COLUMNS))
+        with self.target.connect() as conn:
+            with self.dialect.atomic(conn) as cur:
                 if mode == "truncate_insert":
-                    cur.execute(sql.SQL("TRUNCATE {}").format(self.target.ident))
-                if mode == "replace":
+                    cur.execute(self.dialect.truncate(self.target.ident))
+                if mode == "replace":  # here DDL may share the transaction
                     cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self.target.ident))
                     cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(stage, sql.Identifier(out.table)))
                 else:
                     cur.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
                         self.target.ident, cols, cols, stage))
-                    cur.execute(sql.SQL("DROP TABLE {}").format(stage))
-                # Name the columns: the stage (CREATE TABLE AS) has no DEFAULT now() for rejected_at.
-                rejected_cols = sql.SQL(", ").join(map(sql.Identifier, REJECTED_COLUMNS))
+                # Name the columns: a stage table has no DEFAULT now() for rejected_at.
                 cur.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
                     self.target.rejected_ident, rejected_cols, rejected_cols, stage_rejected))
-                cur.execute(sql.SQL("DROP TABLE {}").format(stage_rejected))
                 if mode in ("replace", "truncate_insert"):
                     state.forget_pipeline(cur, out.state, self.config.name)
-                for result in results:
-                    if not state.claim_object(cur, out.state, self.config.name, result.key, result.etag):
-                        raise WarehouseError(f"s3://{self.input.bucket}/{result.key} (ETag {result.etag}) was "
-                                             "loaded by another run meanwhile; nothing from this run was committed")
-                    state.complete_object(cur, out.state, self.config.name, result.key, result.etag,
-                                          rows=result.rows, rejected=result.rejected, nbytes=result.bytes)
-                conn.commit()
-            return results
-        except BaseException:
-            self._drop_quietly([stage, stage_rejected])
-            raise
+                self._claim_all(cur, results)
+            with conn.transaction(), conn.cursor() as cur:  # DDL apart (Hologres keeps it out of DML)
+                if mode != "replace":
+                    cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(stage))
+                cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(stage_rejected))
+
+    def _swap_in(self, stage: sql.Identifier, stage_rejected: sql.Identifier, results: list[ObjectResult]) -> None:
+        """replace where DDL and DML never share a transaction (Hologres).
+
+        The run's ledger rows go in first, pending; one DDL-only transaction swaps the new table in and
+        writes the run id into its comment; then the pending rows settle with the rejected records. If
+        the run stops between the swap and the settling, the next run reads the comment and settles.
+        """
+        out = self.config.output
+        with self.target.connect() as conn:
+            with self._together(conn) as cur:
+                state.write_pending(cur, out.state, self.config.name, self.run_id, results)
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self.target.ident))
+                cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(stage, sql.Identifier(out.table)))
+                cur.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(
+                    self.target.ident, sql.Literal(self._run_comment(self.run_id))))
+            self._settle(conn, self.run_id, swapped=True)
+
+    def _run_comment(self, run_id: str) -> str:
+        return f"loaded by pipeline {self.config.name}, replace run {run_id}"
+
+    def _settle(self, conn: psycopg.Connection, run_id: str, *, swapped: bool) -> None:
+        out = self.config.output
+        name = f"{out.table[:40]}_pl_new_{run_id}_rej"
+        stage_rejected = sql.Identifier(out.schema, name)
+        with conn.cursor() as probe:
+            probe.execute("SELECT 1 FROM information_schema.tables WHERE table_schema = %s AND table_name = %s",
+                          (out.schema, name))
+            has_rejected = probe.fetchone() is not None
+        conn.commit()
+        rejected_cols = sql.SQL(", ").join(map(sql.Identifier, REJECTED_COLUMNS))
+        with self._together(conn) as cur:
+            if swapped and has_rejected:
+                cur.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
+                    self.target.rejected_ident, rejected_cols, rejected_cols, stage_rejected))
+            state.settle_pending(cur, out.state, self.config.name, run_id, swapped=swapped)
+        if not conn.autocommit:
+            conn.commit()
+        with conn.transaction(), conn.cursor() as cur:
+            cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(stage_rejected))
+
+    def _settle_pending(self, conn: psycopg.Connection) -> None:
+        """A replace run that stopped after writing its pending ledger rows: settle it from the table comment."""
+        out = self.config.output
+        runs = state.pending_runs(conn, out.state, self.config.name)
+        if not runs:
+            return
+        row = conn.execute("SELECT obj_description(%s::regclass, 'pg_class')",
+                           (self.target.ident.as_string(conn),)).fetchone()
+        comment = row[0] if row else None
+        for run_id in runs:
+            swapped = comment == self._run_comment(run_id)
+            log.warning("%s: settling replace run %s, which stopped %s its table swap", self.config.name, run_id,
+                        "after" if swapped else "before")
+            self._settle(conn, run_id, swapped=swapped)
+
+    def _claim_all(self, cur: psycopg.Cursor, results: list[ObjectResult]) -> None:
+        out = self.config.output
+        for result in results:
+            if not state.claim_object(cur, self.dialect, out.state, self.config.name, result.key, result.etag):
+                raise WarehouseError(f"s3://{self.input.bucket}/{result.key} (ETag {result.etag}) was "
+                                     "loaded by another run meanwhile; nothing from this run was committed")
+            state.complete_object(cur, out.state, self.config.name, result.key, result.etag,
+                                  rows=result.rows, rejected=result.rejected, nbytes=result.bytes)
 
     def _drop_leftovers(self, cur: psycopg.Cursor) -> None:
         """Staging tables of an interrupted run of this table hold nothing committed: drop them."""
@@ -333,7 +541,10 @@ class BatchLoad:
         self.emit(f"loaded s3://{self.input.bucket}/{result.key}: {result.rows:,} rows, "
                   f"{result.rejected:,} rejected, {_mb(result.bytes)} in {result.seconds:.2f} s")
 
-    # ----------------------------------------------------------------- one object
+    def _source(self, obj) -> str:
+        return f"s3://{self.input.bucket}/{obj.key}"
+
+    # ----------------------------------------------------------------- one object's rows
 
     def _fast_path_possible(self) -> bool:
         from pipeline.formats.types import postgres_parses_natively
@@ -351,17 +562,21 @@ class BatchLoad:
             and all(postgres_parses_natively(c) for c in p.columns)
         )
 
-    def _copy_object(self, cur: psycopg.Cursor, obj, table: sql.Identifier, rejected: sql.Identifier,
-                     progress: Progress) -> ObjectResult:
-        if self.fast_path:
+    def _write_object(self, cur: psycopg.Cursor, obj, table: sql.Identifier, rejected: sql.Identifier,
+                      progress: Progress, path: str, refused: dict[int, RecordError], files: list[str] | None, *,
+                      upsert: list[sql.Composable] | None = None, deferred: list[RecordError] | None = None,
+                      sequence: bool = False) -> ObjectResult:
+        """The object's rows into ``table`` in the caller's transaction; a refused fast path raises FastPathRefused."""
+        if path == "fast":
+            if not self.dialect.capabilities.copy_from_stdin:
+                return self._copy_from_s3(cur, obj, table, progress)
             try:
-                with cur.connection.transaction():
-                    rows, nbytes = self._copy_fast(cur, obj, table, progress)
-                return ObjectResult(obj.key, obj.etag, rows=rows, parsed=rows, bytes=nbytes)
+                rows, nbytes = self._copy_fast(cur, obj, table, progress, upsert or ())
             except (psycopg.errors.DataError, psycopg.errors.IntegrityError, UnicodeError, ValueError) as error:
-                log.info("s3://%s/%s: the server refused the fast path (%s); reading it with row checks",
-                         self.input.bucket, obj.key, _first_line(error))
-        return self._copy_checked(cur, obj, table, rejected, progress)
+                raise FastPathRefused(_first_line(error)) from None
+            return ObjectResult(obj.key, obj.etag, rows=rows, parsed=rows, bytes=nbytes)
+        return self._copy_checked(cur, obj, table, rejected, progress, refused, files, upsert=upsert or (),
+                                  deferred=deferred, sequence=sequence)
 
     def _object_bytes(self, obj, progress: Progress) -> Iterator[bytes]:
         from pipeline.formats.decode import decompress
@@ -373,7 +588,7 @@ class BatchLoad:
                 progress.read(len(chunk))
                 yield chunk
 
-        source = f"s3://{self.input.bucket}/{obj.key}"
+        source = self._source(obj)
 
         def decompressed() -> Iterator[bytes]:
             try:
@@ -383,43 +598,125 @@ class BatchLoad:
 
         return decompressed()
 
-    def _copy_fast(self, cur: psycopg.Cursor, obj, table: sql.Identifier, progress: Progress) -> tuple[int, int]:
+    def _copy_fast(self, cur: psycopg.Cursor, obj, table: sql.Identifier, progress: Progress,
+                   extra: Sequence[sql.Composable]) -> tuple[int, int]:
         from pipeline.formats.decode import split_header, to_utf8
 
         p = self.parser
         _, body = split_header(to_utf8(self._object_bytes(obj, progress), p.charset), p.skip_header_lines)
         body = _refuse_end_of_data_marker(body)
         statement = copy_csv_statement(table, self.target.column_names, delimiter=p.delimiter,
-                                       quote=p.quote or '"', escape=p.escape, null_string=p.null_string)
+                                       quote=p.quote or '"', escape=p.escape, null_string=p.null_string,
+                                       extra_options=extra)
         return copy_bytes(cur, statement, body)
 
+    # ----------------------------------------------------------------- Redshift: COPY FROM S3
+
+    def _staging(self):
+        out = self.config.output
+        if out.s3_staging is None or not out.iam_role:
+            raise WarehouseError(f"{self.config.name}: {self.dialect.label} loads from S3 only (COPY FROM S3): set "
+                                 "out.s3_staging.bucket (for manifests and checked rows) and out.iam_role (the role "
+                                 "its COPY assumes)")
+        return out.s3_staging
+
+    @contextlib.contextmanager
+    def _staged_files(self) -> Iterator[list[str]]:
+        """The S3 files an attempt stages; deleted when its transaction has ended, committed or not."""
+        files: list[str] = []
+        try:
+            yield files
+        finally:
+            if files:
+                staging.delete(self.s3, files)
+
+    @contextlib.contextmanager
+    def _named_refusals(self, conn: psycopg.Connection) -> Iterator[None]:
+        """A refused staged part, after its transaction rolled back: which row, from the target's load errors."""
+        try:
+            yield
+        except _StagedRefusal as refusal:
+            errors = self.dialect.load_errors(conn)
+            conn.rollback()
+            first = errors[0] if errors else None
+            line = first.get("line_number") if first else None
+            if first and isinstance(line, int) and 0 < line <= len(refusal.line_numbers):
+                raise RowRefused(RecordError(
+                    refusal.source, refusal.line_numbers[line - 1],
+                    f"the warehouse refused the row: {first.get('error_message')}",
+                    column=first.get("column_name") or None)) from None
+            raise WarehouseError(f"{refusal.source}: the warehouse refused a staged part of it ({refusal})") from None
+
+    def _redshift_format(self, obj):
+        """How Redshift's COPY must read the object itself, or None where it would read it otherwise."""
+        from pipeline.sources.s3 import read_sample
+        from pipeline.warehouse.dialects.redshift import CopyFormat
+
+        p = self.parser
+        if p.charset.replace("-", "").upper() not in ("UTF8",) or len(p.delimiter) != 1 or p.newline != "LF" \
+                or (p.quote or '"') != (p.escape or p.quote or '"'):
+            return None
+        head, _ = read_sample(self.s3, obj, 4) if obj.size else (b"", True)
+        compression = "GZIP" if head.startswith(b"\x1f\x8b") else "BZIP2" if head.startswith(b"BZh") else None
+        if head.startswith(b"\xef\xbb\xbf"):
+            return None  # a BOM would be part of the first field
+        return CopyFormat(csv=True, delimiter=p.delimiter, quote=p.quote or '"', null_as=p.null_string or "",
+                          ignore_header=p.skip_header_lines, compression=compression)
+
+    def _copy_from_s3(self, cur: psycopg.Cursor, obj, table: sql.Identifier, progress: Progress) -> ObjectResult:
+        """The source object itself, through a one-entry manifest (a FROM path alone is a key prefix)."""
+        from pipeline.warehouse.dialects.redshift import Redshift
+
+        fmt = self._redshift_format(obj)
+        if fmt is None:
+            raise FastPathRefused("Redshift's COPY would not read this object's format as Embulk does")
+        staging_config = self._staging()
+        manifest = staging.put(self.s3, staging_config, f"{self.config.name}/{self.run_id}/{uuid.uuid4().hex}.manifest",
+                               Redshift.manifest([self._source(obj)]))
+        try:
+            cur.execute(self.dialect.copy_from_s3(table, self.target.column_names, manifest,
+                                                  self.config.output.iam_role, fmt, manifest=True))
+        except psycopg.errors.InternalError as error:
+            raise FastPathRefused(_first_line(error)) from None
+        finally:
+            staging.delete(self.s3, [manifest])
+        rows = self.dialect.last_copy_count(cur)
+        progress.read(obj.size)
+        return ObjectResult(obj.key, obj.etag, rows=rows, parsed=rows, bytes=obj.size)
+
+    # ----------------------------------------------------------------- the checked path
+
     def _copy_checked(self, cur: psycopg.Cursor, obj, table: sql.Identifier, rejected_table: sql.Identifier,
-                      progress: Progress) -> ObjectResult:
-        """Parse and validate every record ourselves; good rows by COPY, bad ones rejected or fatal."""
+                      progress: Progress, refused: dict[int, RecordError], files: list[str] | None, *,
+                      upsert: Sequence[sql.Composable] = (), deferred: list[RecordError] | None = None,
+                      sequence: bool = False) -> ObjectResult:
+        """Parse and validate every record ourselves; good rows to the table, bad ones rejected or fatal.
+
+        Rows the warehouse refused in an earlier attempt (``refused``, by line) are rejected here. With
+        ``sequence`` each row carries its line number, the staged order a merge keeps.
+        """
         from pipeline.filters import projector, s3_identity
         from pipeline.formats.csv import read_records
         from pipeline.formats.types import normalizer
 
         p = self.parser
-        source = f"s3://{self.input.bucket}/{obj.key}"
+        source = self._source(obj)
         result = ObjectResult(obj.key, obj.etag, path="checked")
-        statement = copy_text_statement(table, self.target.column_names)
         columns = p.columns
         column_names = [c.name for c in columns]
         converters = [normalizer(c) for c in columns]
+        names = self.target.column_names + ([SEQUENCE_COLUMN] if sequence else [])
+        write = self._row_writer(cur, table, names, source, upsert, files)
         lines: list[str] = []
         line_numbers = array("q")
         size = 0
         rejects: list[RecordError] = []
         raw_bytes = 0
+        limit = CHUNK_LINES_BYTES if self.dialect.capabilities.copy_from_stdin else STAGED_PART_BYTES
 
         def flush_rows() -> None:
             nonlocal size
-            try:
-                with cur.connection.transaction():
-                    result.rows += copy_lines(cur, statement, lines)
-            except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as error:
-                raise _locate(error, source, line_numbers) from None
+            result.rows += write(lines, line_numbers)
             lines.clear()
             del line_numbers[:]
             size = 0
@@ -427,8 +724,11 @@ class BatchLoad:
         def reject(error: RecordError) -> None:
             if p.stop_on_invalid_record:
                 raise error
-            rejects.append(error)
             result.rejected += 1
+            if deferred is not None:
+                deferred.append(error)
+                return
+            rejects.append(error)
             if len(rejects) >= REJECT_BATCH:
                 self.target.write_rejects(cur, rejects, rejected_table)
                 rejects.clear()
@@ -445,6 +745,10 @@ class BatchLoad:
             if isinstance(item, RecordError):
                 reject(item)
                 continue
+            if item.line in refused:
+                result.rejected += 1
+                (deferred if deferred is not None else rejects).append(refused[item.line])
+                continue
             values: list[str | None] = []
             bad = None
             for column, convert, value in zip(columns, converters, item.values, strict=True):
@@ -459,6 +763,8 @@ class BatchLoad:
             if project is not None:
                 values = project(dict(zip(column_names, values, strict=True)),
                                  s3_identity(source, obj.etag, item.line))
+            if sequence:
+                values.append(str(item.line))
             line = text_line(values)
             if "\x00" in line:
                 reject(RecordError(source, item.line, "NUL byte in the record", raw=item.raw))
@@ -466,12 +772,60 @@ class BatchLoad:
             lines.append(line)
             line_numbers.append(item.line)
             size += len(line)
-            if size >= CHUNK_LINES_BYTES:
+            if size >= limit:
                 flush_rows()
         flush_rows()
         self.target.write_rejects(cur, rejects, rejected_table)
         result.bytes = raw_bytes
         return result
+
+    def _row_writer(self, cur: psycopg.Cursor, table: sql.Identifier, names: list[str], source: str,
+                    upsert: Sequence[sql.Composable], files: list[str] | None
+                    ) -> Callable[[list[str], array], int]:
+        """How checked rows reach ``table``: COPY FROM STDIN, or staged to S3 and COPY FROM S3.
+
+        A row the warehouse refuses raises RowRefused naming its line (and column, where it says).
+        """
+        if self.dialect.capabilities.copy_from_stdin:
+            statement = copy_text_statement(table, names, upsert)
+
+            def copy_stdin(lines: list[str], line_numbers: array) -> int:
+                try:
+                    return copy_lines(cur, statement, lines)
+                except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as error:
+                    raise RowRefused(_locate(error, source, line_numbers)) from None
+
+            return copy_stdin
+        staging_config = self._staging()
+        parts = 0
+
+        def copy_staged(lines: list[str], line_numbers: array) -> int:
+            nonlocal parts
+            if not lines:
+                return 0
+            parts += 1
+            uri = staging.put(self.s3, staging_config,
+                              f"{self.config.name}/{self.run_id}/{uuid.uuid4().hex}-{parts:06d}.csv.gz",
+                              staging.staged_csv(lines))
+            if files is not None:
+                files.append(uri)
+            try:
+                cur.execute(self.dialect.copy_from_s3(table, names, uri, self.config.output.iam_role,
+                                                      staging.STAGED_FORMAT))
+            except psycopg.errors.InternalError as error:
+                raise _StagedRefusal(error, array("q", line_numbers), source) from None
+            return self.dialect.last_copy_count(cur)
+
+        return copy_staged
+
+
+class _StagedRefusal(Exception):
+    """Redshift refused a staged part; its rows in sys_load_error_detail can be read after the rollback."""
+
+    def __init__(self, error: psycopg.Error, line_numbers: array, source: str):
+        super().__init__(_first_line(error))
+        self.line_numbers = line_numbers
+        self.source = source
 
 
 _END_OF_DATA = re.compile(rb"(?:\A|[\r\n])\\\.(?:\r|\n|\Z)")
@@ -498,10 +852,8 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def _locate(error: psycopg.Error, source: str, line_numbers: array) -> PipelineError:
+def _locate(error: psycopg.Error, source: str, line_numbers: array) -> RecordError:
     """Turn a COPY error's row number into the object's line number."""
-    import re
-
     context = getattr(error.diag, "context", None) or ""
     match = re.search(r"line (\d+)", context)
     line = None

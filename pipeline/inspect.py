@@ -190,7 +190,7 @@ def _read_checkpoints(config: PipelineConfig, conn: psycopg.Connection | None, r
     out = config.output
     try:
         own = conn is None
-        conn = conn or connect(out.conninfo, flavor=out.type, autocommit=True)
+        conn = conn or connect(out.conninfo, dialect=out.type, autocommit=True)
     except PipelineError as error:
         result.notes.append(f"checkpoints not read ({error}); showing records from in.starting_position")
         return {}
@@ -396,22 +396,26 @@ def connect_warehouse(config: PipelineConfig, *, connect_timeout: int | None = N
     if connect_timeout is not None and "connect_timeout" not in conninfo_to_dict(conninfo):
         conninfo = make_conninfo(conninfo, connect_timeout=connect_timeout)
     try:
-        conn = connect(conninfo, flavor=out.type, autocommit=True)
+        conn = connect(conninfo, dialect=out.type, autocommit=True)
     except PipelineError as error:
         return CheckResult(name, False, str(error).removeprefix(f"cannot connect to {where}: ")), None
     return CheckResult(name, True, "answers"), conn
 
 
 def _check_warehouse(config: PipelineConfig) -> list[CheckResult]:
-    from pipeline.warehouse.connection import server_of
+    from pipeline.warehouse.connection import describe_target
+    from pipeline.warehouse.dialects import detect
 
     connected, conn = connect_warehouse(config)
     if conn is None:
         return [connected]
     out, name = config.output, connected.name
     with conn:
-        server = server_of(conn)
-        results = [_tls(conn, server.flavor, out, name)]
+        try:
+            dialect = detect(conn, out.type, describe_target(out.conninfo))
+        except PipelineError as error:
+            return [CheckResult(name, False, str(error))]
+        results = [_tls(conn, dialect.describe(), out, name), *_check_strategies(config, dialect)]
         columns = _target_columns(config)
         with conn.cursor() as cur:
             results.extend(_check_target(cur, config, columns))
@@ -419,13 +423,38 @@ def _check_warehouse(config: PipelineConfig) -> list[CheckResult]:
     return results
 
 
-def _tls(conn: psycopg.Connection, flavor: str, out: Any, name: str) -> CheckResult:
+def _check_strategies(config: PipelineConfig, dialect: Any) -> list[CheckResult]:
+    """How the configured mode commits exactly once on this server (and the others, for comparison)."""
+    from pipeline.config import MODES
+
+    stream = config.is_stream
+    chosen = dialect.strategy(config.output.mode, stream=stream)
+    name = f"mode {config.output.mode} on {dialect.describe()}"
+    results = [CheckResult(name, True, f"exact: {chosen.name}: {chosen.description}") if chosen.exact
+               else CheckResult(name, False, f"cannot be exact on this server: {chosen.fix}")]
+    if not stream:
+        others = [dialect.strategy(mode) for mode in MODES if mode != config.output.mode]
+        exact = ", ".join(f"{s.mode} ({s.name})" for s in others if s.exact)
+        inexact = ", ".join(s.mode for s in others if not s.exact)
+        results.append(CheckResult("other modes on this server", True,
+                                   f"exact: {exact}" + (f"; not available: {inexact}" if inexact else "")))
+    if not dialect.capabilities.copy_from_stdin:
+        missing = [key for key, value in (("out.s3_staging", config.output.s3_staging),
+                                          ("out.iam_role", config.output.iam_role)) if not value]
+        results.append(CheckResult(f"{dialect.label} loads through S3", not missing,
+                                   "out.s3_staging and out.iam_role are set" if not missing else
+                                   f"set {' and '.join(missing)}: {dialect.label} has no COPY FROM STDIN, rows "
+                                   "arrive by COPY FROM S3"))
+    return results
+
+
+def _tls(conn: psycopg.Connection, server: str, out: Any, name: str) -> CheckResult:
     in_use = bool(conn.pgconn.ssl_in_use)
-    if flavor == "postgresql":
+    if server.startswith("PostgreSQL"):
         row = conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()
         in_use = bool(row and row[0])
     host = conn.info.host or ""
-    label = f"{flavor} server, TLS {'in use' if in_use else 'not in use'}"
+    label = f"{server} server, TLS {'in use' if in_use else 'not in use'}"
     if in_use or out.allow_insecure or _is_local(host):
         return CheckResult(name, True, label)
     return CheckResult(name, False, f"{label}: the connection to {host} is not encrypted; add sslmode=require to "

@@ -5,22 +5,21 @@ filters the records, and commits the rows, the rejected records and the new chec
 transaction. A crash before the commit leaves the checkpoints where they were, so the same
 records are read again and, with deterministic UUIDs, become the same rows.
 
-On plain PostgreSQL (the Redshift stand-in) rows go in by ``COPY FROM STDIN``. Real Redshift has
-no COPY FROM STDIN: the batch is staged to S3 as gzip CSV (SSE-KMS when configured) and loaded
-with ``COPY ... FROM 's3://...' IAM_ROLE ...`` in the same transaction as the checkpoints.
+Where the target has COPY FROM STDIN (PostgreSQL, Hologres) rows go in that way; on Hologres the batch
+is a multi-DML transaction. Redshift has no COPY FROM STDIN: the batch is staged to S3 as gzip CSV
+(SSE-KMS when configured) and loaded with ``COPY ... FROM 's3://...' IAM_ROLE ...`` in the transaction
+that moves the checkpoints; the staged file is deleted once the transaction has ended.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import gzip
 import hashlib
-import io
 import logging
 import threading
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -28,10 +27,10 @@ from typing import TYPE_CHECKING
 import psycopg
 from psycopg import sql
 
-from pipeline.config import KinesisInputConfig, PipelineConfig, S3StagingConfig
-from pipeline.errors import PipelineError, RecordError, SourceError, WarehouseError
+from pipeline.config import KinesisInputConfig, PipelineConfig
+from pipeline.errors import PipelineError, RecordError, WarehouseError
 from pipeline.progress import Display, Progress
-from pipeline.warehouse import state
+from pipeline.warehouse import staging, state
 from pipeline.warehouse.copy import copy_lines, copy_text_statement, text_line
 from pipeline.warehouse.target import Target
 
@@ -43,6 +42,7 @@ log = logging.getLogger(__name__)
 FLUSH_BYTES = 4 << 20  # rows go to COPY in pieces of about this size within the batch's transaction
 READ_AHEAD_PAGES = 2  # per shard: GetRecords pages read ahead while records are parsed
 RUN_BATCH_SECONDS = 30.0  # a run's batch ends by then even if records keep arriving, so the run ends
+SEQUENCE_COLUMN = "pl_seq"  # a merge stage's row order: of two records with one key, the later wins
 
 
 @dataclass
@@ -218,9 +218,16 @@ class StreamLoad:
             autocommit = conn.autocommit
             conn.autocommit = True
             try:
-                self.target.prepare(conn)
+                dialect = self.target.prepare(conn)
             finally:
                 conn.autocommit = autocommit
+            strategy = dialect.strategy(self.config.output.mode, stream=True)
+            if not strategy.exact:
+                raise WarehouseError(f"{self.config.name}: {strategy.fix}")
+            if not dialect.capabilities.copy_from_stdin and (
+                    self.config.output.s3_staging is None or not self.config.output.iam_role):
+                raise WarehouseError(f"{self.config.name}: {dialect.label} loads from S3 only: set "
+                                     "out.s3_staging.bucket and out.iam_role")
             self._prepared = True
 
     def batch(self, conn: psycopg.Connection, *, deadline: float | None = None,
@@ -398,25 +405,32 @@ class StreamLoad:
     def _commit(self, conn: psycopg.Connection, lines: list[str], rejects: list[RecordError],
                 moved: dict[str, str], before: dict[str, str], result: BatchResult) -> None:
         out = self.config.output
+        dialect = self.target.dialect
+        staged: list[str] = []
         try:
-            with conn.transaction(), conn.cursor() as cur:
+            with dialect.atomic(conn) as cur:
                 if lines:
                     merge = out.mode == "merge"
                     into = sql.Identifier(f"pl_stage_{self.config.name}"[:60]) if merge else self.target.ident
+                    names = [c.name for c in self.columns]
                     if merge:
-                        cur.execute(stage_table(self.target.dialect, into, self.target.ident,
-                                                self.target.column_names))
-                    if self.target.dialect == "redshift":
-                        self._copy_from_s3(cur, lines, moved, into)
-                    else:
-                        self._copy_stdin(cur, lines, into)
-                    if merge:
-                        for statement in merge_statements(self.target.dialect, self.target.ident, into,
-                                                          self.target.column_names, self._merge_keys(conn)):
+                        for statement in dialect.merge_stage(into, self.target.ident, names, SEQUENCE_COLUMN):
                             cur.execute(statement)
+                        if not dialect.fills_merge_sequence:
+                            lines = [f"{line[:-1]}\t{index}\n" for index, line in enumerate(lines)]
+                            names = [*names, SEQUENCE_COLUMN]
+                    if dialect.capabilities.copy_from_stdin:
+                        self._copy_stdin(cur, lines, into, names)
+                    else:
+                        staged.append(self._copy_from_s3(cur, lines, moved, into, names))
+                    if merge:
+                        for statement in dialect.merge_from_stage(self.target.ident, into, self.target.column_names,
+                                                                  self._merge_keys(conn), SEQUENCE_COLUMN):
+                            cur.execute(statement)
+                        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(into))
                 self.target.write_rejects(cur, rejects)
                 counts = {shard: result.shards.get(shard, 0) for shard in moved}
-                state.write_checkpoints(cur, out.state, self.config.name, self.input.stream, moved, counts,
+                state.write_checkpoints(cur, dialect, out.state, self.config.name, self.input.stream, moved, counts,
                                         expected={shard: before.get(shard) for shard in moved})
         except state.CheckpointMoved as error:
             raise PipelineError(f"{self.config.name}: {error}; this batch was not committed, "
@@ -427,14 +441,17 @@ class StreamLoad:
         except psycopg.OperationalError as error:
             raise WarehouseError(f"{self.config.name}: the warehouse connection failed during the commit "
                                  f"({str(error).strip()}); nothing of this batch was committed") from None
+        finally:
+            if staged:
+                staging.delete(self.s3, staged)
 
     def _merge_keys(self, conn: psycopg.Connection) -> list[str]:
         if self._keys is None:
             self._keys = self.target.merge_keys(conn)
         return self._keys
 
-    def _copy_stdin(self, cur: psycopg.Cursor, lines: list[str], into: sql.Composable) -> None:
-        statement = copy_text_statement(into, [c.name for c in self.columns])
+    def _copy_stdin(self, cur: psycopg.Cursor, lines: list[str], into: sql.Composable, names: list[str]) -> None:
+        statement = copy_text_statement(into, names)
         start, size = 0, 0
         for index, line in enumerate(lines):
             size += len(line)
@@ -444,12 +461,15 @@ class StreamLoad:
         copy_lines(cur, statement, lines[start:])
 
     def _copy_from_s3(self, cur: psycopg.Cursor, lines: list[str], moved: dict[str, str],
-                      into: sql.Composable) -> None:
-        staging = self.config.output.s3_staging
-        if staging is None or not self.config.output.iam_role:
-            raise WarehouseError("Redshift loads through S3: set out.s3_staging.bucket and out.iam_role")
-        uri = stage_batch(self.s3, staging, self.config.name, lines, moved)
-        cur.execute(redshift_copy(into, [c.name for c in self.columns], uri, self.config.output.iam_role))
+                      into: sql.Composable, names: list[str]) -> str:
+        """Stage the batch (the same checkpoints always stage to the same key) and COPY it; its URI."""
+        staging_config = self.config.output.s3_staging
+        assert staging_config is not None
+        digest = hashlib.sha1(repr(sorted(moved.items())).encode(), usedforsecurity=False).hexdigest()[:20]
+        uri = staging.put(self.s3, staging_config, f"{self.config.name}/{digest}.csv.gz", staging.staged_csv(lines))
+        cur.execute(self.target.dialect.copy_from_s3(into, names, uri, self.config.output.iam_role,
+                                                     staging.STAGED_FORMAT))
+        return uri
 
 
 _UNLIMITED = 1 << 62
@@ -513,82 +533,6 @@ class _Budget:
                 caught_up and self.caught_up_deadline is not None and now >= self.caught_up_deadline):
             self.spent = self.window_closed = True
         return self.spent
-
-
-def stage_table(dialect: str, stage: sql.Composable, target: sql.Composable, columns: Sequence[str]) -> sql.Composed:
-    """A session-private table shaped like the target's columns, gone at the end of the transaction."""
-    if dialect == "redshift":
-        # Redshift has neither ON COMMIT DROP nor CTAS WITH NO DATA; merge_statements drops it.
-        return sql.SQL("CREATE TEMP TABLE {} (LIKE {})").format(stage, target)
-    return sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
-        stage, sql.SQL(", ").join(map(sql.Identifier, columns)), target)
-
-
-def merge_statements(dialect: str, target: sql.Composable, stage: sql.Composable, columns: Sequence[str],
-                     keys: Sequence[str]) -> list[sql.Composed]:
-    """Upsert a batch from its stage into the target on ``keys`` (mode merge: a replay updates, never adds).
-
-    PostgreSQL and Hologres take INSERT ... ON CONFLICT; Redshift has no such clause, so the batch's keys
-    are deleted from the target and the batch inserted, in the same transaction.
-    """
-    cols = sql.SQL(", ").join(map(sql.Identifier, columns))
-    if dialect == "redshift":
-        match = sql.SQL(" AND ").join(sql.SQL("{t}.{k} = {s}.{k}").format(t=target, s=stage, k=sql.Identifier(k))
-                                      for k in keys)
-        return [sql.SQL("DELETE FROM {} USING {} WHERE {}").format(target, stage, match),
-                sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(target, cols, cols, stage),
-                sql.SQL("DROP TABLE {}").format(stage)]
-    others = [c for c in columns if c not in keys]
-    action = (sql.SQL("DO UPDATE SET ") + sql.SQL(", ").join(
-        sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in others)) if others else sql.SQL("DO NOTHING")
-    return [sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT ({}) {}").format(
-        target, cols, cols, stage, sql.SQL(", ").join(map(sql.Identifier, keys)), action)]
-
-
-# --------------------------------------------------------------------------- Redshift staging
-
-
-def staged_key(staging: S3StagingConfig, pipeline: str, moved: dict[str, str]) -> str:
-    """The same batch (same checkpoints) always stages to the same key, so a retry overwrites it."""
-    digest = hashlib.sha1(repr(sorted(moved.items())).encode(), usedforsecurity=False).hexdigest()[:20]
-    return f"{staging.prefix}{pipeline}/{digest}.csv.gz"
-
-
-def staged_csv(lines: Sequence[str]) -> bytes:
-    """COPY text lines as gzip CSV for Redshift: every value quoted, NULL as an unquoted \\N."""
-    buffer = io.BytesIO()
-    with gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=5) as out:
-        for line in lines:
-            fields = line.rstrip("\n").split("\t")
-            out.write((",".join(_csv_field(f) for f in fields) + "\n").encode("utf-8"))
-    return buffer.getvalue()
-
-
-def _csv_field(text_value: str) -> str:
-    if text_value == "\\N":
-        return "\\N"
-    value = (text_value.replace("\\t", "\t").replace("\\n", "\n").replace("\\r", "\r")
-             .replace("\\\\", "\\"))
-    return '"' + value.replace('"', '""') + '"'
-
-
-def stage_batch(s3, staging: S3StagingConfig, pipeline: str, lines: Sequence[str], moved: dict[str, str]) -> str:
-    key = staged_key(staging, pipeline, moved)
-    extra = {}
-    if staging.sse_kms_key_id:
-        extra = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": staging.sse_kms_key_id}
-    try:
-        s3.put_object(Bucket=staging.bucket, Key=key, Body=staged_csv(lines), **extra)
-    except Exception as error:  # botocore ClientError and connection errors alike
-        raise SourceError(f"cannot stage the batch to s3://{staging.bucket}/{key}: {error}") from None
-    return f"s3://{staging.bucket}/{key}"
-
-
-def redshift_copy(table: sql.Composable, columns: Sequence[str], uri: str, iam_role: str) -> sql.Composed:
-    return sql.SQL(
-        "COPY {} ({}) FROM {} IAM_ROLE {} FORMAT AS CSV GZIP NULL AS '\\\\N' TIMEFORMAT 'auto' "
-        "ACCEPTINVCHARS COMPUPDATE OFF STATUPDATE OFF"
-    ).format(table, sql.SQL(", ").join(map(sql.Identifier, columns)), sql.Literal(uri), sql.Literal(iam_role))
 
 
 def _parse_time(text: str) -> datetime:

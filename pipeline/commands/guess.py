@@ -77,4 +77,4 @@ def create_table_sql(config) -> str:
         from pipeline.batch import BatchLoad
 
         target = BatchLoad(config).target
-    return render(target.create_statements(config.output.type))
+    return render(target.create_statements())

@@ -115,4 +115,4 @@ class WarehouseResource(dg.ConfigurableResource):
         """
         from pipeline.warehouse.connection import connect
 
-        return connect(output.conninfo, flavor=output.type, autocommit=True)
+        return connect(output.conninfo, dialect=output.type, autocommit=True)

@@ -1,11 +1,10 @@
-"""Connections to PostgreSQL-protocol warehouses, and what kind of server answered."""
+"""Connections to PostgreSQL-protocol warehouses, with errors a user can act on."""
 
 from __future__ import annotations
 
 import logging
 import re
-import threading
-from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -13,32 +12,6 @@ from psycopg.conninfo import conninfo_to_dict
 from pipeline.errors import WarehouseError
 
 log = logging.getLogger(__name__)
-
-_FLAVORS_LOGGED: set[tuple[str, str]] = set()
-_FLAVORS_LOCK = threading.Lock()
-
-
-@dataclass(frozen=True)
-class Server:
-    """What answered: ``flavor`` is postgresql, hologres or redshift; ``version`` is version()."""
-
-    flavor: str
-    version: str
-
-    def effective(self, wanted: str) -> str:
-        """The SQL dialect to use for an output of type ``wanted`` on this server.
-
-        Hologres or Redshift-only SQL is used only when that server really answers; against plain
-        PostgreSQL (the embedded stack) the PostgreSQL equivalent is used, said once in the log.
-        """
-        if wanted == self.flavor or wanted == "postgresql":
-            return self.flavor if wanted == self.flavor else "postgresql"
-        with _FLAVORS_LOCK:
-            if (wanted, self.flavor) not in _FLAVORS_LOGGED:
-                _FLAVORS_LOGGED.add((wanted, self.flavor))
-                log.info("out.type is %s but the server is %s: using %s SQL (no %s-only statements)",
-                         wanted, self.flavor, self.flavor, wanted)
-        return self.flavor
 
 
 def describe_target(conninfo: str) -> str:
@@ -51,13 +24,17 @@ def describe_target(conninfo: str) -> str:
            f"{params.get('dbname', '?')}"
 
 
-def connect(conninfo: str, *, flavor: str = "postgresql", autocommit: bool = False) -> psycopg.Connection:
-    """Open a connection, turning failures into a message a user can act on."""
-    kwargs: dict = {"autocommit": autocommit}
-    if flavor == "redshift":
-        # Redshift speaks an old protocol: no server-side prepared statements, UTF8 only.
-        kwargs["prepare_threshold"] = None
-        kwargs["client_encoding"] = "UTF8"
+def connect(conninfo: str, *, options: dict[str, Any] | None = None, dialect: str | None = None,
+            autocommit: bool = False) -> psycopg.Connection:
+    """Open a connection, turning failures into a message a user can act on.
+
+    ``options`` are the dialect's connection options (or name the ``dialect`` to take its own).
+    """
+    if options is None and dialect is not None:
+        from pipeline.warehouse.dialects import dialect_for
+
+        options = dialect_for(dialect).connect_options()
+    kwargs: dict = {"autocommit": autocommit, **(options or {})}
     try:
         conn = psycopg.connect(conninfo, **kwargs)
     except psycopg.OperationalError as error:
@@ -90,17 +67,3 @@ def diagnose(error: BaseException) -> str:
     if "does not exist" in full:
         return text
     return text
-
-
-def server_of(conn: psycopg.Connection) -> Server:
-    with conn.cursor() as cur:
-        cur.execute("SELECT version()")
-        row = cur.fetchone()
-    version = row[0] if row else ""
-    if "Hologres" in version:
-        flavor = "hologres"
-    elif "Redshift" in version:
-        flavor = "redshift"
-    else:
-        flavor = "postgresql"
-    return Server(flavor=flavor, version=version)

@@ -23,6 +23,7 @@ def copy_csv_statement(
     quote: str,
     escape: str | None,
     null_string: str | None,
+    extra_options: Sequence[sql.Composable] = (),
 ) -> sql.Composed:
     options = [
         sql.SQL("FORMAT csv"),
@@ -31,13 +32,18 @@ def copy_csv_statement(
         sql.SQL("ESCAPE {}").format(sql.Literal(escape or quote)),
         sql.SQL("NULL {}").format(sql.Literal(null_string or "")),
         sql.SQL("ENCODING 'UTF8'"),
+        *extra_options,
     ]
     return sql.SQL("COPY {} ({}) FROM STDIN ({})").format(
         table, sql.SQL(", ").join(map(sql.Identifier, columns)), sql.SQL(", ").join(options))
 
 
-def copy_text_statement(table: sql.Composable, columns: Sequence[str]) -> sql.Composed:
-    return sql.SQL("COPY {} ({}) FROM STDIN").format(table, sql.SQL(", ").join(map(sql.Identifier, columns)))
+def copy_text_statement(table: sql.Composable, columns: Sequence[str],
+                        extra_options: Sequence[sql.Composable] = ()) -> sql.Composed:
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(table, sql.SQL(", ").join(map(sql.Identifier, columns)))
+    if extra_options:
+        statement += sql.SQL(" ({})").format(sql.SQL(", ").join([sql.SQL("FORMAT text"), *extra_options]))
+    return statement
 
 
 def copy_bytes(cur: psycopg.Cursor, statement: sql.Composable, chunks: Iterable[bytes]) -> tuple[int, int]:

@@ -73,11 +73,12 @@ def table_row_count(conn: psycopg.Connection, out: OutputConfig) -> int:
 
 
 def ledger_row_total(conn: psycopg.Connection, out: OutputConfig, pipeline: str) -> int:
-    from pipeline.warehouse.ddl import LEDGER_TABLE
+    from pipeline.warehouse.dialects import LEDGER_TABLE
 
     with conn.cursor() as cur:
         try:
-            cur.execute(sql.SQL("SELECT coalesce(sum(rows), 0) FROM {} WHERE pipeline = %s").format(
+            cur.execute(sql.SQL("SELECT coalesce(sum(rows), 0) FROM {} "
+                                "WHERE pipeline = %s AND pending_run IS NULL").format(
                 sql.Identifier(out.state, LEDGER_TABLE)), (pipeline,))
         except psycopg.errors.UndefinedTable:
             return 0

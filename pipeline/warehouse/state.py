@@ -11,25 +11,33 @@ from collections.abc import Mapping, Sequence
 import psycopg
 from psycopg import sql
 
-from pipeline.warehouse import ddl
+from pipeline.warehouse.dialects import CHECKPOINT_TABLE, LEDGER_TABLE, Dialect
 
 
-def ensure_state_tables(conn: psycopg.Connection, schema: str, dialect: str) -> None:
+def ensure_state_tables(conn: psycopg.Connection, schema: str, dialect: Dialect) -> None:
+    """The ledger and checkpoint tables, in a DDL transaction of their own."""
     with conn.transaction(), conn.cursor() as cur:
-        cur.execute(ddl.create_schema(schema))
-        cur.execute(ddl.ledger_table(schema, dialect))
-        cur.execute(ddl.checkpoint_table(schema, dialect))
+        cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        cur.execute(dialect.ledger_table(schema))
+        cur.execute(dialect.checkpoint_table(schema))
+        # A ledger from before replace runs could be pending gets the column (no ADD COLUMN IF NOT EXISTS on Redshift).
+        cur.execute("SELECT 1 FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
+                    "AND column_name = 'pending_run'", (schema, LEDGER_TABLE))
+        if cur.fetchone() is None:
+            cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN pending_run {}").format(
+                _ledger(schema), sql.SQL(dialect.text)))
 
 
 def _ledger(schema: str) -> sql.Identifier:
-    return sql.Identifier(schema, ddl.LEDGER_TABLE)
+    return sql.Identifier(schema, LEDGER_TABLE)
 
 
 def loaded_objects(conn: psycopg.Connection, schema: str, pipeline: str,
                    keys: Sequence[str] | None = None) -> dict[str, set[str]]:
     """Object key -> the ETags already loaded for it; for ``keys`` only when given (one indexed query)."""
     loaded: dict[str, set[str]] = {}
-    query = sql.SQL("SELECT object_key, etag FROM {} WHERE pipeline = %s").format(_ledger(schema))
+    query = sql.SQL("SELECT object_key, etag FROM {} WHERE pipeline = %s AND pending_run IS NULL").format(
+        _ledger(schema))
     params: list = [pipeline]
     if keys is not None:
         if not keys:
@@ -47,18 +55,19 @@ def loaded_objects(conn: psycopg.Connection, schema: str, pipeline: str,
     return loaded
 
 
-def claim_object(cur: psycopg.Cursor, schema: str, pipeline: str, key: str, etag: str) -> bool:
-    """Insert the ledger row first, inside the load's transaction.
+def claim_object(cur: psycopg.Cursor, dialect: Dialect, schema: str, pipeline: str, key: str, etag: str) -> bool:
+    """Insert the ledger row first, inside the load's transaction (the dialect's way).
 
-    A concurrent run loading the same object waits on this row and then finds it taken, so two
-    runs never both load one object version.
+    A concurrent run loading the same object waits on this row (or on the dialect's lock) and then
+    finds it taken, so two runs never both load one object version.
     """
-    cur.execute(
-        sql.SQL("INSERT INTO {} (pipeline, object_key, etag, rows, rejected, bytes) VALUES (%s, %s, %s, 0, 0, 0) "
-                "ON CONFLICT DO NOTHING").format(_ledger(schema)),
-        (pipeline, key, etag),
-    )
-    return cur.rowcount == 1
+    return dialect.claim_object(cur, schema, pipeline, key, etag)
+
+
+def record_object(cur: psycopg.Cursor, dialect: Dialect, schema: str, pipeline: str, key: str, etag: str, *,
+                  rows: int, rejected: int, nbytes: int) -> bool:
+    """The whole ledger row of an object whose rows are already in (an idempotent load), in one statement."""
+    return dialect.record_object(cur, schema, pipeline, key, etag, rows=rows, rejected=rejected, nbytes=nbytes)
 
 
 def complete_object(cur: psycopg.Cursor, schema: str, pipeline: str, key: str, etag: str, *,
@@ -70,14 +79,45 @@ def complete_object(cur: psycopg.Cursor, schema: str, pipeline: str, key: str, e
     )
 
 
-def forget_pipeline(cur: psycopg.Cursor, schema: str, pipeline: str) -> None:
-    """Drop every ledger row of a pipeline (modes that rebuild the whole table)."""
-    cur.execute(sql.SQL("DELETE FROM {} WHERE pipeline = %s").format(_ledger(schema)), (pipeline,))
+def forget_pipeline(cur: psycopg.Cursor, schema: str, pipeline: str, *, except_run: str | None = None) -> None:
+    """Drop every ledger row of a pipeline (modes that rebuild the whole table), but a pending run's."""
+    query = sql.SQL("DELETE FROM {} WHERE pipeline = %s").format(_ledger(schema))
+    params: list = [pipeline]
+    if except_run is not None:
+        query += sql.SQL(" AND (pending_run IS NULL OR pending_run <> %s)")
+        params.append(except_run)
+    cur.execute(query, params)
+
+
+def write_pending(cur: psycopg.Cursor, schema: str, pipeline: str, run_id: str, objects: Sequence) -> None:
+    """A replace run's ledger rows, marked pending until its table swap is settled."""
+    for result in objects:
+        cur.execute(sql.SQL("INSERT INTO {} (pipeline, object_key, etag, rows, rejected, bytes, pending_run) "
+                            "VALUES (%s, %s, %s, %s, %s, %s, %s)").format(_ledger(schema)),
+                    (pipeline, result.key, result.etag, result.rows, result.rejected, result.bytes, run_id))
+
+
+def pending_runs(conn: psycopg.Connection, schema: str, pipeline: str) -> list[str]:
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("SELECT DISTINCT pending_run FROM {} WHERE pipeline = %s AND pending_run IS NOT NULL")
+                    .format(_ledger(schema)), (pipeline,))
+        return [row[0] for row in cur.fetchall()]
+
+
+def settle_pending(cur: psycopg.Cursor, schema: str, pipeline: str, run_id: str, *, swapped: bool) -> None:
+    """After a replace run: its rows become the ledger if its table was swapped in, else they go."""
+    if swapped:
+        forget_pipeline(cur, schema, pipeline, except_run=run_id)
+        cur.execute(sql.SQL("UPDATE {} SET pending_run = NULL WHERE pipeline = %s AND pending_run = %s").format(
+            _ledger(schema)), (pipeline, run_id))
+    else:
+        cur.execute(sql.SQL("DELETE FROM {} WHERE pipeline = %s AND pending_run = %s").format(_ledger(schema)),
+                    (pipeline, run_id))
 
 
 def ledger_rows(conn: psycopg.Connection, schema: str, pipeline: str, key: str | None = None) -> list[dict]:
-    query = sql.SQL("SELECT object_key, etag, rows, rejected, bytes, loaded_at FROM {} WHERE pipeline = %s").format(
-        _ledger(schema))
+    query = sql.SQL("SELECT object_key, etag, rows, rejected, bytes, loaded_at FROM {} "
+                    "WHERE pipeline = %s AND pending_run IS NULL").format(_ledger(schema))
     params: list = [pipeline]
     if key is not None:
         query += sql.SQL(" AND object_key = %s")
@@ -91,7 +131,7 @@ def ledger_rows(conn: psycopg.Connection, schema: str, pipeline: str, key: str |
 
 
 def _checkpoints(schema: str) -> sql.Identifier:
-    return sql.Identifier(schema, ddl.CHECKPOINT_TABLE)
+    return sql.Identifier(schema, CHECKPOINT_TABLE)
 
 
 def read_checkpoints(conn: psycopg.Connection, schema: str, pipeline: str, stream: str) -> dict[str, str]:
@@ -102,24 +142,23 @@ def read_checkpoints(conn: psycopg.Connection, schema: str, pipeline: str, strea
         return dict(cur.fetchall())
 
 
-def write_checkpoints(cur: psycopg.Cursor, schema: str, pipeline: str, stream: str,
+def write_checkpoints(cur: psycopg.Cursor, dialect: Dialect, schema: str, pipeline: str, stream: str,
                       positions: Mapping[str, str], counts: Mapping[str, int] | None = None,
                       *, expected: Mapping[str, str | None] | None = None) -> None:
     """Move shard checkpoints forward, in the caller's transaction (the same one as the batch).
 
     ``expected`` is where each shard's checkpoint stood when the batch was read; if another run
     moved it meanwhile, the update finds no row and the whole transaction is refused, so a batch
-    is never committed twice.
+    is never committed twice. Where keys are not enforced the dialect locks the table first.
     """
     counts = counts or {}
+    table = _checkpoints(schema)
+    dialect.lock_for_claim(cur, table)
     for shard, position in positions.items():
         before = (expected or {}).get(shard)
         if before is None:
-            cur.execute(
-                sql.SQL("INSERT INTO {} (pipeline, stream, shard_id, sequence_number, records) "
-                        "VALUES (%s, %s, %s, %s, %s)").format(_checkpoints(schema)),
-                (pipeline, stream, shard, position, counts.get(shard, 0)),
-            )
+            if not dialect.insert_checkpoint(cur, table, (pipeline, stream, shard, position, counts.get(shard, 0))):
+                raise CheckpointMoved(shard)
             continue
         cur.execute(
             sql.SQL("UPDATE {} SET sequence_number = %s, records = records + %s, updated_at = now() "
