@@ -14,7 +14,8 @@ pytestmark = pytest.mark.stack
 def test_demo_brings_up_a_stack_generates_data_and_loads_both_pipelines(own_stack, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "DAGSTER_", "PIPELINE_", "HOLOGRES",
                                                                         "REDSHIFT"))}
-    env.update(PIPELINE_PG_PORT=str(own_stack.pg_port), PIPELINE_AWS_PORT=str(own_stack.aws_port))
+    env.update(PIPELINE_PG_PORT=str(own_stack.pg_port), PIPELINE_AWS_PORT=str(own_stack.aws_port),
+               PIPELINE_STANDIN_PORT=str(own_stack.standin_port))
     result = subprocess.run(
         [sys.executable, "-m", "pipeline.cli", "demo", "--state-dir", str(own_stack.state_dir),
          "--rows", "300", "--records", "120"],

@@ -45,7 +45,8 @@ def is_alive(pid: int) -> bool:
 
 def recorded_pids(state_dir: Path) -> dict[str, int]:
     postmaster = (state_dir / "postgres" / "postmaster.pid").read_text().splitlines()[0]
-    return {"postgresql": int(postmaster), "moto": int((state_dir / "moto.pid").read_text())}
+    return {"postgresql": int(postmaster), "moto": int((state_dir / "moto.pid").read_text()),
+            "standin": int((state_dir / "standin.pid").read_text())}
 
 
 def own_stack_args(own_stack: LocalStack) -> list[str]:
@@ -56,6 +57,8 @@ def own_stack_args(own_stack: LocalStack) -> list[str]:
         str(own_stack.pg_port),
         "--aws-port",
         str(own_stack.aws_port),
+        "--standin-port",
+        str(own_stack.standin_port),
     ]
 
 
@@ -65,17 +68,18 @@ def own_stack_args(own_stack: LocalStack) -> list[str]:
 def test_every_service_of_the_session_stack_answers(stack: StackEndpoints):
     statuses = LocalStack(stack.state_dir, dotenv_path=None).status()
 
-    assert [(s.name, s.answers) for s in statuses] == [("postgresql", True), ("moto", True)]
+    assert [(s.name, s.answers) for s in statuses] == [("postgresql", True), ("moto", True), ("standin", True)]
     assert all(s.pid for s in statuses)
 
 
 def test_up_again_keeps_the_running_processes(stack: StackEndpoints):
-    again = LocalStack(stack.state_dir, stack.pg_port, stack.aws_port, standin_port=stack.standin_port, dotenv_path=None)
+    again = LocalStack(stack.state_dir, stack.pg_port, stack.aws_port, standin_port=stack.standin_port,
+                       dotenv_path=None)
     pids_before = again.pids()
 
     statuses = again.up()
 
-    assert {s.name: s.action for s in statuses} == {"postgresql": "reused", "moto": "reused"}
+    assert {s.name: s.action for s in statuses} == {"postgresql": "reused", "moto": "reused", "standin": "reused"}
     assert {s.name: s.pid for s in statuses} == pids_before
 
 
@@ -146,7 +150,8 @@ def test_dagster_keeps_its_runs_in_the_stack_postgres_behind_a_queue(stack: Stac
 
 @pytest.mark.parametrize(
     ("taken", "flag", "variable"),
-    [("pg_port", "--pg-port", "PIPELINE_PG_PORT"), ("aws_port", "--aws-port", "PIPELINE_AWS_PORT")],
+    [("pg_port", "--pg-port", "PIPELINE_PG_PORT"), ("aws_port", "--aws-port", "PIPELINE_AWS_PORT"),
+     ("standin_port", "--standin-port", "PIPELINE_STANDIN_PORT")],
 )
 def test_a_taken_port_is_named_with_the_flag_and_variable_to_change_it(
     own_stack: LocalStack, tmp_path: Path, taken: str, flag: str, variable: str
@@ -190,7 +195,8 @@ def test_down_leaves_no_process_behind_and_a_later_up_finds_the_data(own_stack: 
     down = pipeline_local("down", *args, cwd=tmp_path)
 
     assert down.returncode == 0, down.stderr
-    assert {name: is_alive(pid) for name, pid in pids.items()} == {"postgresql": False, "moto": False}
+    assert {name: is_alive(pid) for name, pid in pids.items()} == {"postgresql": False, "moto": False,
+                                                                   "standin": False}
     assert pipeline_local("status", *args, cwd=tmp_path).returncode == 1
     assert pipeline_local("up", *args, cwd=tmp_path).returncode == 0
     with psycopg.connect(own_stack.database_url("hologres")) as connection:

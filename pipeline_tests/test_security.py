@@ -295,7 +295,7 @@ class Leak:
         with psycopg.connect(stack.hologres_url, autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE ROLE {} LOGIN SUPERUSER PASSWORD {}").format(
                 sql.Identifier(self.role), sql.Literal(self.password)))
-        address = f"127.0.0.1:{stack.pg_port}"
+        address = f"127.0.0.1:{stack.standin_port}"
         self.hologres_url = f"postgresql://{self.role}:{self.password}@{address}/hologres"
         self.redshift_url = f"postgresql://{self.role}:{self.password}@{address}/redshift"
 

@@ -77,8 +77,7 @@ def ledger_row_total(conn: psycopg.Connection, out: OutputConfig, pipeline: str)
 
     with conn.cursor() as cur:
         try:
-            cur.execute(sql.SQL("SELECT coalesce(sum(rows), 0) FROM {} "
-                                "WHERE pipeline = %s AND pending_run IS NULL").format(
+            cur.execute(sql.SQL("SELECT coalesce(sum(rows), 0) FROM {} WHERE pipeline = %s").format(
                 sql.Identifier(out.state, LEDGER_TABLE)), (pipeline,))
         except psycopg.errors.UndefinedTable:
             return 0

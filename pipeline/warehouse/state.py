@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 import psycopg
 from psycopg import sql
 
-from pipeline.warehouse.dialects import CHECKPOINT_TABLE, LEDGER_TABLE, Dialect
+from pipeline.warehouse.dialects import CHECKPOINT_TABLE, LEDGER_TABLE, PENDING_TABLE, Dialect
 
 
 def ensure_state_tables(conn: psycopg.Connection, schema: str, dialect: Dialect) -> None:
@@ -20,12 +20,7 @@ def ensure_state_tables(conn: psycopg.Connection, schema: str, dialect: Dialect)
         cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
         cur.execute(dialect.ledger_table(schema))
         cur.execute(dialect.checkpoint_table(schema))
-        # A ledger from before replace runs could be pending gets the column (no ADD COLUMN IF NOT EXISTS on Redshift).
-        cur.execute("SELECT 1 FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
-                    "AND column_name = 'pending_run'", (schema, LEDGER_TABLE))
-        if cur.fetchone() is None:
-            cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN pending_run {}").format(
-                _ledger(schema), sql.SQL(dialect.text)))
+        cur.execute(dialect.pending_table(schema))
 
 
 def _ledger(schema: str) -> sql.Identifier:
@@ -36,8 +31,7 @@ def loaded_objects(conn: psycopg.Connection, schema: str, pipeline: str,
                    keys: Sequence[str] | None = None) -> dict[str, set[str]]:
     """Object key -> the ETags already loaded for it; for ``keys`` only when given (one indexed query)."""
     loaded: dict[str, set[str]] = {}
-    query = sql.SQL("SELECT object_key, etag FROM {} WHERE pipeline = %s AND pending_run IS NULL").format(
-        _ledger(schema))
+    query = sql.SQL("SELECT object_key, etag FROM {} WHERE pipeline = %s").format(_ledger(schema))
     params: list = [pipeline]
     if keys is not None:
         if not keys:
@@ -79,45 +73,44 @@ def complete_object(cur: psycopg.Cursor, schema: str, pipeline: str, key: str, e
     )
 
 
-def forget_pipeline(cur: psycopg.Cursor, schema: str, pipeline: str, *, except_run: str | None = None) -> None:
-    """Drop every ledger row of a pipeline (modes that rebuild the whole table), but a pending run's."""
-    query = sql.SQL("DELETE FROM {} WHERE pipeline = %s").format(_ledger(schema))
-    params: list = [pipeline]
-    if except_run is not None:
-        query += sql.SQL(" AND (pending_run IS NULL OR pending_run <> %s)")
-        params.append(except_run)
-    cur.execute(query, params)
+def forget_pipeline(cur: psycopg.Cursor, schema: str, pipeline: str) -> None:
+    """Drop every ledger row of a pipeline (modes that rebuild the whole table)."""
+    cur.execute(sql.SQL("DELETE FROM {} WHERE pipeline = %s").format(_ledger(schema)), (pipeline,))
+
+
+def _pending(schema: str) -> sql.Identifier:
+    return sql.Identifier(schema, PENDING_TABLE)
 
 
 def write_pending(cur: psycopg.Cursor, schema: str, pipeline: str, run_id: str, objects: Sequence) -> None:
-    """A replace run's ledger rows, marked pending until its table swap is settled."""
+    """A replace run's ledger rows, kept aside until its table swap is settled."""
     for result in objects:
-        cur.execute(sql.SQL("INSERT INTO {} (pipeline, object_key, etag, rows, rejected, bytes, pending_run) "
-                            "VALUES (%s, %s, %s, %s, %s, %s, %s)").format(_ledger(schema)),
-                    (pipeline, result.key, result.etag, result.rows, result.rejected, result.bytes, run_id))
+        cur.execute(sql.SQL("INSERT INTO {} (pipeline, run_id, object_key, etag, rows, rejected, bytes) "
+                            "VALUES (%s, %s, %s, %s, %s, %s, %s)").format(_pending(schema)),
+                    (pipeline, run_id, result.key, result.etag, result.rows, result.rejected, result.bytes))
 
 
 def pending_runs(conn: psycopg.Connection, schema: str, pipeline: str) -> list[str]:
     with conn.cursor() as cur:
-        cur.execute(sql.SQL("SELECT DISTINCT pending_run FROM {} WHERE pipeline = %s AND pending_run IS NOT NULL")
-                    .format(_ledger(schema)), (pipeline,))
+        cur.execute(sql.SQL("SELECT DISTINCT run_id FROM {} WHERE pipeline = %s").format(_pending(schema)),
+                    (pipeline,))
         return [row[0] for row in cur.fetchall()]
 
 
 def settle_pending(cur: psycopg.Cursor, schema: str, pipeline: str, run_id: str, *, swapped: bool) -> None:
-    """After a replace run: its rows become the ledger if its table was swapped in, else they go."""
+    """After a replace run: its rows become the pipeline's ledger if its table was swapped in; else they go."""
     if swapped:
-        forget_pipeline(cur, schema, pipeline, except_run=run_id)
-        cur.execute(sql.SQL("UPDATE {} SET pending_run = NULL WHERE pipeline = %s AND pending_run = %s").format(
-            _ledger(schema)), (pipeline, run_id))
-    else:
-        cur.execute(sql.SQL("DELETE FROM {} WHERE pipeline = %s AND pending_run = %s").format(_ledger(schema)),
-                    (pipeline, run_id))
+        forget_pipeline(cur, schema, pipeline)
+        cur.execute(sql.SQL("INSERT INTO {} (pipeline, object_key, etag, rows, rejected, bytes) SELECT pipeline, "
+                            "object_key, etag, rows, rejected, bytes FROM {} WHERE pipeline = %s AND run_id = %s")
+                    .format(_ledger(schema), _pending(schema)), (pipeline, run_id))
+    cur.execute(sql.SQL("DELETE FROM {} WHERE pipeline = %s AND run_id = %s").format(_pending(schema)),
+                (pipeline, run_id))
 
 
 def ledger_rows(conn: psycopg.Connection, schema: str, pipeline: str, key: str | None = None) -> list[dict]:
-    query = sql.SQL("SELECT object_key, etag, rows, rejected, bytes, loaded_at FROM {} "
-                    "WHERE pipeline = %s AND pending_run IS NULL").format(_ledger(schema))
+    query = sql.SQL("SELECT object_key, etag, rows, rejected, bytes, loaded_at FROM {} WHERE pipeline = %s").format(
+        _ledger(schema))
     params: list = [pipeline]
     if key is not None:
         query += sql.SQL(" AND object_key = %s")

@@ -125,7 +125,9 @@ class Target:
     def _rejected_row(self, error: RecordError) -> tuple:
         line = error.position if isinstance(error.position, int) else None
         sequence = None if isinstance(error.position, int) or error.position is None else str(error.position)
-        return (self.pipeline, error.source, line, sequence, error.column, _printable(error.raw), error.describe())
+        fit = self.dialect.fit_text
+        return (self.pipeline, fit(error.source), line, sequence, fit(error.column), fit(_printable(error.raw)),
+                fit(error.describe()))
 
 
 def table_columns(cur: psycopg.Cursor, schema: str, table: str) -> list[str]:

@@ -23,7 +23,7 @@ from psycopg import sql
 from pipeline.defs.sensors import Cursor
 from pipeline.sources.s3 import list_objects
 from pipeline.warehouse import state
-from pipeline.warehouse.ddl import LEDGER_TABLE
+from pipeline.warehouse.dialects import LEDGER_TABLE, dialect_for
 from pipeline_tests.defs.conftest import put_objects
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
@@ -63,7 +63,7 @@ def timed_tick(book_order: Any, cursor: str) -> tuple[float, int, dg.SensorResul
 def record_as_loaded(conninfo: str, pipeline: str, keys: list[str], etag: str) -> None:
     """Ledger rows for ``keys``, as if every one had been loaded (the sweep compares against them)."""
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        state.ensure_state_tables(conn, "public", "postgresql")
+        state.ensure_state_tables(conn, "public", dialect_for("hologres"))
         buffer = io.StringIO("".join(f"{pipeline}\t{key}\t{etag}\t1\t0\t1\n" for key in keys))
         statement = sql.SQL("COPY {} (pipeline, object_key, etag, rows, rejected, bytes) FROM STDIN").format(
             sql.Identifier("public", LEDGER_TABLE))

@@ -36,7 +36,7 @@ def write_config(path: Path, prefix: str, table: str, **out: object) -> Path:
     document = {
         "in": {"type": "s3", "bucket": "{{ env.PIPELINE_BUCKET }}", "path_prefix": prefix, "parser": parser},
         "exec": {"max_threads": 2},
-        "out": {"type": "postgresql", "url": "{{ env.HOLOGRES_URL }}", "table": f"public.{table}",
+        "out": {"type": "hologres", "url": "{{ env.HOLOGRES_URL }}", "table": f"public.{table}",
                 "mode": "insert_direct", "primary_key": ["order_id"], **out},
     }
     path.write_text(yaml.safe_dump(document, allow_unicode=True, sort_keys=False), encoding="utf-8")
@@ -197,7 +197,7 @@ def test_a_hostile_header_cannot_inject_sql(stack, s3, hologres, tmp_path, uniqu
     put(s3, stack.bucket, f"{unique}/h.csv", f'id,"{hostile.replace(chr(34), chr(34) * 2)}"\n1,2\n')
     seed = tmp_path / "seed.yml"
     seed.write_text(f"in: {{type: s3, bucket: bob-embulk-demo, path_prefix: {unique}/}}\n"
-                    f"out: {{type: postgresql, url: '{{{{ env.HOLOGRES_URL }}}}', table: public.{unique}}}\n")
+                    f"out: {{type: hologres, url: '{{{{ env.HOLOGRES_URL }}}}', table: public.{unique}}}\n")
     pipeline_cli("guess", str(seed), "-o", str(tmp_path / f"{unique}.yml"))
     pipeline_cli("run", str(tmp_path / f"{unique}.yml"))
     columns = hologres.execute("SELECT column_name FROM information_schema.columns WHERE table_name = %s "

@@ -39,7 +39,9 @@ def test_redshift_gets_distkey_sortkey_varchar_and_super():
 
 
 def test_a_hostile_table_name_stays_inside_its_quotes_in_a_hologres_call():
-    text = ddl.render(ddl.hologres_table_properties("public", "x'); DROP TABLE y; --", {"orientation": "row"}))
+    from pipeline.warehouse.dialects.hologres import table_property_calls
+
+    text = ddl.render(table_property_calls("public", "x'); DROP TABLE y; --", {"orientation": "row"}))
     assert text == "CALL set_table_property('\"public\".\"x''); DROP TABLE y; --\"', 'orientation', 'row');"
 
 

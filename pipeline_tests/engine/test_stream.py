@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from pipeline import config as config_module
-from pipeline.stream import StreamLoad, redshift_copy, stage_batch, staged_csv
+from pipeline.stream import StreamLoad
 from pipeline.warehouse.copy import text_line
 
 pytestmark = pytest.mark.stack
@@ -165,27 +165,29 @@ def test_follow_commits_every_window_until_stopped(stack, kinesis, redshift, tmp
     assert not worker.is_alive()
 
 
-def test_redshift_copy_from_s3_is_generated_with_the_staged_object(stack, s3):
+def test_a_redshift_batch_is_staged_as_gzip_csv_under_sse_kms_and_copied_from_s3(stack, s3):
     from psycopg import sql
 
     from pipeline.config import S3StagingConfig
+    from pipeline.warehouse import staging
+    from pipeline.warehouse.dialects.redshift import Redshift
 
-    staging = S3StagingConfig(bucket=stack.bucket, prefix="redshift-staging/", sse_kms_key_id=stack.kms_key)
+    config = S3StagingConfig(bucket=stack.bucket, prefix="redshift-staging/", sse_kms_key_id=stack.kms_key)
     lines = [text_line(["1", "a\tb", None]), text_line(["2", 'say "hi"', "x\\y"])]
-    uri = stage_batch(s3, staging, "sensor_data", lines, {"shardId-0": "42"})
-    assert uri == stage_batch(s3, staging, "sensor_data", lines, {"shardId-0": "42"})  # a retry overwrites
+    uri = staging.put(s3, config, "sensor_data/0123456789abcdef0123.csv.gz", staging.staged_csv(lines))
     key = uri.removeprefix(f"s3://{stack.bucket}/")
     head = s3.head_object(Bucket=stack.bucket, Key=key)
     assert head["ServerSideEncryption"] == "aws:kms"
     body = gzip.decompress(s3.get_object(Bucket=stack.bucket, Key=key)["Body"].read()).decode()
     assert body == '"1","a\tb",\\N\n"2","say ""hi""","x\\y"\n'
-    assert staged_csv(lines) and body
-    statement = redshift_copy(sql.Identifier("sensor_schema", "sensor_data"), ["sensorid", "uuid"], uri,
-                              "arn:aws:iam::123:role/r").as_string(None)
+    statement = Redshift().copy_from_s3(sql.Identifier("sensor_schema", "sensor_data"), ["sensorid", "uuid"], uri,
+                                        "arn:aws:iam::123:role/r", staging.STAGED_FORMAT).as_string(None)
     assert statement == (
         f'COPY "sensor_schema"."sensor_data" ("sensorid", "uuid") FROM \'{uri}\' '
-        "IAM_ROLE 'arn:aws:iam::123:role/r' FORMAT AS CSV GZIP NULL AS '\\\\N' TIMEFORMAT 'auto' "
-        "ACCEPTINVCHARS COMPUPDATE OFF STATUPDATE OFF")
+        "IAM_ROLE 'arn:aws:iam::123:role/r' FORMAT AS CSV QUOTE AS '\"' DELIMITER AS ',' NULL AS '\\\\N' GZIP "
+        "TIMEFORMAT 'auto' DATEFORMAT 'auto' COMPUPDATE OFF STATUPDATE OFF")
+    staging.delete(s3, [uri])
+    assert "Contents" not in s3.list_objects_v2(Bucket=stack.bucket, Prefix=key)
 
 
 def test_follow_commits_within_its_window_while_records_keep_arriving(stack, kinesis, redshift, tmp_path, stream):
@@ -325,20 +327,22 @@ def test_merge_mode_updates_a_replayed_record_instead_of_adding_it(stack, kinesi
     assert len(rows) == 30 and {r[2] for r in rows} == {"OK"}
 
 
-def test_redshift_merge_is_generated_as_delete_then_insert_from_a_temp_stage():
+def test_redshift_merge_is_generated_as_delete_then_insert_of_the_last_row_per_key():
     from psycopg import sql
 
-    from pipeline.stream import merge_statements, stage_table
+    from pipeline.warehouse.dialects.redshift import Redshift
 
     target, stage = sql.Identifier("sensor_schema", "sensor_data"), sql.Identifier("pl_stage_sensor_data")
-    rendered = [s.as_string(None) for s in (stage_table("redshift", stage, target, ["uuid", "status"]),
-                                            *merge_statements("redshift", target, stage, ["uuid", "status"],
-                                                              ["uuid"]))]
+    dialect = Redshift()
+    rendered = [s.as_string(None) for s in (*dialect.merge_stage(stage, target, ["uuid", "status"], "pl_seq"),
+                                            *dialect.merge_from_stage(target, stage, ["uuid", "status"], ["uuid"],
+                                                                      "pl_seq"))]
     assert rendered == [
         'CREATE TEMP TABLE "pl_stage_sensor_data" (LIKE "sensor_schema"."sensor_data")',
+        'ALTER TABLE "pl_stage_sensor_data" ADD COLUMN "pl_seq" bigint',
         'DELETE FROM "sensor_schema"."sensor_data" USING "pl_stage_sensor_data" WHERE '
         '"sensor_schema"."sensor_data"."uuid" = "pl_stage_sensor_data"."uuid"',
-        'INSERT INTO "sensor_schema"."sensor_data" ("uuid", "status") SELECT "uuid", "status" '
-        'FROM "pl_stage_sensor_data"',
-        'DROP TABLE "pl_stage_sensor_data"',
+        'INSERT INTO "sensor_schema"."sensor_data" ("uuid", "status") SELECT "uuid", "status" FROM '
+        '(SELECT "uuid", "status", ROW_NUMBER() OVER (PARTITION BY "uuid" ORDER BY "pl_seq" DESC) AS pl_rank '
+        'FROM "pl_stage_sensor_data") AS latest WHERE pl_rank = 1',
     ]

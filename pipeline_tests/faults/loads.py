@@ -17,17 +17,28 @@ import yaml
 
 from pipeline_tests.books import COLUMNS
 
+# What each stand-in needs in `out`: Redshift loads through S3, so it needs staging and a role.
+TARGETS: dict[str, dict[str, Any]] = {
+    "hologres": {"type": "hologres", "url": "{{ env.HOLOGRES_URL }}"},
+    "redshift": {"type": "redshift", "url": "{{ env.REDSHIFT_URL }}",
+                 "s3_staging": {"bucket": "{{ env.PIPELINE_BUCKET }}", "prefix": "test-staging/"},
+                 "iam_role": "arn:aws:iam::000000000000:role/redshift-copy"},
+}
 
-def write_config(path: Path, prefix: str, table: str, *, url: str = "{{ env.HOLOGRES_URL }}",
+
+def write_config(path: Path, prefix: str, table: str, *, target: str = "hologres", url: str | None = None,
                  parser: dict | None = None, threads: int = 2, **out: Any) -> Path:
-    """A book_order config on the session bucket; no primary key, so a duplicate would show."""
+    """A book_order config on the session bucket for a stand-in; no primary key unless given, so a duplicate
+    would show."""
     document = {
         "in": {"type": "s3", "bucket": "{{ env.PIPELINE_BUCKET }}", "path_prefix": prefix,
                "parser": {"type": "csv", "charset": "UTF-8", "newline": "LF", "delimiter": ",", "quote": '"',
                           "escape": '"', "skip_header_lines": 1, "columns": COLUMNS, **(parser or {})}},
         "exec": {"max_threads": threads},
-        "out": {"type": "postgresql", "url": url, "table": f"public.{table}", "mode": "insert_direct", **out},
+        "out": {**TARGETS[target], "table": f"public.{table}", "mode": "insert_direct", **out},
     }
+    if url is not None:
+        document["out"]["url"] = url
     path.write_text(yaml.safe_dump(document, allow_unicode=True, sort_keys=False), encoding="utf-8")
     return path
 

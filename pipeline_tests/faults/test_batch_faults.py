@@ -106,8 +106,8 @@ def test_twenty_kill_9_at_seeded_random_points_then_a_rerun_leave_exactly_the_so
 def test_a_warehouse_connection_cut_mid_load_is_a_clear_error_and_the_rerun_completes(
         stack, s3, hologres, tmp_path, unique):
     truths = upload_books(s3, stack.bucket, f"{unique}/", objects=6, rows=20_000)
-    with TcpProxy("127.0.0.1", stack.pg_port) as proxy:
-        url = stack.hologres_url.replace(f":{stack.pg_port}/", f":{proxy.port}/")
+    with TcpProxy("127.0.0.1", stack.standin_port) as proxy:
+        url = stack.hologres_url.replace(f":{stack.standin_port}/", f":{proxy.port}/")
         config = write_config(tmp_path / f"{unique}.yml", f"{unique}/", unique, url=url, threads=1)
         process = pipeline_popen("run", str(config))
         deadline = time.monotonic() + 60

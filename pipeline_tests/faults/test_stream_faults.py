@@ -105,8 +105,8 @@ def test_throttling_on_a_third_of_calls_and_expired_iterators_still_load_every_r
 @pytest.mark.parametrize("held_at", [(b"COPY",), (b"COPY", b"COMMIT")], ids=["before-copy", "before-commit"])
 def test_a_run_killed_between_reading_and_commit_leaves_no_duplicate_and_no_gap(
         stack, redshift, tmp_path, stream, held_at):
-    with TcpProxy("127.0.0.1", stack.pg_port) as proxy:
-        url = stack.redshift_url.replace(f":{stack.pg_port}/", f":{proxy.port}/")
+    with TcpProxy("127.0.0.1", stack.standin_port) as proxy:
+        url = stack.redshift_url.replace(f":{stack.standin_port}/", f":{proxy.port}/")
         config = write_config(tmp_path / f"{stream}.yml", stream, url=url, max_records=400)
         proxy.hold_at(*held_at)
         process = pipeline_popen("run", str(config))

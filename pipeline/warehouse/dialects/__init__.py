@@ -13,6 +13,7 @@ from pipeline.errors import WarehouseError
 from pipeline.warehouse.dialects.base import (
     CHECKPOINT_TABLE,
     LEDGER_TABLE,
+    PENDING_TABLE,
     REJECTED_COLUMNS,
     Capabilities,
     Dialect,
@@ -26,8 +27,8 @@ from pipeline.warehouse.dialects.redshift import Redshift
 # Detection order matters: Hologres' version() reads like PostgreSQL's; only hg_version() tells.
 DIALECTS: dict[str, type[Dialect]] = {"hologres": Hologres, "redshift": Redshift, "postgresql": PostgreSQL}
 
-__all__ = ["CHECKPOINT_TABLE", "DIALECTS", "LEDGER_TABLE", "REJECTED_COLUMNS", "Capabilities", "Dialect", "Strategy",
-           "detect", "dialect_for", "render"]
+__all__ = ["CHECKPOINT_TABLE", "DIALECTS", "LEDGER_TABLE", "PENDING_TABLE", "REJECTED_COLUMNS", "Capabilities",
+           "Dialect", "Strategy", "detect", "dialect_for", "render"]
 
 
 def dialect_for(name: str) -> Dialect:

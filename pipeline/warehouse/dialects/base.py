@@ -19,6 +19,7 @@ from pipeline.schema import Column
 
 LEDGER_TABLE = "pipeline_object_ledger"
 CHECKPOINT_TABLE = "pipeline_shard_checkpoint"
+PENDING_TABLE = "pipeline_pending_run"  # a replace run's ledger rows, until its table swap is settled
 REJECTED_COLUMNS = ("pipeline", "source", "line_number", "sequence_number", "column_name", "raw_record", "error")
 
 
@@ -117,14 +118,21 @@ class Dialect:
         ).format(sql.Identifier(schema, table), t=sql.SQL(self.text))
 
     def ledger_table(self, schema: str) -> sql.Composed:
-        # pending_run: set while a replace run's rows wait for its table swap (see the replace strategies).
         return sql.SQL(
             "CREATE TABLE IF NOT EXISTS {} ("
             "pipeline {t} NOT NULL, object_key {t} NOT NULL, etag {t} NOT NULL, "
             "rows bigint NOT NULL, rejected bigint NOT NULL, bytes bigint NOT NULL, "
-            "loaded_at timestamp with time zone NOT NULL DEFAULT now(), pending_run {t}, "
+            "loaded_at timestamp with time zone NOT NULL DEFAULT now(), "
             "PRIMARY KEY (pipeline, object_key, etag))"
         ).format(sql.Identifier(schema, LEDGER_TABLE), t=sql.SQL(self.text))
+
+    def pending_table(self, schema: str) -> sql.Composed:
+        return sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} ("
+            "pipeline {t} NOT NULL, run_id {t} NOT NULL, object_key {t} NOT NULL, etag {t} NOT NULL, "
+            "rows bigint NOT NULL, rejected bigint NOT NULL, bytes bigint NOT NULL, "
+            "PRIMARY KEY (pipeline, run_id, object_key, etag))"
+        ).format(sql.Identifier(schema, PENDING_TABLE), t=sql.SQL(self.text))
 
     def checkpoint_table(self, schema: str) -> sql.Composed:
         return sql.SQL(
@@ -195,6 +203,18 @@ class Dialect:
         cur.execute(sql.SQL("INSERT INTO {} (pipeline, stream, shard_id, sequence_number, records) "
                             "VALUES (%s, %s, %s, %s, %s)").format(table), values)
         return True
+
+    max_text_bytes: ClassVar[int | None] = None  # the widest string column, where there is a limit
+
+    def fit_text(self, value: str | None) -> str | None:
+        """A string cut to fit the widest string column (with a marker saying so), where there is a limit."""
+        if value is None or self.max_text_bytes is None or len(value) * 4 <= self.max_text_bytes:
+            return value
+        encoded = value.encode("utf-8")
+        if len(encoded) <= self.max_text_bytes:
+            return value
+        marker = f" ... [cut to {self.max_text_bytes} bytes of {len(encoded)}]"
+        return encoded[:self.max_text_bytes - len(marker)].decode("utf-8", "ignore") + marker
 
     def upsert_copy_options(self, on_conflict: str) -> list[sql.Composable] | None:
         """COPY options that make a COPY an idempotent upsert on the primary key, where the target has them."""

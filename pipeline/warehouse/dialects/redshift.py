@@ -155,6 +155,7 @@ class Redshift(Dialect):
             table, sql.SQL(", ").join(map(sql.Identifier, columns)),
             sql.SQL(", ").join(sql.Placeholder() * len(columns))), rows)
 
+    max_text_bytes = 65535  # VARCHAR(65535), counted in bytes
     fills_merge_sequence = False  # IDENTITY values do not follow the file order: staged rows carry it
 
     def merge_stage(self, stage: sql.Identifier, target: sql.Identifier, columns: Sequence[str],
