@@ -45,6 +45,7 @@ REJECT_BATCH = 1000
 MAX_REFUSED_ROWS = 20  # rows the warehouse refuses in one object before the object fails
 RETRIES = 5  # serialization conflicts (Redshift error 1023) before giving up
 SEQUENCE_COLUMN = "pl_seq"  # the staged order of rows, so a merge keeps the last row of a key
+STALE_STAGE_SECONDS = 6 * 3600  # a stage table older than this is an interrupted run's, not a live one's
 
 
 @dataclass
@@ -131,7 +132,8 @@ class BatchLoad:
 
         self.filters = build_filters(list(config.filters))
         self.target = Target(config.output, output_columns(self.parser.columns, self.filters), config.name)
-        self.run_id = uuid.uuid4().hex[:8]
+        # When the run started, then a random part: stage tables are named after it (see _stage_name).
+        self.run_id = f"{int(time.time())}_{uuid.uuid4().hex[:8]}"
         self.fast_path = self._fast_path_possible()
 
     @property
@@ -265,6 +267,7 @@ class BatchLoad:
             def attempt(path: str, refused: dict[int, RecordError]) -> ObjectResult:
                 with self.target.connect() as conn, self._staged_files() as files, self._named_refusals(conn):
                     with self.dialect.atomic(conn) as cur:
+                        self.dialect.lock_first(cur, state.ledger_ident(out.state))
                         if not state.claim_object(cur, self.dialect, out.state, self.config.name, obj.key, obj.etag):
                             return ObjectResult(obj.key, obj.etag, skipped=True)
                         if merge:
@@ -359,7 +362,7 @@ class BatchLoad:
     def _staged(self, objects: list, progress: Progress, mode: str) -> list[ObjectResult]:
         """insert, truncate_insert and replace: load everything aside, then publish."""
         out = self.config.output
-        name = f"{out.table[:40]}_pl_{'new' if mode == 'replace' else 'stage'}_{self.run_id}"
+        name = self._stage_name("new" if mode == "replace" else "stage", self.run_id)
         stage = sql.Identifier(out.schema, name)
         stage_rejected = sql.Identifier(out.schema, f"{name}_rej")
         with self.target.connect(autocommit=True) as conn, conn.cursor() as cur:
@@ -406,6 +409,11 @@ class BatchLoad:
         rejected_cols = sql.SQL(", ").join(map(sql.Identifier, REJECTED_COLUMNS))
         with self.target.connect() as conn:
             with self.dialect.atomic(conn) as cur:
+                self.dialect.lock_first(cur, state.ledger_ident(out.state))
+                if mode in ("replace", "truncate_insert"):
+                    state.forget_pipeline(cur, out.state, self.config.name)
+                # Claims first: a run that published the same objects meanwhile stops this one before any row.
+                self._claim_all(cur, results)
                 if mode == "truncate_insert":
                     cur.execute(self.dialect.truncate(self.target.ident))
                 if mode == "replace":  # here DDL may share the transaction
@@ -417,9 +425,6 @@ class BatchLoad:
                 # Name the columns: a stage table has no DEFAULT now() for rejected_at.
                 cur.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
                     self.target.rejected_ident, rejected_cols, rejected_cols, stage_rejected))
-                if mode in ("replace", "truncate_insert"):
-                    state.forget_pipeline(cur, out.state, self.config.name)
-                self._claim_all(cur, results)
             with conn.transaction(), conn.cursor() as cur:  # DDL apart (Hologres keeps it out of DML)
                 if mode != "replace":
                     cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(stage))
@@ -448,7 +453,7 @@ class BatchLoad:
 
     def _settle(self, conn: psycopg.Connection, run_id: str, *, swapped: bool) -> None:
         out = self.config.output
-        name = f"{out.table[:40]}_pl_new_{run_id}_rej"
+        name = f"{self._stage_name('new', run_id)}_rej"
         stage_rejected = sql.Identifier(out.schema, name)
         with conn.cursor() as probe:
             probe.execute("SELECT 1 FROM information_schema.tables WHERE table_schema = %s AND table_name = %s",
@@ -490,13 +495,26 @@ class BatchLoad:
             state.complete_object(cur, out.state, self.config.name, result.key, result.etag,
                                   rows=result.rows, rejected=result.rejected, nbytes=result.bytes)
 
+    def _stage_name(self, kind: str, run_id: str) -> str:
+        # Within PostgreSQL's 63 bytes with "_rej" added: 28 + 8 + 1 + 10 + 1 + 8 + 4.
+        return f"{self.config.output.table[:28]}_pl_{kind}_{run_id}"
+
     def _drop_leftovers(self, cur: psycopg.Cursor) -> None:
-        """Staging tables of an interrupted run of this table hold nothing committed: drop them."""
+        """Stage tables of an interrupted run of this table hold nothing committed: drop them.
+
+        A stage younger than STALE_STAGE_SECONDS may belong to a run still under way (two runs at once)
+        and is left alone; its name says when its run started.
+        """
         out = self.config.output
+        prefix = out.table[:28]
         cur.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = %s "
                     "AND (table_name LIKE %s OR table_name LIKE %s)",
-                    (out.schema, f"{out.table[:40]}\\_pl\\_stage\\_%", f"{out.table[:40]}\\_pl\\_new\\_%"))
+                    (out.schema, f"{prefix}\\_pl\\_stage\\_%", f"{prefix}\\_pl\\_new\\_%"))
+        now = time.time()
         for (name,) in cur.fetchall():
+            started = re.match(r".*_pl_(?:stage|new)_(\d+)_", name)
+            if started is not None and now - int(started.group(1)) < STALE_STAGE_SECONDS:
+                continue
             log.warning("dropping %s.%s, left by an interrupted run (it held nothing committed)", out.schema, name)
             cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(out.schema, name)))
 
@@ -671,7 +689,8 @@ class BatchLoad:
         if fmt is None:
             raise FastPathRefused("Redshift's COPY would not read this object's format as Embulk does")
         staging_config = self._staging()
-        manifest = staging.put(self.s3, staging_config, f"{self.config.name}/{self.run_id}/{uuid.uuid4().hex}.manifest",
+        manifest = staging.put(self.s3, staging_config,
+                               f"{self.config.name}/{self.run_id}/{uuid.uuid4().hex}.manifest",
                                Redshift.manifest([self._source(obj)]))
         try:
             cur.execute(self.dialect.copy_from_s3(table, self.target.column_names, manifest,

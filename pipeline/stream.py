@@ -409,6 +409,7 @@ class StreamLoad:
         staged: list[str] = []
         try:
             with dialect.atomic(conn) as cur:
+                dialect.lock_first(cur, state.checkpoint_ident(out.state))
                 if lines:
                     merge = out.mode == "merge"
                     into = sql.Identifier(f"pl_stage_{self.config.name}"[:60]) if merge else self.target.ident

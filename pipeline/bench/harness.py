@@ -220,7 +220,7 @@ class Bench:
 
     def forget_state_on_cleanup(self, conninfo: str, schema: str) -> None:
         """Remove the ledger rows and shard checkpoints of this run's pipelines (all named bench_<id>_...)."""
-        from pipeline.warehouse.ddl import CHECKPOINT_TABLE, LEDGER_TABLE
+        from pipeline.warehouse.dialects import CHECKPOINT_TABLE, LEDGER_TABLE
 
         def forget() -> None:
             pattern = f"bench\\_{self.run_id}\\_%"
@@ -279,9 +279,14 @@ class Bench:
 
     def book_order_config(self, name: str, prefix: str, table: str, *, threads: int = 1,
                           primary_key: bool = True, bucket: str | None = None,
-                          directory: Path | None = None) -> Path:
-        """The shipped book_order.yml, pointed at ``prefix`` and ``public.<table>``."""
+                          directory: Path | None = None, target: str = "hologres") -> Path:
+        """The shipped book_order.yml, pointed at ``prefix`` and ``public.<table>`` (on Redshift: through S3)."""
         document = _reference_config("book_order.yml")
+        if target == "redshift":
+            stream = _reference_config("sensor_data.yml")["out"]
+            document["out"] = {**{k: v for k, v in document["out"].items() if k != "table_properties"},
+                               "type": "redshift", "url": stream["url"], "s3_staging": stream["s3_staging"],
+                               "iam_role": stream["iam_role"]}
         document["name"] = name
         document["in"]["bucket"] = bucket or self.bucket
         document["in"]["path_prefix"] = prefix

@@ -8,6 +8,7 @@ most of the time: end to end, warm, and the load itself after start-up.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import shutil
@@ -103,6 +104,39 @@ class BookOrderLoads:
         seconds = self.timed(load, f"BatchLoad ({'SSE-KMS' if encrypted else 'plaintext'})")
         if [r.path for r in loaded] != ["fast"]:
             raise BenchError(f"BatchLoad did not take the fast path: {[r.path for r in loaded]}")
+        return seconds
+
+    def ours_merge(self) -> float:
+        """BatchLoad in mode merge: on Hologres, fixed copy (STREAM_MODE TRUE, ON_CONFLICT 'update')."""
+        from pipeline import config as config_module
+        from pipeline.batch import BatchLoad
+
+        def load() -> None:
+            path = self.config(False)
+            config = config_module.load(path)
+            config = dataclasses.replace(config, output=dataclasses.replace(config.output, mode="merge"))
+            BatchLoad(config, emit=lambda _: None).run()
+
+        return self.timed(load, "BatchLoad (merge, fixed copy)")
+
+    def ours_redshift(self) -> float:
+        """BatchLoad into the Redshift stand-in: COPY FROM S3 of the object itself, through a manifest."""
+        from pipeline import config as config_module
+        from pipeline.batch import BatchLoad
+
+        self.runs += 1
+        name = self.bench.name(f"load_{self.rows}_redshift_{self.runs}")
+        path = self.bench.book_order_config(name, f"{self.prefix}plain/", self.table, target="redshift")
+        with psycopg.connect(self.bench.redshift_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier("public", self.table)))
+        self.bench.checkpoint(self.bench.redshift_url)
+        started = time.perf_counter()
+        summary = BatchLoad(config_module.load(path), emit=lambda _: None).run()
+        seconds = time.perf_counter() - started
+        self.bench.expect_rows(self.bench.redshift_url, "public", self.table, self.rows, "BatchLoad (Redshift)")
+        if [r.path for r in summary.loaded] != ["fast"]:
+            raise BenchError(f"BatchLoad into Redshift did not COPY the object itself: "
+                             f"{[r.path for r in summary.loaded]}")
         return seconds
 
     def pipeline_run(self) -> float:
@@ -216,8 +250,9 @@ def _others_available() -> dict[str, str | None]:
 def measure(bench: Bench, section: Section) -> None:
     sizes = bench.sizes
     table = bench.name("book_order")
-    bench.drop_on_cleanup(bench.hologres_url, "public", table, f"{table}_rejected")
-    bench.forget_state_on_cleanup(bench.hologres_url, "public")
+    for url in (bench.hologres_url, bench.redshift_url):  # the Redshift path loads the same object there
+        bench.drop_on_cleanup(url, "public", table, f"{table}_rejected")
+        bench.forget_state_on_cleanup(url, "public")
 
     small = BookOrderLoads(bench, sizes.small_rows, table)
     bulk = BookOrderLoads(bench, sizes.rows, table)
@@ -270,6 +305,9 @@ def _bulk_load(bench: Bench, section: Section, loads: BookOrderLoads) -> None:
         "psql": (FLOOR, loads.psql),
         "ours_plain": ("this project (BatchLoad, insert_direct), plaintext object", lambda: loads.ours(False)),
         "ours_kms": ("this project (BatchLoad, insert_direct), SSE-KMS object", lambda: loads.ours(True)),
+        "ours_merge": ("this project (BatchLoad, merge: Hologres fixed copy), plaintext object", loads.ours_merge),
+        "ours_redshift": ("this project into Redshift (COPY FROM S3 of the object, through a manifest)",
+                          loads.ours_redshift),
         "bare": ("bare boto3 get_object into psycopg COPY", loads.bare),
     }
     for name, reason in _others_available().items():

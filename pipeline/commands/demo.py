@@ -115,18 +115,24 @@ def materialize_all() -> bool:
 
 
 def report(env: dict[str, str]) -> list[str]:
+    """What each reference pipeline landed, and on which dialect path (the stand-in answers as its target)."""
     import psycopg
 
-    lines = []
-    for url_name, table in (("HOLOGRES_URL", "public.book_order"), ("REDSHIFT_URL", "sensor_schema.sensor_data")):
-        schema, name = table.split(".")
-        with psycopg.connect(env[url_name], autocommit=True) as conn:
-            rejected = f"{name}_rejected"
-            rows = conn.execute(psycopg.sql.SQL("SELECT count(*) FROM {}").format(
-                psycopg.sql.Identifier(schema, name))).fetchone()[0]
-            exists = conn.execute("SELECT to_regclass(%s)", (f"{schema}.{rejected}",)).fetchone()[0]
-            bad = conn.execute(psycopg.sql.SQL("SELECT count(*) FROM {}").format(
-                psycopg.sql.Identifier(schema, rejected))).fetchone()[0] if exists else 0
-        lines.append(f"{table}: {rows:,} rows, {bad:,} rejected  ({url_name.split('_')[0].lower()} stand-in)")
-    return lines
+    from pipeline.config import load
+    from pipeline.warehouse.dialects import detect
 
+    lines = []
+    for config_name, url_name in (("book_order.yml", "HOLOGRES_URL"), ("sensor_data.yml", "REDSHIFT_URL")):
+        config = load(PIPELINES_DIR / config_name)
+        out = config.output
+        with psycopg.connect(env[url_name], autocommit=True) as conn:
+            dialect = detect(conn, out.type)
+            rows = conn.execute(psycopg.sql.SQL("SELECT count(*) FROM {}").format(
+                psycopg.sql.Identifier(out.schema, out.table))).fetchone()[0]
+            exists = conn.execute("SELECT to_regclass(%s)", (f"{out.schema}.{out.rejected}",)).fetchone()[0]
+            bad = conn.execute(psycopg.sql.SQL("SELECT count(*) FROM {}").format(
+                psycopg.sql.Identifier(out.schema, out.rejected))).fetchone()[0] if exists else 0
+        strategy = dialect.strategy(out.mode, stream=config.is_stream)
+        lines.append(f"{out.qualified_table}: {rows:,} rows, {bad:,} rejected  "
+                     f"({dialect.describe()} stand-in, mode {out.mode}: {strategy.name})")
+    return lines

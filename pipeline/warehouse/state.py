@@ -23,15 +23,20 @@ def ensure_state_tables(conn: psycopg.Connection, schema: str, dialect: Dialect)
         cur.execute(dialect.pending_table(schema))
 
 
-def _ledger(schema: str) -> sql.Identifier:
+def ledger_ident(schema: str) -> sql.Identifier:
     return sql.Identifier(schema, LEDGER_TABLE)
+
+
+def checkpoint_ident(schema: str) -> sql.Identifier:
+    return sql.Identifier(schema, CHECKPOINT_TABLE)
+
 
 
 def loaded_objects(conn: psycopg.Connection, schema: str, pipeline: str,
                    keys: Sequence[str] | None = None) -> dict[str, set[str]]:
     """Object key -> the ETags already loaded for it; for ``keys`` only when given (one indexed query)."""
     loaded: dict[str, set[str]] = {}
-    query = sql.SQL("SELECT object_key, etag FROM {} WHERE pipeline = %s").format(_ledger(schema))
+    query = sql.SQL("SELECT object_key, etag FROM {} WHERE pipeline = %s").format(ledger_ident(schema))
     params: list = [pipeline]
     if keys is not None:
         if not keys:
@@ -68,14 +73,14 @@ def complete_object(cur: psycopg.Cursor, schema: str, pipeline: str, key: str, e
                     rows: int, rejected: int, nbytes: int) -> None:
     cur.execute(
         sql.SQL("UPDATE {} SET rows = %s, rejected = %s, bytes = %s, loaded_at = now() "
-                "WHERE pipeline = %s AND object_key = %s AND etag = %s").format(_ledger(schema)),
+                "WHERE pipeline = %s AND object_key = %s AND etag = %s").format(ledger_ident(schema)),
         (rows, rejected, nbytes, pipeline, key, etag),
     )
 
 
 def forget_pipeline(cur: psycopg.Cursor, schema: str, pipeline: str) -> None:
     """Drop every ledger row of a pipeline (modes that rebuild the whole table)."""
-    cur.execute(sql.SQL("DELETE FROM {} WHERE pipeline = %s").format(_ledger(schema)), (pipeline,))
+    cur.execute(sql.SQL("DELETE FROM {} WHERE pipeline = %s").format(ledger_ident(schema)), (pipeline,))
 
 
 def _pending(schema: str) -> sql.Identifier:
@@ -103,14 +108,14 @@ def settle_pending(cur: psycopg.Cursor, schema: str, pipeline: str, run_id: str,
         forget_pipeline(cur, schema, pipeline)
         cur.execute(sql.SQL("INSERT INTO {} (pipeline, object_key, etag, rows, rejected, bytes) SELECT pipeline, "
                             "object_key, etag, rows, rejected, bytes FROM {} WHERE pipeline = %s AND run_id = %s")
-                    .format(_ledger(schema), _pending(schema)), (pipeline, run_id))
+                    .format(ledger_ident(schema), _pending(schema)), (pipeline, run_id))
     cur.execute(sql.SQL("DELETE FROM {} WHERE pipeline = %s AND run_id = %s").format(_pending(schema)),
                 (pipeline, run_id))
 
 
 def ledger_rows(conn: psycopg.Connection, schema: str, pipeline: str, key: str | None = None) -> list[dict]:
     query = sql.SQL("SELECT object_key, etag, rows, rejected, bytes, loaded_at FROM {} WHERE pipeline = %s").format(
-        _ledger(schema))
+        ledger_ident(schema))
     params: list = [pipeline]
     if key is not None:
         query += sql.SQL(" AND object_key = %s")
@@ -123,15 +128,12 @@ def ledger_rows(conn: psycopg.Connection, schema: str, pipeline: str, key: str |
 # --------------------------------------------------------------------------- shard checkpoints
 
 
-def _checkpoints(schema: str) -> sql.Identifier:
-    return sql.Identifier(schema, CHECKPOINT_TABLE)
-
 
 def read_checkpoints(conn: psycopg.Connection, schema: str, pipeline: str, stream: str) -> dict[str, str]:
     """Shard id -> checkpoint (the position of the last record committed)."""
     with conn.cursor() as cur:
         cur.execute(sql.SQL("SELECT shard_id, sequence_number FROM {} WHERE pipeline = %s AND stream = %s").format(
-            _checkpoints(schema)), (pipeline, stream))
+            checkpoint_ident(schema)), (pipeline, stream))
         return dict(cur.fetchall())
 
 
@@ -145,7 +147,7 @@ def write_checkpoints(cur: psycopg.Cursor, dialect: Dialect, schema: str, pipeli
     is never committed twice. Where keys are not enforced the dialect locks the table first.
     """
     counts = counts or {}
-    table = _checkpoints(schema)
+    table = checkpoint_ident(schema)
     dialect.lock_for_claim(cur, table)
     for shard, position in positions.items():
         before = (expected or {}).get(shard)
@@ -156,7 +158,7 @@ def write_checkpoints(cur: psycopg.Cursor, dialect: Dialect, schema: str, pipeli
         cur.execute(
             sql.SQL("UPDATE {} SET sequence_number = %s, records = records + %s, updated_at = now() "
                     "WHERE pipeline = %s AND stream = %s AND shard_id = %s AND sequence_number = %s").format(
-                _checkpoints(schema)),
+                checkpoint_ident(schema)),
             (position, counts.get(shard, 0), pipeline, stream, shard, before),
         )
         if cur.rowcount != 1:

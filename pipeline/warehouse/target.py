@@ -79,8 +79,22 @@ class Target:
     def prepare(self, conn: psycopg.Connection) -> Dialect:
         """Create what is missing (state tables, target, rejected table) and check the columns.
 
-        DDL runs in transactions of its own (Hologres never mixes DDL and DML in one).
+        DDL runs in transactions of its own (Hologres never mixes DDL and DML in one). Two runs preparing
+        at once may race on CREATE ... IF NOT EXISTS (the server's catalog refuses the second): the loser
+        looks again and finds what the winner made.
         """
+        for attempt in range(3):
+            try:
+                return self._prepare(conn)
+            except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateTable,
+                    psycopg.errors.DuplicateObject, psycopg.errors.DuplicateSchema):
+                if attempt == 2:
+                    raise
+                log.info("another run created %s's tables at the same moment; looking again",
+                         self.output.qualified_table)
+        raise AssertionError("unreachable")
+
+    def _prepare(self, conn: psycopg.Connection) -> Dialect:
         state.ensure_state_tables(conn, self.output.state, self.dialect)
         with conn.transaction(), conn.cursor() as cur:
             cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.output.schema)))

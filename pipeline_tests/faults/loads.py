@@ -102,6 +102,37 @@ def table_state(conn: Any, table: str) -> tuple[int, int, int]:
     return rows, distinct, int(amount)
 
 
+def upload_books(s3: Any, bucket: str, prefix: str, objects: int, rows: int, seed: int = 0, **extra: Any
+                 ) -> dict[str, Truth]:
+    """Object key -> Truth of what was uploaded."""
+    from pipeline.generate import generate_books
+
+    truths = {}
+    for i in range(objects):
+        body = b"".join(generate_books(rows, seed=seed * 1000 + i))
+        key = f"{prefix}part{i:02d}.csv"
+        s3.put_object(Bucket=bucket, Key=key, Body=body, **extra)
+        truths[key] = truth(body)
+    return truths
+
+
+def assert_table_matches_ledger(conn: Any, table: str, pipeline: str, truths: dict[str, Truth]) -> dict:
+    """Nothing partial: the table holds exactly the objects the ledger says were loaded."""
+    with one_snapshot(conn):
+        done = ledger(conn, pipeline)
+        rows, distinct, amount = table_state(conn, table)
+    assert rows == distinct, "a duplicate order_id"
+    assert rows == sum(truths[k].rows for k in done) == sum(r for r, _ in done.values())
+    assert amount == sum(truths[k].amount for k in done)
+    return done
+
+
+def assert_exactly_the_source(conn: Any, table: str, pipeline: str, truths: dict[str, Truth]) -> None:
+    assert set(assert_table_matches_ledger(conn, table, pipeline, truths)) == set(truths)
+    ids = {row[0] for row in conn.execute(f"SELECT order_id FROM public.{table}")}
+    assert ids == set().union(*(t.order_ids for t in truths.values()))
+
+
 def rejected_count(conn: Any, table: str) -> int:
     if not exists(conn, f"public.{table}_rejected"):
         return 0

@@ -21,12 +21,13 @@ from pipeline.errors import SourceError
 from pipeline.generate import generate_books
 from pipeline.sources import aws
 from pipeline_tests.faults.loads import (
+    assert_exactly_the_source,
+    assert_table_matches_ledger,
     ledger,
-    one_snapshot,
     pipeline_cli,
     pipeline_popen,
     table_state,
-    truth,
+    upload_books,
     write_config,
 )
 from pipeline_tests.faults.proxy import HttpFaultProxy, TcpProxy, seeded_s3_faults
@@ -37,34 +38,6 @@ pytestmark = pytest.mark.stack
 @pytest.fixture
 def unique() -> str:
     return f"f{uuid.uuid4().hex[:10]}"
-
-
-def upload_books(s3, bucket: str, prefix: str, objects: int, rows: int, seed: int = 0, **extra) -> dict:
-    """Object key -> Truth of what was uploaded."""
-    truths = {}
-    for i in range(objects):
-        body = b"".join(generate_books(rows, seed=seed * 1000 + i))
-        key = f"{prefix}part{i:02d}.csv"
-        s3.put_object(Bucket=bucket, Key=key, Body=body, **extra)
-        truths[key] = truth(body)
-    return truths
-
-
-def assert_table_matches_ledger(conn, table: str, pipeline: str, truths: dict) -> dict:
-    """Nothing partial: the table holds exactly the objects the ledger says were loaded."""
-    with one_snapshot(conn):
-        done = ledger(conn, pipeline)
-        rows, distinct, amount = table_state(conn, table)
-    assert rows == distinct, "a duplicate order_id"
-    assert rows == sum(truths[k].rows for k in done) == sum(r for r, _ in done.values())
-    assert amount == sum(truths[k].amount for k in done)
-    return done
-
-
-def assert_exactly_the_source(conn, table: str, pipeline: str, truths: dict) -> None:
-    assert set(assert_table_matches_ledger(conn, table, pipeline, truths)) == set(truths)
-    ids = {row[0] for row in conn.execute(f"SELECT order_id FROM public.{table}")}
-    assert ids == set().union(*(t.order_ids for t in truths.values()))
 
 
 @pytest.mark.slow

@@ -178,6 +178,12 @@ class Dialect:
     def lock_for_claim(self, cur: psycopg.Cursor, table: sql.Identifier) -> None:
         """Before a claim on a target that does not enforce keys, make claimers take turns."""
 
+    def lock_first(self, cur: psycopg.Cursor, *tables: sql.Identifier) -> None:
+        """The first statement of a transaction that writes ``tables`` (state tables), where claims need a lock:
+        taken before the transaction's snapshot, so what it then reads is what the previous holder committed."""
+        for table in tables:
+            self.lock_for_claim(cur, table)
+
     # ----------------------------------------------------------------- state
 
     def claim_object(self, cur: psycopg.Cursor, schema: str, pipeline: str, key: str, etag: str) -> bool:
