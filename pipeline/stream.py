@@ -43,6 +43,7 @@ FLUSH_BYTES = 4 << 20  # rows go to COPY in pieces of about this size within the
 READ_AHEAD_PAGES = 2  # per shard: GetRecords pages read ahead while records are parsed
 RUN_BATCH_SECONDS = 30.0  # a run's batch ends by then even if records keep arriving, so the run ends
 SEQUENCE_COLUMN = "pl_seq"  # a merge stage's row order: of two records with one key, the later wins
+MAX_REFUSED_RECORDS = 100  # records the warehouse refuses in one batch before the batch fails
 
 
 @dataclass
@@ -285,7 +286,7 @@ class StreamLoad:
             result.seconds = time.monotonic() - started
             return result
         try:
-            self._commit(conn, parsed.lines, parsed.rejects, moved, before, result)
+            self._commit_refusing(conn, parsed, moved, before, result)
         except BaseException:
             self.close()
             raise
@@ -335,7 +336,7 @@ class StreamLoad:
         project, options = self.project, self.options
         uses_metadata = options.uses_metadata
         stop_on_invalid = self.input.parser.stop_on_invalid_record
-        lines, rejects = parsed.lines, parsed.rejects
+        lines, rejects, origins = parsed.lines, parsed.rejects, parsed.origins
         unfinished = list(reads)
 
         def all_caught_up() -> bool:  # every shard parsed up to its tip, or read to its end
@@ -365,6 +366,7 @@ class StreamLoad:
                             rejects.append(row)
                             continue
                         lines.append(text_line(project(row, row_identity(prefix + at, line))))
+                        origins.append((source, at))
                     read.consumed += 1
                     read.nbytes += len(record.data)
                     read.position = record.checkpoint
@@ -402,6 +404,30 @@ class StreamLoad:
             # up, what arrived since is past the checkpoint and waits for the next batch or run.)
             result.at_tip = False
 
+    def _commit_refusing(self, conn: psycopg.Connection, parsed: _Parsed, moved: dict[str, str],
+                         before: dict[str, str], result: BatchResult) -> None:
+        """Commit the batch; a record the warehouse refuses stops the run (naming its shard, sequence number and
+        column) or, with stop_on_invalid_record false, becomes a rejected record and the batch commits without it."""
+        refused = 0
+        while True:
+            try:
+                self._commit(conn, parsed.lines, parsed.rejects, moved, before, result)
+                return
+            except _RowRefused as refusal:
+                source, sequence = parsed.origins[refusal.index]
+                error = RecordError(source, sequence, f"the warehouse refused the record: {refusal.reason}",
+                                    column=refusal.column, raw=parsed.lines[refusal.index].rstrip("\n"))
+                if self.input.parser.stop_on_invalid_record:
+                    raise error from None
+                refused += 1
+                if refused > MAX_REFUSED_RECORDS:
+                    raise WarehouseError(f"{self.config.name}: the warehouse refused more than {MAX_REFUSED_RECORDS} "
+                                         f"records of one batch; the last: {error}") from None
+                log.info("%s; it goes to the rejected records and the batch is committed again", error)
+                del parsed.lines[refusal.index]
+                del parsed.origins[refusal.index]
+                parsed.rejects.append(error)
+
     def _commit(self, conn: psycopg.Connection, lines: list[str], rejects: list[RecordError],
                 moved: dict[str, str], before: dict[str, str], result: BatchResult) -> None:
         out = self.config.output
@@ -433,6 +459,15 @@ class StreamLoad:
                 counts = {shard: result.shards.get(shard, 0) for shard in moved}
                 state.write_checkpoints(cur, dialect, out.state, self.config.name, self.input.stream, moved, counts,
                                         expected={shard: before.get(shard) for shard in moved})
+        except _StagedRefusal:
+            errors = dialect.load_errors(conn)
+            conn.rollback()
+            first = errors[0] if errors else {}
+            line = first.get("line_number")
+            if not isinstance(line, int) or not 0 < line <= len(lines):
+                raise WarehouseError(f"{self.config.name}: the warehouse refused the staged batch "
+                                     f"({first.get('error_message', 'no load error recorded')})") from None
+            raise _RowRefused(line - 1, str(first.get("error_message")), first.get("column_name") or None) from None
         except state.CheckpointMoved as error:
             raise PipelineError(f"{self.config.name}: {error}; this batch was not committed, "
                                 "the other run's rows stand") from None
@@ -457,9 +492,24 @@ class StreamLoad:
         for index, line in enumerate(lines):
             size += len(line)
             if size >= FLUSH_BYTES:
-                copy_lines(cur, statement, lines[start:index + 1])
+                self._copy_chunk(cur, statement, lines, start, index + 1)
                 start, size = index + 1, 0
-        copy_lines(cur, statement, lines[start:])
+        self._copy_chunk(cur, statement, lines, start, len(lines))
+
+    @staticmethod
+    def _copy_chunk(cur: psycopg.Cursor, statement: sql.Composable, lines: list[str], start: int, end: int) -> None:
+        try:
+            copy_lines(cur, statement, lines[start:end])
+        except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as error:
+            import re
+
+            where = re.search(r"line (\d+)", getattr(error.diag, "context", None) or "")
+            if where is None or not 0 < int(where.group(1)) <= end - start:
+                raise
+            column = re.search(r"column (\w+)", error.diag.context or "")
+            detail = f" ({error.diag.message_detail})" if error.diag.message_detail else ""
+            raise _RowRefused(start + int(where.group(1)) - 1, (error.diag.message_primary or str(error)) + detail,
+                              column.group(1) if column else None) from None
 
     def _copy_from_s3(self, cur: psycopg.Cursor, lines: list[str], moved: dict[str, str],
                       into: sql.Composable, names: list[str]) -> str:
@@ -468,8 +518,11 @@ class StreamLoad:
         assert staging_config is not None
         digest = hashlib.sha1(repr(sorted(moved.items())).encode(), usedforsecurity=False).hexdigest()[:20]
         uri = staging.put(self.s3, staging_config, f"{self.config.name}/{digest}.csv.gz", staging.staged_csv(lines))
-        cur.execute(self.target.dialect.copy_from_s3(into, names, uri, self.config.output.iam_role,
-                                                     staging.STAGED_FORMAT))
+        try:
+            cur.execute(self.target.dialect.copy_from_s3(into, names, uri, self.config.output.iam_role,
+                                                         staging.STAGED_FORMAT))
+        except psycopg.errors.InternalError:
+            raise _StagedRefusal() from None  # what it refused is readable once the transaction has rolled back
         return uri
 
 
@@ -509,6 +562,19 @@ class _Parsed:
 
     lines: list[str] = field(default_factory=list)
     rejects: list[RecordError] = field(default_factory=list)
+    origins: list[tuple[str, str]] = field(default_factory=list)  # per line: (stream/shard, sequence number)
+
+
+class _RowRefused(Exception):
+    """The warehouse refused the batch's line ``index``."""
+
+    def __init__(self, index: int, reason: str, column: str | None):
+        super().__init__(reason)
+        self.index, self.reason, self.column = index, reason, column
+
+
+class _StagedRefusal(Exception):
+    """Redshift refused the staged batch; its load errors say which line, after the rollback."""
 
 
 @dataclass(slots=True)

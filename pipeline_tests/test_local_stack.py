@@ -98,7 +98,7 @@ def test_env_output_is_evaluated_by_bash_and_its_urls_connect(stack: StackEndpoi
 
     assert result.returncode == 0, result.stderr
     hologres_url, redshift_url, bucket_count = result.stdout.split()
-    assert hologres_url == f"postgresql://pipeline:pipeline@127.0.0.1:{stack.pg_port}/hologres"
+    assert hologres_url == f"postgresql://pipeline:pipeline@127.0.0.1:{stack.standin_port}/hologres"
     for url, database in ((hologres_url, "hologres"), (redshift_url, "redshift")):
         with psycopg.connect(url) as connection:
             assert connection.execute("SELECT current_database()").fetchone() == (database,)
@@ -182,7 +182,7 @@ def test_a_stale_moto_pid_file_is_reported_removed_and_replaced(own_stack: Local
     assert len(stale_lines) == 1 and "not running" in stale_lines[0]
     new_pid = recorded_pids(own_stack.state_dir)["moto"]
     assert new_pid != finished.pid and is_alive(new_pid)
-    assert f"HOLOGRES_URL={own_stack.database_url('hologres')}" in (tmp_path / ".env").read_text()
+    assert f"HOLOGRES_URL={own_stack.target_url('hologres')}" in (tmp_path / ".env").read_text()
 
 
 def test_down_leaves_no_process_behind_and_a_later_up_finds_the_data(own_stack: LocalStack, tmp_path: Path):

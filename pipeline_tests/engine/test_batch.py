@@ -300,3 +300,34 @@ def test_a_named_key_outside_the_prefix_is_refused_without_listing(stack, s3, tm
     config_path = write_config(tmp_path / f"{unique}.yml", f"{unique}/", unique)
     with pytest.raises(SourceError, match="is not under"):
         BatchLoad(config_module.load(config_path)).run(keys=["elsewhere/a.csv"])
+
+
+@pytest.mark.parametrize("stop", [True, False])
+def test_a_row_redshift_refuses_stops_the_load_naming_it_or_is_rejected_while_the_rest_loads(
+        stack, s3, redshift, tmp_path, unique, stop):
+    from pipeline.errors import RecordError
+    from pipeline_tests.faults.loads import write_config as write_target_config
+
+    # 20 characters, 40 bytes: it fits varchar(32) as PostgreSQL counts, not as Redshift does.
+    body = ("order_id,user_id,book_id,book_name,order_cnt,order_amt\n"
+            f"a1,1,1,Short,1,10\na2,2,2,{'é' * 20},1,20\na3,3,3,Fine,1,30\n").encode()
+    s3.put_object(Bucket=stack.bucket, Key=f"{unique}/orders.csv", Body=body)
+    path = write_target_config(tmp_path / f"{unique}.yml", f"{unique}/", unique, target="redshift",
+                               parser={"stop_on_invalid_record": stop},
+                               column_options={"book_name": {"type": "varchar(32)"}})
+    load = BatchLoad(config_module.load(path))
+
+    if stop:
+        with pytest.raises(RecordError) as raised:
+            load.run()
+        assert raised.value.source == f"s3://{stack.bucket}/{unique}/orders.csv"
+        assert raised.value.position == 3 and raised.value.column == "book_name"
+        assert "String length exceeds DDL length" in str(raised.value)
+        assert redshift.execute(f"SELECT count(*) FROM public.{unique}").fetchone()[0] == 0
+        return
+    summary = load.run()
+    assert summary.rows == 2 and summary.rejected == 1
+    assert sorted(r[0] for r in redshift.execute(f"SELECT order_id FROM public.{unique}")) == ["a1", "a3"]
+    line, column = redshift.execute(f"SELECT line_number, column_name FROM public.{unique}_rejected").fetchone()
+    assert (line, column) == (3, "book_name")
+    assert not BatchLoad(config_module.load(path)).run().loaded

@@ -346,3 +346,39 @@ def test_redshift_merge_is_generated_as_delete_then_insert_of_the_last_row_per_k
         '(SELECT "uuid", "status", ROW_NUMBER() OVER (PARTITION BY "uuid" ORDER BY "pl_seq" DESC) AS pl_rank '
         'FROM "pl_stage_sensor_data") AS latest WHERE pl_rank = 1',
     ]
+
+
+def test_a_record_redshift_refuses_is_rejected_with_its_shard_and_sequence_and_the_batch_commits(
+        stack, kinesis, redshift, tmp_path, stream):
+    path = write_config(tmp_path / f"{stream}.yml", stream)  # status is varchar(16), stop_on_invalid_record false
+    put(kinesis, stream, [*sensors(20), {"sensorId": 7, "currentTemperature": 20, "status": "x" * 17},
+                          *sensors(20, offset=50)])
+
+    summary = StreamLoad(config_module.load(path)).run()
+
+    assert summary.records == 41 and summary.rows == 40 and summary.rejected == 1
+    assert len(table_rows(redshift, stream)) == 40
+    source, sequence, column, error = redshift.execute(
+        f"SELECT source, sequence_number, column_name, error FROM sensor_schema.{stream}_rejected").fetchone()
+    assert source.startswith(f"{stream}/shardId-") and sequence and column == "status"
+    assert "refused" in error and "String length exceeds DDL length" in error
+    assert StreamLoad(config_module.load(path)).run().records == 0
+
+
+def test_with_stop_on_invalid_record_a_refused_record_stops_the_run_naming_it_and_commits_nothing(
+        stack, kinesis, redshift, tmp_path, stream):
+    from pipeline.errors import RecordError
+
+    path = write_config(tmp_path / f"{stream}.yml", stream)
+    document = yaml.safe_load(path.read_text())
+    document["in"]["parser"]["stop_on_invalid_record"] = True
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    put(kinesis, stream, [*sensors(5), {"sensorId": 7, "currentTemperature": 20, "status": "é" * 9}])
+
+    with pytest.raises(RecordError) as raised:
+        StreamLoad(config_module.load(path)).run()
+
+    assert raised.value.source.startswith(f"{stream}/shardId-") and raised.value.column == "status"
+    assert isinstance(raised.value.position, str)  # the record's sequence number
+    assert redshift.execute("SELECT count(*) FROM sensor_schema.pipeline_shard_checkpoint WHERE stream = %s",
+                            (stream,)).fetchone()[0] == 0

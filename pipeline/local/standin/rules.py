@@ -28,6 +28,7 @@ DML_NODES = (ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt, ast.MergeStmt)
 COMMANDS = {ast.InsertStmt: "INSERT", ast.UpdateStmt: "UPDATE", ast.DeleteStmt: "DELETE", ast.MergeStmt: "MERGE",
             ast.CopyStmt: "COPY", ast.TruncateStmt: "TRUNCATE"}
 _PLACEHOLDER = re.compile(r"\$(\d+)")
+STANDIN_FUNCTIONS = ("refuse", "set_table_property", "fixed_copy_apply", "fixed_copy_stage")
 
 
 def literal(text: str) -> str:
@@ -148,8 +149,9 @@ class Rules:
 
     def rewrite_error(self, fields: dict[str, str]) -> dict[str, str]:
         # A refusal raised by standin.refuse() carries no PL/pgSQL context.
+        # What the stand-in's own functions add (their PL/pgSQL context, internal queries) is not the target's.
         where = fields.get("W", "")
-        if "function refuse(" in where or "standin." in where:
+        if "standin." in where or any(f"function {name}(" in where for name in STANDIN_FUNCTIONS):
             fields = {code: value for code, value in fields.items() if code not in "WRLFqP"}
         return fields
 
