@@ -262,8 +262,6 @@ class BatchLoad:
                 keys = self.target.merge_keys(conn)
 
         def load_one(obj) -> ObjectResult:
-            started = time.monotonic()
-
             def attempt(path: str, refused: dict[int, RecordError]) -> ObjectResult:
                 with self.target.connect() as conn, self._staged_files() as files, self._named_refusals(conn):
                     with self.dialect.atomic(conn) as cur:
@@ -279,12 +277,7 @@ class BatchLoad:
                                               rows=result.rows, rejected=result.rejected, nbytes=result.bytes)
                     return result
 
-            result = self._attempts(obj, attempt)
-            if not result.skipped:
-                result.seconds = time.monotonic() - started
-                progress.add(objects=1, rows=result.rows)
-                self._log_object(result)
-            return result
+            return self._load_and_log(obj, attempt, progress)
 
         return self._parallel(objects, load_one)
 
@@ -306,8 +299,6 @@ class BatchLoad:
         upsert = self.dialect.upsert_copy_options("update")
 
         def load_one(obj) -> ObjectResult:
-            started = time.monotonic()
-
             def attempt(path: str, refused: dict[int, RecordError]) -> ObjectResult:
                 with self.target.connect(autocommit=True) as conn, conn.cursor() as cur:
                     if obj.etag in state.loaded_objects(conn, out.state, self.config.name, [obj.key]).get(obj.key,
@@ -324,14 +315,19 @@ class BatchLoad:
                                             rows=result.rows, rejected=result.rejected, nbytes=result.bytes)
                     return result
 
-            result = self._attempts(obj, attempt)
-            if not result.skipped:
-                result.seconds = time.monotonic() - started
-                progress.add(objects=1, rows=result.rows)
-                self._log_object(result)
-            return result
+            return self._load_and_log(obj, attempt, progress)
 
         return self._parallel(objects, load_one)
+
+    def _load_and_log(self, obj, attempt: Callable[[str, dict[int, RecordError]], ObjectResult],
+                      progress: Progress) -> ObjectResult:
+        started = time.monotonic()
+        result = self._attempts(obj, attempt)
+        if not result.skipped:
+            result.seconds = time.monotonic() - started
+            progress.add(objects=1, rows=result.rows)
+            self._log_object(result)
+        return result
 
     @contextlib.contextmanager
     def _together(self, conn: psycopg.Connection) -> Iterator[psycopg.Cursor]:
@@ -378,18 +374,12 @@ class BatchLoad:
                 cur.execute(self.dialect.rejected_table(out.schema, f"{name}_rej"))
         try:
             def load_one(obj) -> ObjectResult:
-                started = time.monotonic()
-
                 def attempt(path: str, refused: dict[int, RecordError]) -> ObjectResult:
                     with (self.target.connect() as conn, self._staged_files() as files, self._named_refusals(conn),
                           self.dialect.atomic(conn) as cur):
                         return self._write_object(cur, obj, stage, stage_rejected, progress, path, refused, files)
 
-                result = self._attempts(obj, attempt)
-                result.seconds = time.monotonic() - started
-                progress.add(objects=1, rows=result.rows)
-                self._log_object(result)
-                return result
+                return self._load_and_log(obj, attempt, progress)
 
             results = self._parallel(objects, load_one)
             if mode == "replace" and not self.dialect.capabilities.ddl_with_dml:

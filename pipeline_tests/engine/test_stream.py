@@ -382,3 +382,37 @@ def test_with_stop_on_invalid_record_a_refused_record_stops_the_run_naming_it_an
     assert isinstance(raised.value.position, str)  # the record's sequence number
     assert redshift.execute("SELECT count(*) FROM sensor_schema.pipeline_shard_checkpoint WHERE stream = %s",
                             (stream,)).fetchone()[0] == 0
+
+
+def hologres_config(path: Path, stream: str, mode: str = "append") -> Path:
+    document = yaml.safe_load(write_config(path, stream).read_text())
+    document["out"] = {"type": "hologres", "url": "{{ env.HOLOGRES_URL }}", "table": f"public.{path.stem}",
+                       "mode": mode, "primary_key": ["uuid"]}
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def test_a_stream_into_hologres_commits_rows_and_checkpoints_in_one_multi_dml_transaction(
+        stack, kinesis, hologres, tmp_path, stream):
+    path = hologres_config(tmp_path / f"{stream}.yml", stream)
+    put(kinesis, stream, [*sensors(30), b"{not json"])
+
+    summary = StreamLoad(config_module.load(path)).run()
+
+    assert summary.rows == 30 and summary.rejected == 1
+    assert hologres.execute(f"SELECT count(DISTINCT uuid) FROM public.{stream}").fetchone()[0] == 30
+    assert hologres.execute(f"SELECT count(*) FROM public.{stream}_rejected").fetchone()[0] == 1
+    assert hologres.execute("SELECT sum(records) FROM public.pipeline_shard_checkpoint WHERE stream = %s",
+                            (stream,)).fetchone()[0] == 31
+    assert StreamLoad(config_module.load(path)).run().records == 0
+
+
+def test_a_stream_merge_into_hologres_is_refused_with_the_fix(stack, kinesis, tmp_path, stream):
+    from pipeline.errors import WarehouseError
+
+    path = hologres_config(tmp_path / f"{stream}.yml", stream, mode="merge")
+
+    with pytest.raises(WarehouseError) as raised:
+        StreamLoad(config_module.load(path)).run()
+
+    assert "temporary table" in str(raised.value) and "append" in str(raised.value)

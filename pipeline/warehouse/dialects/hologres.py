@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -24,6 +24,7 @@ from psycopg import sql
 from pipeline.errors import WarehouseError
 from pipeline.schema import Column
 from pipeline.warehouse.dialects.base import Capabilities, Dialect, Strategy
+from pipeline.warehouse.dialects.postgresql import PostgreSQL
 
 MULTI_DML_SETTING = "hg_experimental_enable_transaction"
 
@@ -33,9 +34,7 @@ class Hologres(Dialect):
     label = "Hologres"
     capabilities = Capabilities(copy_from_stdin=True, enforces_keys=True, ddl_with_dml=False, temp_tables=False,
                                 on_conflict=True)
-    types: ClassVar[dict[str, str]] = {
-        "boolean": "boolean", "long": "bigint", "double": "double precision", "string": "text",
-             "timestamp": "timestamp with time zone", "json": "jsonb"}
+    types = PostgreSQL.types  # Hologres takes PostgreSQL's types for these
 
     @classmethod
     def detect(cls, conn: psycopg.Connection) -> str | None:
