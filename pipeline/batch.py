@@ -542,6 +542,13 @@ class BatchLoad:
                 raise WarehouseError(
                     f"the warehouse connection was lost while loading s3://{self.input.bucket}/{obj.key} "
                     f"({_first_line(error)}); nothing of this object was committed, a re-run loads it") from None
+            except WarehouseError as error:
+                if not str(error).startswith("cannot connect"):
+                    raise
+                # The warehouse went away between two objects: name the one that was next.
+                raise WarehouseError(
+                    f"the warehouse connection was lost before loading s3://{self.input.bucket}/{obj.key} "
+                    f"({error}); nothing of this object was committed, a re-run loads it") from None
 
         return guarded
 

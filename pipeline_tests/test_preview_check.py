@@ -279,3 +279,21 @@ def test_check_reports_table_columns_that_do_not_match_the_config(stack, s3, hol
     line = next(line for line in out.splitlines() if line.startswith(f"FAIL  target table public.{unique}"))
     assert "column order_id is bigint but the config's string cannot be written to it" in line
     assert "no column book_name" in line and "column note (text) is NOT NULL" in line
+
+
+def test_preview_into_a_reader_that_stops_early_ends_quietly(stack, s3, tmp_path, unique):
+    import subprocess
+    import sys
+
+    rows = "".join(f"o{i},1,6,Kokoro,1,100\n" for i in range(5_000))
+    put_books(s3, stack.bucket, f"{unique}/many.csv", rows)
+    path = book_config(tmp_path / "many.yml", f"{unique}/", unique)
+    process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "preview", "--rows", "5000", str(path)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stdout.readline()
+
+    process.stdout.close()  # what `| head -1` does
+    _, stderr = process.communicate(timeout=120)
+
+    assert b"Traceback" not in stderr and b"BrokenPipeError" not in stderr, stderr.decode()
+    assert process.returncode in (0, 141)

@@ -354,3 +354,18 @@ def test_a_plain_copy_in_a_multi_dml_block_holds_a_table_lock_until_commit(
     assert not worker.is_alive()
     assert outcome == {"rows": 1}
     assert rows(hologres, f"SELECT id, name FROM {table} ORDER BY id") == [(1, "first session"), (2, "second session")]
+
+
+@pytest.mark.parametrize("fixed", [False, True])
+def test_a_copy_refused_at_its_first_row_while_data_still_streams_fails_and_leaves_the_session_usable(
+        hologres: psycopg.Connection, table: str, fixed: bool) -> None:
+    # PostgreSQL ends such a COPY (error, ready) before the client's CopyDone: the stand-in must still answer it.
+    create_keyed(hologres, table)
+    options = "STREAM_MODE TRUE, ON_CONFLICT 'update', FORMAT csv" if fixed else "FORMAT csv"
+    with pytest.raises(psycopg.errors.InvalidTextRepresentation):
+        copy_in(hologres, f"COPY {table} (id, name) FROM STDIN WITH ({options})",
+                "not-a-number,a\n" + "".join(f"{i},n\n" for i in range(100_000)))
+
+    assert hologres.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    assert copy_in(hologres, f"COPY {table} (id, name) FROM STDIN WITH ({options})", "1,a\n") == 1
+    assert rows(hologres, f"SELECT id, name FROM {table}") == [(1, "a")]

@@ -261,12 +261,14 @@ class HologresRules(Rules):
         session.exec_checked("BEGIN")
         if keys:
             session.exec_checked(f"LOCK TABLE {target} IN EXCLUSIVE MODE")
-        session.forward_query(RawStream()(node))
+        capture, refused = session.start_copy(RawStream()(node))
+        if capture is None:  # refused before any row: end our transaction, answer as the server did
+            session.backend_exec("ROLLBACK")
+            session.relay(refused, status=self._reopen(True) if alone else b"I")
+            return
 
         def finish(session, mtype: bytes, body: bytes) -> None:
-            capture = session.start_capture()
-            session.backend.sendall(wire.message(mtype, body))
-            messages = session.collect(capture)
+            messages = session.end_copy(capture, mtype, body)
             failed = mtype == b"f" or any(m == b"E" for m, _ in messages)
             session.backend_exec("ROLLBACK" if failed else "COMMIT")
             session.relay(messages, status=self._reopen(failed) if alone else b"I")
@@ -289,13 +291,14 @@ class HologresRules(Rules):
             columns = names.split("\x1f") if names else []
             node.attlist = tuple(ast.String(sval=name) for name in columns)
         node.relation = ast.RangeVar(relname=staged, schemaname="pg_temp", inh=True, relpersistence="p")
-        session.forward_query(RawStream()(node))
+        capture, refused = session.start_copy(RawStream()(node))
+        if capture is None:
+            session.relay(refused, status=self._reopen(True) if alone else None)
+            return
         column_array = "ARRAY[" + ", ".join(literal(c) for c in columns) + "]::text[]"
 
         def finish(session, mtype: bytes, body: bytes) -> None:
-            capture = session.start_capture()
-            session.backend.sendall(wire.message(mtype, body))
-            messages = session.collect(capture)
+            messages = session.end_copy(capture, mtype, body)
             failed = mtype == b"f" or any(m == b"E" for m, _ in messages)
             if not failed:
                 tag = next((wire.cstring(b)[0] for m, b in messages if m == b"C"), "COPY 0")

@@ -276,6 +276,40 @@ class Session:
                 raise StandinSQLError(wire.error_fields(body), messages)
         return messages
 
+    def start_copy(self, sql: str) -> tuple[queue.SimpleQueue | None, list[Message]]:
+        """Send a ``COPY ... FROM STDIN`` of the stand-in's making for the client to feed.
+
+        Once the backend is in copy mode the client gets CopyInResponse, and capture goes on: PostgreSQL ends a
+        failed COPY (ErrorResponse, ReadyForQuery) without waiting for the client's CopyDone, so whatever ends
+        it must reach the caller's copy-end hook, never the client directly. Returns (the capture, []) once the
+        copy runs, or (None, the backend's answer) when the COPY failed before it started.
+        """
+        assert self.backend is not None
+        capture = self.start_capture()
+        self._expect_ready()
+        self.backend.sendall(wire.query(sql))
+        answer: list[Message] = []
+        while True:
+            item = capture.get()
+            if item is None:
+                self._capture = None
+                raise wire.Closed()
+            if item[0] == b"G":
+                self.to_client(wire.message(b"G", item[1]))
+                return capture, []
+            answer.append(item)
+            if item[0] == b"Z":
+                self._capture = None
+                return None, answer
+
+    def end_copy(self, capture: queue.SimpleQueue, mtype: bytes, body: bytes) -> list[Message]:
+        """Pass the client's CopyDone or CopyFail on (after the CopyData before it), and return how the backend
+        ended the COPY."""
+        assert self.backend is not None
+        self.flush()
+        self.backend.sendall(wire.message(mtype, body))
+        return self.collect(capture)
+
     def copy_in(self, sql: str, chunks) -> list[Message]:
         """Run a ``COPY ... FROM STDIN`` of the stand-in's own, fed from ``chunks``; the backend's answer.
 
