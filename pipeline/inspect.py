@@ -415,7 +415,7 @@ def _check_warehouse(config: PipelineConfig) -> list[CheckResult]:
             dialect = detect(conn, out.type, describe_target(out.conninfo))
         except PipelineError as error:
             return [CheckResult(name, False, str(error))]
-        results = [_tls(conn, dialect.describe(), out, name), *_check_strategies(config, dialect)]
+        results = [_tls(conn, dialect, out, name), *_check_strategies(config, dialect)]
         columns = _target_columns(config)
         with conn.cursor() as cur:
             results.extend(_check_target(cur, config, columns))
@@ -448,13 +448,13 @@ def _check_strategies(config: PipelineConfig, dialect: Any) -> list[CheckResult]
     return results
 
 
-def _tls(conn: psycopg.Connection, server: str, out: Any, name: str) -> CheckResult:
+def _tls(conn: psycopg.Connection, dialect: Any, out: Any, name: str) -> CheckResult:
     in_use = bool(conn.pgconn.ssl_in_use)
-    if server.startswith("PostgreSQL"):
+    if dialect.capabilities.ssl_view:
         row = conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()
         in_use = bool(row and row[0])
     host = conn.info.host or ""
-    label = f"{server} server, TLS {'in use' if in_use else 'not in use'}"
+    label = f"{dialect.describe()} server, TLS {'in use' if in_use else 'not in use'}"
     if in_use or out.allow_insecure or _is_local(host):
         return CheckResult(name, True, label)
     return CheckResult(name, False, f"{label}: the connection to {host} is not encrypted; add sslmode=require to "

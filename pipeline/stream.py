@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Generator
@@ -501,8 +502,6 @@ class StreamLoad:
         try:
             copy_lines(cur, statement, lines[start:end])
         except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as error:
-            import re
-
             where = re.search(r"line (\d+)", getattr(error.diag, "context", None) or "")
             if where is None or not 0 < int(where.group(1)) <= end - start:
                 raise

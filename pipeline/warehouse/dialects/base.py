@@ -32,6 +32,7 @@ class Capabilities:
     ddl_with_dml: bool  # DDL and DML may share one transaction
     temp_tables: bool
     on_conflict: bool  # INSERT ... ON CONFLICT
+    ssl_view: bool = False  # pg_stat_ssl tells whether this session is encrypted (libpq may not know behind a proxy)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ class PostgreSQL(Dialect):
     name = "postgresql"
     label = "PostgreSQL"
     capabilities = Capabilities(copy_from_stdin=True, enforces_keys=True, ddl_with_dml=True, temp_tables=True,
-                                on_conflict=True)
+                                on_conflict=True, ssl_view=True)
     types: ClassVar[dict[str, str]] = {
         "boolean": "boolean", "long": "bigint", "double": "double precision", "string": "text",
              "timestamp": "timestamp with time zone", "json": "jsonb"}
