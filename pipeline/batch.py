@@ -68,7 +68,6 @@ class RunSummary:
     results: list[ObjectResult] = field(default_factory=list)
     up_to_date: int = 0
     seconds: float = 0.0
-    strategy: str = ""
 
     @property
     def loaded(self) -> list[ObjectResult]:
@@ -184,7 +183,7 @@ class BatchLoad:
                 self._settle_pending(conn)
             named = None if keys is None or mode in ("replace", "truncate_insert") else [o.key for o in objects]
             loaded = state.loaded_objects(conn, out.state, self.config.name, named)
-        summary = RunSummary(self.config.name, mode, strategy=strategy.name)
+        summary = RunSummary(self.config.name, mode)
         if mode in ("replace", "truncate_insert"):
             # These modes rebuild the table from every object, so any change means a full reload.
             current = {(o.key, o.etag) for o in objects}

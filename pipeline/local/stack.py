@@ -127,6 +127,7 @@ class LocalStack:
         # None: do not write a .env (tests must not overwrite the developer's one).
         self.dotenv_path = Path(dotenv_path).absolute() if dotenv_path is not None else None
         self._moto_process: subprocess.Popen[bytes] | None = None
+        self._standin_process: subprocess.Popen[bytes] | None = None
 
     # -- paths -------------------------------------------------------------------------------
 
@@ -545,16 +546,20 @@ class LocalStack:
 
     def _moto_pid(self, *, quiet: bool = False) -> int | None:
         """moto's pid from moto.pid if that process runs moto; a stale file is removed."""
+        return self._recorded_pid(self.moto_pid_file, "moto.server", quiet=quiet)
+
+    def _recorded_pid(self, pid_file: Path, command: str, *, quiet: bool) -> int | None:
+        """The pid in ``pid_file`` if that process runs ``command``; a stale file is removed."""
         try:
-            text = self.moto_pid_file.read_text().strip()
+            text = pid_file.read_text().strip()
         except OSError:
             return None
         pid = int(text) if text.isdigit() else None
-        if pid is not None and process_is_running(pid) and "moto.server" in _command_line(pid):
+        if pid is not None and process_is_running(pid) and command in _command_line(pid):
             return pid
         if not quiet:
-            log.warning("%s names process %s, which is not running: removing it", self.moto_pid_file, pid)
-            self.moto_pid_file.unlink(missing_ok=True)
+            log.warning("%s names process %s, which is not running: removing it", pid_file, pid)
+            pid_file.unlink(missing_ok=True)
         return None
 
     def _start_moto(self) -> int:
@@ -648,39 +653,33 @@ class LocalStack:
             time.sleep(0.1)
 
     def _stop_moto(self) -> ServiceStatus:
-        address = f"{HOST}:{self.aws_port}"
-        pid = self._moto_pid(quiet=True)
+        return self._stop_group("moto", self._moto_pid(quiet=True), self.moto_pid_file,
+                                f"{HOST}:{self.aws_port}", self._moto_process)
+
+    def _stop_group(self, name: str, pid: int | None, pid_file: Path, address: str,
+                    process: subprocess.Popen[bytes] | None) -> ServiceStatus:
+        """Stop a service that leads its own session (its group id is its pid): SIGTERM, then SIGKILL."""
         if pid is None:
-            self.moto_pid_file.unlink(missing_ok=True)
-            return ServiceStatus("moto", None, address, False, "not running")
+            pid_file.unlink(missing_ok=True)
+            return ServiceStatus(name, None, address, False, "not running")
         for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, _STOP_TIMEOUT)):
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, sig)  # moto leads its own session, so its group id is its pid
-            if self._moto_process is not None and self._moto_process.pid == pid:
+                os.killpg(pid, sig)
+            if process is not None and process.pid == pid:
                 with contextlib.suppress(subprocess.TimeoutExpired):
-                    self._moto_process.wait(wait)
+                    process.wait(wait)
             if _wait_until_gone(pid, wait):
                 break
         else:
-            raise PipelineError(f"moto (pid {pid}) did not stop after SIGKILL")
-        self.moto_pid_file.unlink(missing_ok=True)
-        log.info("stopped moto (pid %s)", pid)
-        return ServiceStatus("moto", pid, address, False, "stopped")
+            raise PipelineError(f"{name} (pid {pid}) did not stop after SIGKILL")
+        pid_file.unlink(missing_ok=True)
+        log.info("stopped %s (pid %s)", name, pid)
+        return ServiceStatus(name, pid, address, False, "stopped")
 
     # -- the Hologres and Redshift stand-in ----------------------------------------------------
 
     def _standin_pid(self, *, quiet: bool = False) -> int | None:
-        try:
-            text = self.standin_pid_file.read_text().strip()
-        except OSError:
-            return None
-        pid = int(text) if text.isdigit() else None
-        if pid is not None and process_is_running(pid) and "pipeline.local.standin" in _command_line(pid):
-            return pid
-        if not quiet:
-            log.warning("%s names process %s, which is not running: removing it", self.standin_pid_file, pid)
-            self.standin_pid_file.unlink(missing_ok=True)
-        return None
+        return self._recorded_pid(self.standin_pid_file, "pipeline.local.standin", quiet=quiet)
 
     def _start_standin(self) -> int:
         databases = [f"{name}={flavor}" + (f":{HOLOGRES_VERSION}" if flavor == "hologres" else "")
@@ -726,25 +725,8 @@ class LocalStack:
             time.sleep(0.1)
 
     def _stop_standin(self) -> ServiceStatus:
-        address = f"{HOST}:{self.standin_port}"
-        pid = self._standin_pid(quiet=True)
-        if pid is None:
-            self.standin_pid_file.unlink(missing_ok=True)
-            return ServiceStatus("standin", None, address, False, "not running")
-        for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, _STOP_TIMEOUT)):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, sig)
-            process = getattr(self, "_standin_process", None)
-            if process is not None and process.pid == pid:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    process.wait(wait)
-            if _wait_until_gone(pid, wait):
-                break
-        else:
-            raise PipelineError(f"the stand-in (pid {pid}) did not stop after SIGKILL")
-        self.standin_pid_file.unlink(missing_ok=True)
-        log.info("stopped the stand-in (pid %s)", pid)
-        return ServiceStatus("standin", pid, address, False, "stopped")
+        return self._stop_group("standin", self._standin_pid(quiet=True), self.standin_pid_file,
+                                f"{HOST}:{self.standin_port}", self._standin_process)
 
     # -- Dagster -----------------------------------------------------------------------------
 

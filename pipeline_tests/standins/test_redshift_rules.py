@@ -278,6 +278,25 @@ def test_gzip_objects_load(redshift: psycopg.Connection, table: str, objects: Ob
     assert rows(redshift, f"SELECT id, name FROM {table} ORDER BY id") == [(1, "a"), (2, "b")]
 
 
+@pytest.mark.parametrize(("options", "names"), [("CSV ACCEPTINVCHARS", ["a?b", "c??"]),
+                                                ("CSV ACCEPTINVCHARS AS '^'", ["a^b", "c^^"])],
+                         ids=["question-mark", "caret"])
+def test_acceptinvchars_replaces_each_byte_that_is_not_utf8(redshift: psycopg.Connection, table: str,
+                                                            objects: Objects, options: str, names: list[str]) -> None:
+    create_people(redshift, table)
+    objects.put("data.csv", b"1,a\xffb\n2,c\xfe\xfd\n")
+    copy_from(redshift, table, objects.url(), options)
+    assert [r[0] for r in rows(redshift, f"SELECT name FROM {table} ORDER BY id")] == names
+
+
+def test_without_acceptinvchars_a_byte_that_is_not_utf8_fails_the_load(redshift: psycopg.Connection, table: str,
+                                                                       objects: Objects) -> None:
+    create_people(redshift, table)
+    objects.put("data.csv", b"1,a\xffb\n")
+    with pytest.raises(psycopg.errors.InternalError, match="Load into table"):
+        copy_from(redshift, table, objects.url())
+
+
 def test_ignoreheader_skips_the_header_line(redshift: psycopg.Connection, table: str, objects: Objects) -> None:
     create_people(redshift, table)
     objects.put("data.csv", b"id,name\n1,a\n2,b\n")

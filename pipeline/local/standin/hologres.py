@@ -238,6 +238,10 @@ class HologresRules(Rules):
         target = qualified(node.relation)
         try:
             keys = self.session.scalar(f"SELECT standin.primary_key({literal(target)}::regclass)")
+            if stream_mode and on_conflict != "none" and not keys:
+                self.refuse(f"ON_CONFLICT {on_conflict!r} needs a table with a primary key: {target} has none",
+                            "0A000")
+                return
             if stream_mode:
                 self._fixed_copy(node, target, keys, on_conflict)
             else:
@@ -278,9 +282,6 @@ class HologresRules(Rules):
     def _fixed_copy(self, node: ast.CopyStmt, target: str, keys: str | None, on_conflict: str) -> None:
         """Fixed copy: rows land through INSERT ... ON CONFLICT (row locks); outside any transaction."""
         session = self.session
-        if on_conflict != "none" and not keys:
-            raise StandinSQLError(*_error(f"ON_CONFLICT {on_conflict!r} needs a table with a primary key: "
-                                          f"{target} has none", "0A000"))
         alone = self.in_block
         if alone:
             self._commit_before_alone()
@@ -351,11 +352,6 @@ def _option_text(option: ast.DefElem) -> str:
     if isinstance(arg, ast.Boolean):
         return "true" if arg.boolval else "false"
     return str(getattr(arg, "sval", arg))
-
-
-def _error(message: str, sqlstate: str) -> tuple[dict[str, str], list]:
-    fields = {"S": "ERROR", "V": "ERROR", "C": sqlstate, "M": message}
-    return fields, [(b"E", wire.error_response(fields)[5:]), (b"Z", b"I")]
 
 
 SETUP = r"""

@@ -284,6 +284,14 @@ class Session:
         it must reach the caller's copy-end hook, never the client directly. Returns (the capture, []) once the
         copy runs, or (None, the backend's answer) when the COPY failed before it started.
         """
+        capture, answer = self._enter_copy(sql)
+        if capture is not None:
+            self.to_client(wire.message(b"G", answer.pop()[1]))
+        return capture, answer
+
+    def _enter_copy(self, sql: str) -> tuple[queue.SimpleQueue | None, list[Message]]:
+        """Send ``sql`` (a COPY FROM STDIN) with capture on: (the capture, [CopyInResponse]) once the backend is in
+        copy mode, capture still on; or (None, its whole answer) when the COPY failed before it started."""
         assert self.backend is not None
         capture = self.start_capture()
         self._expect_ready()
@@ -294,10 +302,9 @@ class Session:
             if item is None:
                 self._capture = None
                 raise wire.Closed()
-            if item[0] == b"G":
-                self.to_client(wire.message(b"G", item[1]))
-                return capture, []
             answer.append(item)
+            if item[0] == b"G":
+                return capture, answer
             if item[0] == b"Z":
                 self._capture = None
                 return None, answer
@@ -316,21 +323,10 @@ class Session:
         If ``chunks`` raises, the COPY is failed (CopyFail) and the exception goes on to the caller.
         """
         assert self.backend is not None
-        capture = self.start_capture()
-        self._expect_ready()
-        self.backend.sendall(wire.query(sql))
-        messages: list[Message] = []
-        while True:
-            item = capture.get()
-            if item is None:
-                self._capture = None
-                raise wire.Closed()
-            if item[0] == b"G":
-                break
-            messages.append(item)
-            if item[0] == b"Z":
-                self._capture = None
-                return messages
+        capture, answer = self._enter_copy(sql)
+        if capture is None:
+            return answer
+        messages: list[Message] = answer[:-1]  # what came before CopyInResponse (notices)
         pending: list[bytes] = []
         size = 0
         try:

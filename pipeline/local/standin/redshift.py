@@ -70,13 +70,6 @@ def s3_client():
         return _s3_client
 
 
-def _accept_invalid(error: UnicodeDecodeError):
-    return "?" * (error.end - error.start), error.end
-
-
-codecs.register_error("standin_acceptinvchars", _accept_invalid)
-
-
 @dataclass
 class CopyRequest:
     """A Redshift COPY FROM S3, as parsed."""
@@ -541,12 +534,15 @@ def _skip_lines(chunks: Iterator[bytes], count: int) -> Iterator[bytes]:
             yield chunk
 
 
+_INVALID_BYTE = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of each byte that is not UTF-8
+
+
 def _replace_invalid(chunks: Iterator[bytes], replacement: str) -> Iterator[bytes]:
-    codecs.register_error("standin_acceptinvchars", lambda e: (replacement * (e.end - e.start), e.end))
-    decoder = codecs.getincrementaldecoder("utf-8")("standin_acceptinvchars")
+    """ACCEPTINVCHARS: each byte that is not valid UTF-8 becomes the replacement character."""
+    decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
     for chunk in chunks:
-        yield decoder.decode(chunk).encode()
-    yield decoder.decode(b"", final=True).encode()
+        yield _INVALID_BYTE.sub(replacement, decoder.decode(chunk)).encode()
+    yield _INVALID_BYTE.sub(replacement, decoder.decode(b"", final=True)).encode()
 
 
 def copy_statement(request: CopyRequest) -> str:

@@ -161,9 +161,6 @@ class Rules:
         """Answer a simple-protocol statement with an error, through the backend so a block fails too."""
         self.session.forward_query(refusal_sql(message, sqlstate))
 
-    def reply_error(self, messages: list) -> None:
-        self.session.relay(messages)
-
 
 def refusal_sql(message: str, sqlstate: str, *, parameters: int = 0) -> str:
     """A statement that fails with ``message``; it takes (and ignores) ``parameters`` bind parameters."""
