@@ -35,6 +35,7 @@ from pipeline.progress import Display, Lines, Progress
 from pipeline.warehouse import staging, state
 from pipeline.warehouse.connection import describe_target
 from pipeline.warehouse.copy import copy_bytes, copy_csv_statement, copy_lines, copy_text_statement, text_line
+from pipeline.warehouse.fit import Fitter
 from pipeline.warehouse.target import REJECTED_COLUMNS, Target
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,8 @@ class BatchLoad:
         # When the run started, then a random part: stage tables are named after it (see _stage_name).
         self.run_id = f"{int(time.time())}_{uuid.uuid4().hex[:8]}"
         self.fast_path = self._fast_path_possible()
+        # (schema, table) -> its column types, read outside the load transactions (see warehouse/fit.py).
+        self._types: dict[tuple[str, str], dict] = {}
 
     @property
     def dialect(self):
@@ -181,6 +184,7 @@ class BatchLoad:
                 self._staging()  # fail before reading anything when Redshift's S3 staging is not configured
             if mode == "replace":
                 self._settle_pending(conn)
+            self._read_types(conn, out.schema, out.table)
             named = None if keys is None or mode in ("replace", "truncate_insert") else [o.key for o in objects]
             loaded = state.loaded_objects(conn, out.state, self.config.name, named)
         summary = RunSummary(self.config.name, mode)
@@ -209,6 +213,12 @@ class BatchLoad:
                 progress.close()
         summary.seconds = time.monotonic() - started
         return summary
+
+    def _read_types(self, conn: psycopg.Connection, schema: str, table: str) -> None:
+        from pipeline.warehouse.fit import column_types
+
+        with conn.cursor() as cur:
+            self._types[(schema, table)] = column_types(cur, schema, table)
 
     # ----------------------------------------------------------------- one object, with its retries
 
@@ -371,12 +381,14 @@ class BatchLoad:
                 for statement in statements:
                     cur.execute(statement)
                 cur.execute(self.dialect.rejected_table(out.schema, f"{name}_rej"))
+            self._read_types(conn, out.schema, name)  # replace builds the table anew, from the config's DDL
         try:
             def load_one(obj) -> ObjectResult:
                 def attempt(path: str, refused: dict[int, RecordError]) -> ObjectResult:
                     with (self.target.connect() as conn, self._staged_files() as files, self._named_refusals(conn),
                           self.dialect.atomic(conn) as cur):
-                        return self._write_object(cur, obj, stage, stage_rejected, progress, path, refused, files)
+                        return self._write_object(cur, obj, stage, stage_rejected, progress, path, refused, files,
+                                                  types_of=(out.schema, name))
 
                 return self._load_and_log(obj, attempt, progress)
 
@@ -579,8 +591,12 @@ class BatchLoad:
     def _write_object(self, cur: psycopg.Cursor, obj, table: sql.Identifier, rejected: sql.Identifier,
                       progress: Progress, path: str, refused: dict[int, RecordError], files: list[str] | None, *,
                       upsert: list[sql.Composable] | None = None, deferred: list[RecordError] | None = None,
-                      sequence: bool = False) -> ObjectResult:
-        """The object's rows into ``table`` in the caller's transaction; a refused fast path raises FastPathRefused."""
+                      sequence: bool = False, types_of: tuple[str, str] | None = None) -> ObjectResult:
+        """The object's rows into ``table`` in the caller's transaction; a refused fast path raises FastPathRefused.
+
+        ``types_of`` names the table whose column types ``table`` has (the target's, unless it is a stage
+        built otherwise).
+        """
         if path == "fast":
             if not self.dialect.capabilities.copy_from_stdin:
                 return self._copy_from_s3(cur, obj, table, progress)
@@ -589,8 +605,10 @@ class BatchLoad:
             except (psycopg.errors.DataError, psycopg.errors.IntegrityError, UnicodeError, ValueError) as error:
                 raise FastPathRefused(_first_line(error)) from None
             return ObjectResult(obj.key, obj.etag, rows=rows, parsed=rows, bytes=nbytes)
+        out = self.config.output
+        types = self._types.get(types_of or (out.schema, out.table), {})
         return self._copy_checked(cur, obj, table, rejected, progress, refused, files, upsert=upsert or (),
-                                  deferred=deferred, sequence=sequence)
+                                  deferred=deferred, sequence=sequence, fitter=self.target.fitter(types))
 
     def _object_bytes(self, obj, progress: Progress) -> Iterator[bytes]:
         from pipeline.formats.decode import decompress
@@ -704,10 +722,11 @@ class BatchLoad:
     def _copy_checked(self, cur: psycopg.Cursor, obj, table: sql.Identifier, rejected_table: sql.Identifier,
                       progress: Progress, refused: dict[int, RecordError], files: list[str] | None, *,
                       upsert: Sequence[sql.Composable] = (), deferred: list[RecordError] | None = None,
-                      sequence: bool = False) -> ObjectResult:
+                      sequence: bool = False, fitter: Fitter | None = None) -> ObjectResult:
         """Parse and validate every record ourselves; good rows to the table, bad ones rejected or fatal.
 
-        Rows the warehouse refused in an earlier attempt (``refused``, by line) are rejected here. With
+        ``fitter`` rejects the rows the table's column types refuse, so they cost no reload; rows the
+        warehouse refused in an earlier attempt (``refused``, by line) are rejected here too. With
         ``sequence`` each row carries its line number, the staged order a merge keeps.
         """
         from pipeline.filters import projector, s3_identity
@@ -778,6 +797,15 @@ class BatchLoad:
             if project is not None:
                 values = project(dict(zip(column_names, values, strict=True)),
                                  s3_identity(source, obj.etag, item.line))
+            if fitter is not None:
+                if fitter.truncate:
+                    values = list(values)  # cut in place
+                refusal = fitter.refusal(values)
+                if refusal is not None:
+                    index, column_name, reason = refusal
+                    reject(RecordError(source, item.line, f"the warehouse would refuse the row: {reason}",
+                                       column=column_name, value=values[index], raw=item.raw))
+                    continue
             if sequence:
                 values.append(str(item.line))
             line = text_line(values)
@@ -792,6 +820,9 @@ class BatchLoad:
         flush_rows()
         self.target.write_rejects(cur, rejects, rejected_table)
         result.bytes = raw_bytes
+        if fitter is not None and fitter.truncated:
+            log.info("%s: %s over-long value(s) cut to their column's length (out.truncate_columns)", source,
+                     f"{fitter.truncated:,}")
         return result
 
     def _row_writer(self, cur: psycopg.Cursor, table: sql.Identifier, names: list[str], source: str,

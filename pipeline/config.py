@@ -149,6 +149,7 @@ class OutputConfig:
     rejected_table: str | None = None
     state_schema: str | None = None
     allow_insecure: bool = False
+    truncate_columns: bool = False  # cut over-long strings to the column's length (Redshift's TRUNCATECOLUMNS)
 
     @property
     def qualified_table(self) -> str:
@@ -614,6 +615,7 @@ def _output(section: _Section, environ: Mapping[str, str]) -> OutputConfig:
         rejected_table=section.str("rejected_table"),
         state_schema=section.str("state_schema"),
         allow_insecure=section.bool("allow_insecure", False),
+        truncate_columns=section.bool("truncate_columns", False),
     )
     section.done(ignored=("batch_size", "options", "retry_limit", "retry_wait", "max_retry_wait"))
     return config

@@ -33,6 +33,7 @@ from pipeline.errors import PipelineError, RecordError, WarehouseError
 from pipeline.progress import Display, Progress
 from pipeline.warehouse import staging, state
 from pipeline.warehouse.copy import copy_lines, copy_text_statement, text_line
+from pipeline.warehouse.fit import Fitter
 from pipeline.warehouse.target import Target
 
 if TYPE_CHECKING:
@@ -126,6 +127,7 @@ class StreamLoad:
         self._kinesis = kinesis_client
         self._s3 = s3_client
         self._prepared = False
+        self._fitter: Fitter | None = None  # what the table's column types refuse, read by _prepare
         self._batches = 0
         self._keys: list[str] | None = None
         self._reads: dict[str, _ShardRead] = {}  # readers a batch left unfinished, by shard id
@@ -230,6 +232,12 @@ class StreamLoad:
                     self.config.output.s3_staging is None or not self.config.output.iam_role):
                 raise WarehouseError(f"{self.config.name}: {dialect.label} loads from S3 only: set "
                                      "out.s3_staging.bucket and out.iam_role")
+            from pipeline.warehouse.fit import column_types
+
+            out = self.config.output
+            with conn.cursor() as cur:
+                self._fitter = self.target.fitter(column_types(cur, out.schema, out.table))
+            conn.commit()
             self._prepared = True
 
     def batch(self, conn: psycopg.Connection, *, deadline: float | None = None,
@@ -338,6 +346,7 @@ class StreamLoad:
         uses_metadata = options.uses_metadata
         stop_on_invalid = self.input.parser.stop_on_invalid_record
         lines, rejects, origins = parsed.lines, parsed.rejects, parsed.origins
+        fitter = self._fitter if self._fitter is not None and self._fitter.checks_anything else None
         unfinished = list(reads)
 
         def all_caught_up() -> bool:  # every shard parsed up to its tip, or read to its end
@@ -366,7 +375,21 @@ class StreamLoad:
                                 raise row
                             rejects.append(row)
                             continue
-                        lines.append(text_line(project(row, row_identity(prefix + at, line))))
+                        values = project(row, row_identity(prefix + at, line))
+                        if fitter is not None:
+                            if fitter.truncate:
+                                values = list(values)  # cut in place
+                            refusal = fitter.refusal(values)
+                            if refusal is not None:
+                                index_of, column, reason = refusal
+                                error = RecordError(source, at, f"the warehouse would refuse the record: {reason}",
+                                                    column=column, value=values[index_of],
+                                                    raw=record.data.decode("utf-8", "replace"))
+                                if stop_on_invalid:
+                                    raise error
+                                rejects.append(error)
+                                continue
+                        lines.append(text_line(values))
                         origins.append((source, at))
                     read.consumed += 1
                     read.nbytes += len(record.data)

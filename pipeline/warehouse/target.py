@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import psycopg
 from psycopg import sql
@@ -14,6 +14,7 @@ from pipeline.schema import Column
 from pipeline.warehouse import state
 from pipeline.warehouse.connection import connect, describe_target
 from pipeline.warehouse.dialects import REJECTED_COLUMNS, Dialect, detect, dialect_for
+from pipeline.warehouse.fit import ColumnType, Fitter
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,10 @@ class Target:
             raise WarehouseError(f"mode merge needs out.merge_keys: table {self.output.qualified_table} "
                                  f"has no primary key{enforced}")
         return keys
+
+    def fitter(self, types: Mapping[str, ColumnType]) -> Fitter:
+        """What the server would refuse of this pipeline's rows in a table of ``types`` (see fit.py)."""
+        return Fitter(self.column_names, types, self.dialect.refusals, truncate=self.output.truncate_columns)
 
     # ----------------------------------------------------------------- rejected records
 

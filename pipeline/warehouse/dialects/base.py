@@ -16,6 +16,7 @@ import psycopg
 from psycopg import sql
 
 from pipeline.schema import Column
+from pipeline.warehouse.fit import POSTGRESQL_REFUSALS, Refusals
 
 LEDGER_TABLE = "pipeline_object_ledger"
 CHECKPOINT_TABLE = "pipeline_shard_checkpoint"
@@ -212,6 +213,7 @@ class Dialect:
         return True
 
     max_text_bytes: ClassVar[int | None] = None  # the widest string column, where there is a limit
+    refusals: ClassVar[Refusals] = POSTGRESQL_REFUSALS  # how the server words what a column's type refuses
 
     def fit_text(self, value: str | None) -> str | None:
         """A string cut to fit the widest string column (with a marker saying so), where there is a limit."""

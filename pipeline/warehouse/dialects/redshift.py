@@ -25,6 +25,7 @@ from psycopg import sql
 
 from pipeline.schema import Column
 from pipeline.warehouse.dialects.base import Capabilities, Dialect, Strategy
+from pipeline.warehouse.fit import Refusals
 
 _STRATEGIES = {
     "insert_direct": "one transaction per object: LOCK on the ledger, claim, COPY FROM S3 (one-entry manifest), "
@@ -156,6 +157,15 @@ class Redshift(Dialect):
             sql.SQL(", ").join(sql.Placeholder() * len(columns))), rows)
 
     max_text_bytes = 65535  # VARCHAR(65535), counted in bytes
+    # Its load error codes (r_Load_Error_Reference): 1204, 1213, 1222, and the DECIMAL overflow.
+    refusals = Refusals(
+        too_long="String length exceeds DDL length (code 1204: {size} {unit}, {type})",
+        not_null="Missing data for not-null field (code 1213)",
+        integer_range="Overflow, {value} (code 1222: outside the range of {type})",
+        numeric_overflow="Numeric data overflow (the value needs more than {digits} digits before the point "
+                         "of {type})",
+        length_unit="bytes",
+    )
     fills_merge_sequence = False  # IDENTITY values do not follow the file order: staged rows carry it
 
     def merge_stage(self, stage: sql.Identifier, target: sql.Identifier, columns: Sequence[str],
