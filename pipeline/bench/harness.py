@@ -62,6 +62,7 @@ class Sizes:
     latency_rate: int  # records per second put while latency is measured
     sensor_latency_seconds: float  # the same in sensor mode, with the Dagster daemon
     sensor_latency_rate: int
+    refusal_records: int = 100_000  # the batch (an object, a Kinesis backlog) with one refused record
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -80,7 +81,7 @@ QUICK_SIZES = Sizes(rows=100_000, small_rows=10_000, repeats=1, small_repeats=3,
                     memory_mb=(10, 50), parallel_objects=8, parallel_rows=40_000,
                     parallel_threads=(1, 2, 4), sensor_objects=(100, 2_000), sensor_new=10,
                     stream_records=20_000, latency_seconds=5.0, latency_rate=100,
-                    sensor_latency_seconds=15.0, sensor_latency_rate=10)
+                    sensor_latency_seconds=15.0, sensor_latency_rate=10, refusal_records=10_000)
 
 
 # --------------------------------------------------------------------------- the stack

@@ -51,6 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sizes.add_argument("--sensor-objects", type=_numbers, metavar="N,N",
                        help="existing objects for the sensor tick (default 100,1000,10000; quick 100,2000)")
     sizes.add_argument("--stream-records", type=int, help="Kinesis backlog records (default 100,000; quick 20,000)")
+    sizes.add_argument("--refusal-records", type=int,
+                       help="the batch with one refused record, S3 and Kinesis (default 100,000; quick 10,000)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -103,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
 def _sizes(args: argparse.Namespace, base: Sizes) -> Sizes:
     changes = {name: value for name, value in (
         ("rows", args.rows), ("repeats", args.repeats), ("stream_records", args.stream_records),
+        ("refusal_records", args.refusal_records),
         ("memory_mb", tuple(args.memory_mb) if args.memory_mb else None),
         ("sensor_objects", tuple(args.sensor_objects) if args.sensor_objects else None),
     ) if value is not None}
