@@ -107,6 +107,10 @@ class KinesisInputConfig:
     timestamp: str | None = None
     parser: JsonParserConfig = field(default_factory=JsonParserConfig)
     type: str = "kinesis"
+    # Records that expired before they were read: stop the run (fail) or say so and go on (warn).
+    on_data_loss: str = "fail"
+    # The stream was deleted and created again under its name: stop (fail) or read the new one from its start.
+    on_stream_recreated: str = "fail"
 
 
 EXEC_MODES = ("micro_batch", "continuous")
@@ -462,6 +466,8 @@ def _input(section: _Section, require_parser: bool) -> S3InputConfig | KinesisIn
         starting_position=starting,
         timestamp=timestamp,
         parser=_json_parser(section),
+        on_data_loss=section.str("on_data_loss", "fail", choices=("fail", "warn")),
+        on_stream_recreated=section.str("on_stream_recreated", "fail", choices=("fail", "restart")),
     )
     section.done()
     return config

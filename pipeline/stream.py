@@ -22,14 +22,14 @@ import threading
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg import sql
 
 from pipeline.config import KinesisInputConfig, PipelineConfig
-from pipeline.errors import PipelineError, RecordError, WarehouseError
+from pipeline.errors import PipelineError, RecordError, SourceError, WarehouseError
 from pipeline.progress import Display, Progress
 from pipeline.warehouse import staging, state
 from pipeline.warehouse.copy import copy_lines, copy_text_statement, text_line
@@ -46,6 +46,8 @@ READ_AHEAD_PAGES = 2  # per shard: GetRecords pages read ahead while records are
 RUN_BATCH_SECONDS = 30.0  # a run's batch ends by then even if records keep arriving, so the run ends
 SEQUENCE_COLUMN = "pl_seq"  # a merge stage's row order: of two records with one key, the later wins
 MAX_REFUSED_RECORDS = 100  # records the warehouse refuses in one batch before the batch fails
+TIP_MARGIN = timedelta(seconds=60)  # a page at the tip vouches for records that arrived this long before it
+DEFAULT_RETENTION = timedelta(hours=24)  # Kinesis' default, until DescribeStreamSummary has said otherwise
 
 
 @dataclass
@@ -61,6 +63,33 @@ class BatchResult:
     checkpoints: dict[str, str] = field(default_factory=dict)
     at_tip: bool = True
     oldest_arrival: datetime | None = None
+    verified: dict[str, datetime] = field(default_factory=dict)  # shard -> every record before this is read
+
+
+@dataclass(frozen=True)
+class DataLoss:
+    """Records of a shard that expired (Kinesis' retention) before this pipeline read them."""
+
+    shard_id: str
+    after: str  # the checkpoint's sequence number: records after it are gone...
+    before: str | None  # ...up to this one, the oldest still in the shard (None: none is, or the shard is gone)
+    since: datetime | None  # they arrived after this (None: unknown, the checkpoint predates the record)
+    until: datetime | None  # and before this
+    shard_gone: bool = False
+
+    def describe(self, stream: str) -> str:
+        where = f"{stream}/{self.shard_id}"
+        upper = f"up to sequence {self.before} (excluded), the oldest still in the shard" if self.before else (
+            "to the shard's end (the shard itself has expired)" if self.shard_gone else "to the shard's tip")
+        since = self.since.isoformat(timespec="seconds") if self.since else "an unknown time"
+        until = self.until.isoformat(timespec="seconds") if self.until else "now"
+        return (f"{where}: records after sequence {self.after} {upper} expired before they were read; "
+                f"they arrived between {since} and {until}")
+
+    def as_metadata(self) -> dict[str, str]:
+        return {"shard": self.shard_id, "after_sequence": self.after, "before_sequence": self.before or "",
+                "arrived_after": self.since.isoformat() if self.since else "",
+                "arrived_before": self.until.isoformat() if self.until else ""}
 
 
 @dataclass
@@ -68,6 +97,7 @@ class StreamSummary:
     pipeline: str
     batches: list[BatchResult] = field(default_factory=list)
     seconds: float = 0.0
+    data_loss: list[DataLoss] = field(default_factory=list)  # reported and accepted (in.on_data_loss: warn)
 
     @property
     def records(self) -> int:
@@ -128,6 +158,11 @@ class StreamLoad:
         self._s3 = s3_client
         self._prepared = False
         self._fitter: Fitter | None = None  # what the table's column types refuse, read by _prepare
+        self._watch: dict[str, state.Watch] = {}  # per shard: the stream incarnation, and what is known read
+        self._stream_created: datetime | None = None
+        self._generation = 0  # how many incarnations of the stream came before this one, for this pipeline
+        self._retention = DEFAULT_RETENTION
+        self._source_checked = False
         self._batches = 0
         self._keys: list[str] | None = None
         self._reads: dict[str, _ShardRead] = {}  # readers a batch left unfinished, by shard id
@@ -158,7 +193,9 @@ class StreamLoad:
             with self.target.connect(autocommit=True) as own:
                 self._prepare(own)
                 return self.checkpoints(own)
-        return state.read_checkpoints(conn, self.config.output.state, self.config.name, self.input.stream)
+        out = self.config.output
+        self._watch = state.read_watch(conn, out.state, self.config.name, self.input.stream)
+        return state.read_checkpoints(conn, out.state, self.config.name, self.input.stream)
 
     def pending(self, checkpoints: dict[str, str] | None = None) -> dict:
         """Shard id -> ShardLag: a cheap look for records past the checkpoints (for sensors).
@@ -168,8 +205,15 @@ class StreamLoad:
         from pipeline.sources.kinesis import stream_tip_lag
 
         checkpoints = self.checkpoints() if checkpoints is None else checkpoints
-        return stream_tip_lag(self.kinesis, self.input.stream, checkpoints,
+        looked = datetime.now(UTC)
+        lags = stream_tip_lag(self.kinesis, self.input.stream, checkpoints,
                               starting_position=self.input.starting_position, timestamp=self.timestamp)
+        # Nothing past a checkpoint: every record that arrived before now is read. Said in the warehouse now
+        # and then, so a stream idle for longer than its retention is not taken for one that lost records.
+        idle = {shard: looked - TIP_MARGIN for shard, lag in lags.items()
+                if not lag.has_records and shard in checkpoints}
+        self._vouch(idle)
+        return lags
 
     def run(self, *, max_batches: int | None = None, display: Display | None = None) -> StreamSummary:
         """Read from the checkpoints to the tip of every shard, committing each bounded batch."""
@@ -178,6 +222,7 @@ class StreamLoad:
         progress = Progress(self.config.name, display)  # a stream has no total: rows, MB and rate only
         with self.target.connect() as conn, contextlib.closing(progress), contextlib.closing(self):
             self._prepare(conn)
+            summary.data_loss = self._check_source(conn)
             while True:
                 now = time.monotonic()
                 # Behind the tip a batch fills its budget; caught up, it commits after a window, so a run
@@ -201,6 +246,7 @@ class StreamLoad:
         summary = StreamSummary(self.config.name)
         with self.target.connect() as conn, contextlib.closing(self):
             self._prepare(conn)
+            summary.data_loss = self._check_source(conn)
             while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
                 tick = time.monotonic()
                 result = self.batch(conn, deadline=tick + window)
@@ -239,6 +285,145 @@ class StreamLoad:
                 self._fitter = self.target.fitter(column_types(cur, out.schema, out.table))
             conn.commit()
             self._prepared = True
+
+    def _check_source(self, conn: psycopg.Connection) -> list[DataLoss]:
+        """Before reading: is this the stream the checkpoints are of, and did records expire unread?
+
+        A stream deleted and created again under its name numbers its records anew, so the old checkpoints
+        would skip them (and their uuids repeat): that stops the run, or with in.on_stream_recreated: restart
+        forgets the checkpoints and reads the new stream from its starting position. Records that expired
+        before they were read stop the run (in.on_data_loss: fail) or are reported and accepted (warn).
+        """
+        from pipeline.sources.kinesis import describe_stream
+
+        stream = self.input.stream
+        summary = describe_stream(self.kinesis, stream, sleep=self.sleep)
+        self._retention = timedelta(hours=summary.retention_period_hours)
+        self._stream_created = summary.created
+        checkpoints = self.checkpoints(conn)
+        conn.commit()
+        watch = self._watch
+        self._generation = max((w.generation for w in watch.values()), default=0)
+        known = sorted({w.stream_created for w in watch.values() if w.stream_created is not None})
+        if summary.created is not None and known and not any(
+                abs((summary.created - created).total_seconds()) < 0.001 for created in known):
+            self._restart(conn, known[-1], bool(checkpoints))
+            checkpoints = {}
+        self._source_checked = True
+        losses = self._losses(checkpoints)
+        if not losses:
+            return []
+        report = "; ".join(loss.describe(stream) for loss in losses)
+        if self.input.on_data_loss == "fail":
+            raise SourceError(
+                f"{self.config.name}: records expired from Kinesis before they were read (retention "
+                f"{summary.retention_period_hours} h): {report}. Nothing was loaded. To accept the loss and go on "
+                "from the oldest records still there, set in.on_data_loss: warn; to keep records longer, raise "
+                "the stream's retention (IncreaseStreamRetentionPeriod)")
+        log.warning("%s: %s (in.on_data_loss: warn, going on)", self.config.name, report)
+        self.emit(f"{self.config.name}: DATA LOSS accepted (in.on_data_loss: warn): {report}")
+        # Reported once: the lost span counts as accounted for.
+        self._vouch({loss.shard_id: datetime.now(UTC) - self._retention for loss in losses}, force=True)
+        return losses
+
+    def _restart(self, conn: psycopg.Connection, old: datetime, had_checkpoints: bool) -> None:
+        from pipeline.sources.kinesis import list_shards
+
+        out, stream, dialect = self.config.output, self.input.stream, self.target.dialect
+        created = self._stream_created.isoformat() if self._stream_created else "?"
+        if self.input.on_stream_recreated == "fail":
+            raise SourceError(
+                f"{self.config.name}: Kinesis stream {stream} was created again at {created}; the checkpoints are "
+                f"of the stream created at {old.isoformat()}, whose records are gone. The new stream numbers its "
+                "records anew, so reading on from the old checkpoints would skip records and repeat uuids. To "
+                f"read the new stream from its {self.input.starting_position} (the rows already loaded stay), "
+                "set in.on_stream_recreated: restart and run again")
+        self._generation += 1
+        shards = list_shards(self.kinesis, stream, sleep=self.sleep)
+        rows = {shard.shard_id: state.Watch(self._stream_created, None, self._generation) for shard in shards}
+        with dialect.atomic(conn) as cur:
+            dialect.lock_first(cur, state.checkpoint_ident(out.state))
+            state.forget_stream(cur, out.state, self.config.name, stream)
+            state.write_watch(cur, dialect, out.state, self.config.name, stream, rows)
+        self._watch = rows
+        self._reads.clear()
+        self.emit(f"{self.config.name}: Kinesis stream {stream} was created again at {created}"
+                  f"{'; its old checkpoints are forgotten' if had_checkpoints else ''}: reading it from its "
+                  f"{self.input.starting_position} (in.on_stream_recreated: restart; incarnation {self._generation})")
+
+    def _losses(self, checkpoints: dict[str, str]) -> list[DataLoss]:
+        from pipeline.sources.kinesis import SHARD_END, checkpoint_key, list_shards, probe_retention
+
+        horizon = datetime.now(UTC) - self._retention
+        suspect = {}
+        for shard_id, checkpoint in checkpoints.items():
+            if checkpoint == SHARD_END or checkpoint.startswith("at:"):
+                continue  # a shard read to its end, or a `latest` start not yet past any record
+            watch = self._watch.get(shard_id)
+            verified = watch.verified_through if watch else None
+            if verified is not None and verified >= horizon:
+                continue  # nothing after the checkpoint can have aged out yet
+            suspect[shard_id] = (str(checkpoint_key(checkpoint)[0]), verified)
+        if not suspect:
+            return []
+        shards = {shard.shard_id: shard for shard in list_shards(self.kinesis, self.input.stream, sleep=self.sleep)}
+        losses = []
+        for shard_id, (sequence, verified) in sorted(suspect.items()):
+            shard = shards.get(shard_id)
+            if shard is None:
+                losses.append(DataLoss(shard_id, sequence, None, verified, horizon, shard_gone=True))
+                continue
+            retained = probe_retention(self.kinesis, self.input.stream, shard, sequence, sleep=self.sleep)
+            if not retained.checkpoint_retained:  # trimmed in order: what came after it may be gone too
+                losses.append(DataLoss(shard_id, sequence, retained.oldest_sequence, verified,
+                                       retained.oldest_arrival or horizon))
+        return losses
+
+    def _vouch(self, verified: dict[str, datetime], *, force: bool = False, conn: psycopg.Connection | None = None
+               ) -> None:
+        """Record that every record of these shards that arrived before the given times is read.
+
+        Written only when it moves the known time on by a quarter of the retention (or ``force``), so an
+        idle stream costs a write now and then, not one per look.
+        """
+        stale = {shard: when for shard, when in verified.items()
+                 if force or (self._watch.get(shard) is None or self._watch[shard].verified_through is None
+                              or when - self._watch[shard].verified_through > self._retention / 4)}
+        if not stale:
+            return
+        if conn is None:
+            with self.target.connect() as own:
+                self._prepare(own)
+                self._vouch(stale, force=True, conn=own)
+            return
+        rows = self._watch_rows(stale)
+        out, dialect = self.config.output, self.target.dialect
+        with dialect.atomic(conn) as cur:
+            state.write_watch(cur, dialect, out.state, self.config.name, self.input.stream, rows)
+        self._watch.update(rows)
+
+    def _stale_watch(self, moved: dict[str, str], verified: dict[str, datetime]) -> dict[str, state.Watch]:
+        """Watch rows a batch moving ``moved`` should write: shards without one, or whose known-read time it
+        moves on by a quarter of the retention. The rest keep theirs (older is only more cautious)."""
+        rows = {}
+        for shard in moved:
+            old = self._watch.get(shard)
+            when = verified.get(shard)
+            if old is None or old.generation != self._generation or (
+                    when is not None and (old.verified_through is None
+                                          or when - old.verified_through > self._retention / 4)):
+                rows[shard] = self._watch_rows({shard: when})[shard]
+        return rows
+
+    def _watch_rows(self, verified: dict[str, datetime | None]) -> dict[str, state.Watch]:
+        rows = {}
+        for shard, when in verified.items():
+            old = self._watch.get(shard)
+            keep = old.verified_through if old is not None else None
+            created = self._stream_created or (old.stream_created if old is not None else None)
+            newer = when if when is not None and (keep is None or when > keep) else keep
+            rows[shard] = state.Watch(created, newer, self._generation)
+        return rows
 
     def batch(self, conn: psycopg.Connection, *, deadline: float | None = None,
               caught_up_deadline: float | None = None) -> BatchResult:
@@ -292,6 +477,7 @@ class StreamLoad:
             read.close()
         moved = {shard: pos for shard, pos in positions.items() if before.get(shard) != pos}
         if not moved:
+            self._vouch(result.verified, conn=conn)
             result.seconds = time.monotonic() - started
             return result
         try:
@@ -319,7 +505,7 @@ class StreamLoad:
         read = carried.pop(shard.shard_id, None)
         if read is not None and read.position == position:
             read.consumed = read.nbytes = 0
-            read.reached_tip = False
+            read.reached_tip, read.tip_fetched = False, None
             return read
         if read is not None:
             read.close()
@@ -362,6 +548,8 @@ class StreamLoad:
                     continue
                 source = f"{stream}/{read.shard.shard_id}"
                 prefix = identity_prefix(stream, read.shard.shard_id)
+                if self._generation:  # a stream created again numbers its records anew: keep their uuids apart
+                    prefix += f"g{self._generation}/"
                 records = page.records
                 for index, record in enumerate(records):
                     arrival = record.approximate_arrival_timestamp
@@ -394,15 +582,17 @@ class StreamLoad:
                     read.consumed += 1
                     read.nbytes += len(record.data)
                     read.position = record.checkpoint
+                    read.last_arrival = arrival
                     if budget.take(len(record.data), caught_up):
                         rest = records[index + 1:]
                         if rest:
-                            read.leftover = Page(rest, page.millis_behind)
+                            read.leftover = Page(rest, page.millis_behind, page.fetched)
                         elif page.millis_behind == 0:
-                            read.reached_tip = True
+                            read.reached_tip, read.tip_fetched = True, page.fetched
                         return
                 if page.millis_behind == 0 and not read.reached_tip:
                     read.reached_tip = True  # everything this shard held when the page was read is parsed
+                    read.tip_fetched = page.fetched
                     caught_up = all_caught_up()
 
     def _settle(self, read: _ShardRead, positions: dict[str, str], budget: _Budget, result: BatchResult) -> None:
@@ -415,6 +605,12 @@ class StreamLoad:
         result.records += read.consumed
         result.bytes += read.nbytes
         result.shards[shard_id] = read.consumed
+        if read.finished and position == SHARD_END:
+            result.verified[shard_id] = datetime.now(UTC)  # a closed shard read to its end holds nothing more
+        elif read.reached_tip and read.tip_fetched is not None:
+            result.verified[shard_id] = read.tip_fetched - TIP_MARGIN
+        elif read.last_arrival is not None:
+            result.verified[shard_id] = read.last_arrival  # what comes after it arrived after it
         if position is not None and position != positions.get(shard_id):
             positions[shard_id] = position
         if read.finished:
@@ -483,6 +679,9 @@ class StreamLoad:
                 counts = {shard: result.shards.get(shard, 0) for shard in moved}
                 state.write_checkpoints(cur, dialect, out.state, self.config.name, self.input.stream, moved, counts,
                                         expected={shard: before.get(shard) for shard in moved})
+                watch = self._stale_watch(moved, result.verified)
+                state.write_watch(cur, dialect, out.state, self.config.name, self.input.stream, watch)
+            self._watch.update(watch)
         except _StagedRefusal:
             errors = dialect.load_errors(conn)
             conn.rollback()
@@ -564,6 +763,8 @@ class _ShardRead:
     nbytes: int = 0
     reached_tip: bool = False  # in this batch, parsed every record of a page that reached the tip
     finished: bool = False  # the reader ran out: its own checkpoint covers everything it read
+    last_arrival: datetime | None = None  # of the last record parsed
+    tip_fetched: datetime | None = None  # when the page that reached the tip was read
 
     def next_page(self) -> Page | None:
         if self.leftover is not None:

@@ -137,4 +137,5 @@ def _stream(bench: Bench, section: Section) -> None:
     section.add(Figure("refusals.stream.too_long", "the same batch with one status longer than varchar(16) "
                                                    "(rejected before the COPY; the batch commits once)",
                        bad, "records/s", ratio=bad / clean, ratio_meaning="the records/s of",
-                       compared_with=f"the clean batch, {clean:,.0f} records/s", detail=timings(samples["varchar(16)"])))
+                       compared_with=f"the clean batch, {clean:,.0f} records/s",
+                       detail=timings(samples["varchar(16)"])))

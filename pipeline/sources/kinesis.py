@@ -262,6 +262,7 @@ class Page:
 
     records: list[KinesisRecord]
     millis_behind: int | None
+    fetched: datetime | None = None  # about when GetRecords answered (our clock)
 
 
 class CallRateLimiter:
@@ -354,7 +355,7 @@ class ShardReader(Iterator[KinesisRecord]):
         """
         for records, after in self._pages():
             self.checkpoint = after
-            yield Page(records, self.millis_behind)
+            yield Page(records, self.millis_behind, datetime.now(UTC))
 
     def _read(self) -> Iterator[KinesisRecord]:
         for page, after in self._pages():
@@ -569,6 +570,56 @@ def stream_tip_lag(
         millis = response.get("MillisBehindLatest")
         lags[shard.shard_id] = ShardLag(bool(response.get("Records")) or bool(millis), millis)
     return lags
+
+
+# --------------------------------------------------------------------------- retention
+
+
+PROBE_PAGES = 5  # GetRecords calls a retention probe makes past empty pages before it gives up
+
+
+@dataclass(frozen=True)
+class Retained:
+    """Whether a checkpoint's record is still in its shard; if not, the oldest record that is (if any)."""
+
+    checkpoint_retained: bool
+    oldest_sequence: str | None = None
+    oldest_arrival: datetime | None = None
+
+
+def probe_retention(client: Any, stream: str, shard: Shard, sequence: str, *,
+                    sleep: Callable[[float], None] = time.sleep) -> Retained:
+    """Is the record at ``sequence`` still in ``shard``? Kinesis trims by age, in order: if it is, every record
+    after it is too. Costs one GetShardIterator and a GetRecords (Limit 1) or a few past empty pages."""
+    where = f"{stream_name(stream)}/{shard.shard_id}"
+    arguments: dict[str, Any] = {**_stream_args(stream), "ShardId": shard.shard_id}
+    try:
+        response = _call("GetShardIterator", client.get_shard_iterator,
+                         {**arguments, "ShardIteratorType": "AT_SEQUENCE_NUMBER", "StartingSequenceNumber": sequence},
+                         where=where, sleep=sleep, max_retries=3)
+    except SourceError as error:
+        if "InvalidArgumentException" not in str(error):
+            raise
+        response = _call("GetShardIterator", client.get_shard_iterator,
+                         {**arguments, "ShardIteratorType": "TRIM_HORIZON"}, where=where, sleep=sleep, max_retries=3)
+    iterator = response.get("ShardIterator")
+    for _ in range(PROBE_PAGES):
+        if not iterator:
+            break
+        page = _call("GetRecords", client.get_records, {"ShardIterator": iterator, "Limit": 1}, where=where,
+                     sleep=sleep, max_retries=3)
+        records = page.get("Records") or []
+        if records:
+            first = records[0]
+            if first["SequenceNumber"] == sequence:
+                return Retained(True)
+            arrival = first.get("ApproximateArrivalTimestamp")
+            return Retained(False, first["SequenceNumber"],
+                            arrival.astimezone(UTC) if isinstance(arrival, datetime) else None)
+        if not page.get("MillisBehindLatest"):
+            break
+        iterator = page.get("NextShardIterator")
+    return Retained(False)
 
 
 # --------------------------------------------------------------------------- calls

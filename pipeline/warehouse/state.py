@@ -7,11 +7,14 @@ account for: that is what makes a load exactly-once across re-runs, crashes and 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 
 import psycopg
 from psycopg import sql
 
 from pipeline.warehouse.dialects import CHECKPOINT_TABLE, LEDGER_TABLE, PENDING_TABLE, Dialect
+from pipeline.warehouse.dialects.base import WATCH_TABLE
 
 
 def ensure_state_tables(conn: psycopg.Connection, schema: str, dialect: Dialect) -> None:
@@ -21,6 +24,7 @@ def ensure_state_tables(conn: psycopg.Connection, schema: str, dialect: Dialect)
         cur.execute(dialect.ledger_table(schema))
         cur.execute(dialect.checkpoint_table(schema))
         cur.execute(dialect.pending_table(schema))
+        cur.execute(dialect.watch_table(schema))
 
 
 def ledger_ident(schema: str) -> sql.Identifier:
@@ -172,3 +176,48 @@ class CheckpointMoved(Exception):
         super().__init__(f"shard {shard}: the checkpoint moved while this batch was read (another run?)")
         self.shard = shard
 
+
+
+# --------------------------------------------------------------------------- what the checkpoints are of
+
+
+@dataclass(frozen=True)
+class Watch:
+    """Of one shard's checkpoint: the stream incarnation (its creation time, and how many came before it
+    for this pipeline) and the time before which every record of the shard is known to be read."""
+
+    stream_created: datetime | None
+    verified_through: datetime | None
+    generation: int = 0
+
+
+WATCH_COLUMNS = ("pipeline", "stream", "shard_id", "stream_created", "verified_through", "generation")
+
+
+def watch_ident(schema: str) -> sql.Identifier:
+    return sql.Identifier(schema, WATCH_TABLE)
+
+
+def read_watch(conn: psycopg.Connection, schema: str, pipeline: str, stream: str) -> dict[str, Watch]:
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("SELECT shard_id, stream_created, verified_through, generation FROM {} "
+                            "WHERE pipeline = %s AND stream = %s").format(watch_ident(schema)), (pipeline, stream))
+        return {shard: Watch(created, verified, generation) for shard, created, verified, generation in cur.fetchall()}
+
+
+def write_watch(cur: psycopg.Cursor, dialect: Dialect, schema: str, pipeline: str, stream: str,
+                rows: Mapping[str, Watch]) -> None:
+    """Replace the watch rows of these shards, in the caller's transaction."""
+    if not rows:
+        return
+    cur.executemany(sql.SQL("DELETE FROM {} WHERE pipeline = %s AND stream = %s AND shard_id = %s").format(
+        watch_ident(schema)), [(pipeline, stream, shard) for shard in rows])
+    dialect.write_rows(cur, watch_ident(schema), WATCH_COLUMNS,
+                       [(pipeline, stream, shard, w.stream_created, w.verified_through, w.generation)
+                        for shard, w in rows.items()])
+
+
+def forget_stream(cur: psycopg.Cursor, schema: str, pipeline: str, stream: str) -> None:
+    """The pipeline's checkpoints and watch rows of ``stream``: the next read starts at its starting position."""
+    for table in (checkpoint_ident(schema), watch_ident(schema)):
+        cur.execute(sql.SQL("DELETE FROM {} WHERE pipeline = %s AND stream = %s").format(table), (pipeline, stream))

@@ -234,6 +234,11 @@ class EndlessKinesis:
         self.millis_behind = millis_behind
         self.backlog = backlog  # records per shard, then nothing more: a finite backlog
 
+    def describe_stream_summary(self, **_: object) -> dict:
+        # Records dated 2024 within retention, so the retention check has nothing to say.
+        return {"StreamDescriptionSummary": {"StreamName": "endless", "StreamARN": "arn:endless",
+                                             "StreamStatus": "ACTIVE", "RetentionPeriodHours": 1_000_000}}
+
     def list_shards(self, **_: object) -> dict:
         return {"Shards": [{"ShardId": f"shardId-00000000000{n}",
                             "SequenceNumberRange": {"StartingSequenceNumber": "1"}} for n in range(2)]}
@@ -361,7 +366,7 @@ def test_a_record_redshift_refuses_is_rejected_with_its_shard_and_sequence_and_t
     source, sequence, column, error = redshift.execute(
         f"SELECT source, sequence_number, column_name, error FROM sensor_schema.{stream}_rejected").fetchone()
     assert source.startswith(f"{stream}/shardId-") and sequence and column == "status"
-    assert "refused" in error and "String length exceeds DDL length" in error
+    assert "refuse" in error and "String length exceeds DDL length" in error
     assert StreamLoad(config_module.load(path)).run().records == 0
 
 
@@ -416,3 +421,123 @@ def test_a_stream_merge_into_hologres_is_refused_with_the_fix(stack, kinesis, tm
         StreamLoad(config_module.load(path)).run()
 
     assert "temporary table" in str(raised.value) and "append" in str(raised.value)
+
+
+# ----------------------------------------------------------------- records lost at the source, streams made anew
+
+
+class TrimmedKinesis:
+    """The session's Kinesis with its shards trimmed below a sequence number, as retention trims them (moto
+    never expires records): an iterator that would start below the trim point starts at it."""
+
+    def __init__(self, client, floor: int):
+        self._client = client
+        self.floor = floor
+
+    def __getattr__(self, name: str):
+        return getattr(self._client, name)
+
+    def get_shard_iterator(self, **arguments):
+        kind = arguments.get("ShardIteratorType")
+        start = int(arguments.get("StartingSequenceNumber", 0))
+        if kind == "TRIM_HORIZON" or (kind == "AT_SEQUENCE_NUMBER" and start < self.floor) or (
+                kind == "AFTER_SEQUENCE_NUMBER" and start < self.floor - 1):
+            arguments = {**arguments, "ShardIteratorType": "AT_SEQUENCE_NUMBER",
+                         "StartingSequenceNumber": str(self.floor)}
+        return self._client.get_shard_iterator(**arguments)
+
+
+def one_shard_stream(kinesis) -> str:
+    name = f"s{uuid.uuid4().hex[:10]}"
+    kinesis.create_stream(StreamName=name, ShardCount=1)
+    kinesis.get_waiter("stream_exists").wait(StreamName=name, WaiterConfig={"Delay": 0.2})
+    return name
+
+
+def age_watch(conn, stream: str, hours: float) -> None:
+    """As if the last run that read the shard ran ``hours`` ago."""
+    conn.execute("UPDATE sensor_schema.pipeline_stream_watch SET verified_through = verified_through - "
+                 f"interval '{hours} hours' WHERE stream = %s", (stream,))
+
+
+@pytest.mark.parametrize("on_data_loss", ["fail", "warn"])
+def test_records_expired_before_they_were_read_stop_the_run_or_are_reported(stack, kinesis, redshift, tmp_path,
+                                                                               on_data_loss):
+    from pipeline.errors import SourceError
+
+    stream = one_shard_stream(kinesis)
+    path = write_config(tmp_path / f"{stream}.yml", stream, in__on_data_loss=on_data_loss)
+    put(kinesis, stream, sensors(10))
+    assert StreamLoad(config_module.load(path)).run().records == 10
+    put(kinesis, stream, sensors(10, offset=10))
+    sequences = [int(r["SequenceNumber"]) for r in kinesis.get_records(ShardIterator=kinesis.get_shard_iterator(
+        StreamName=stream, ShardId="shardId-000000000000", ShardIteratorType="TRIM_HORIZON")["ShardIterator"])[
+        "Records"]]
+    # Two days later, retention (24 h) has trimmed the shard up to the 16th record: 5 were never read.
+    age_watch(redshift, stream, 48)
+    trimmed = TrimmedKinesis(kinesis, sequences[15])
+
+    if on_data_loss == "fail":
+        with pytest.raises(SourceError) as raised:
+            StreamLoad(config_module.load(path), kinesis_client=trimmed).run()
+        message = str(raised.value)
+        assert f"{stream}/shardId-000000000000" in message
+        assert f"after sequence {sequences[9]}" in message and f"up to sequence {sequences[15]}" in message
+        assert "arrived between" in message and "on_data_loss: warn" in message
+        assert len(table_rows(redshift, stream)) == 10  # nothing more loaded
+        return
+    summary = StreamLoad(config_module.load(path), kinesis_client=trimmed).run()
+    assert summary.records == 5 and [loss.before for loss in summary.data_loss] == [str(sequences[15])]
+    assert summary.data_loss[0].after == str(sequences[9])
+    assert len(table_rows(redshift, stream)) == 15
+    again = StreamLoad(config_module.load(path), kinesis_client=trimmed).run()
+    assert again.records == 0 and not again.data_loss  # reported once
+
+
+def test_an_idle_stream_whose_checkpoint_aged_out_has_lost_nothing_when_a_run_saw_its_tip_meanwhile(
+        stack, kinesis, redshift, tmp_path):
+    stream = one_shard_stream(kinesis)
+    path = write_config(tmp_path / f"{stream}.yml", stream)
+    put(kinesis, stream, sensors(5))
+    StreamLoad(config_module.load(path)).run()
+    first = int(kinesis.get_records(ShardIterator=kinesis.get_shard_iterator(
+        StreamName=stream, ShardId="shardId-000000000000", ShardIteratorType="TRIM_HORIZON")["ShardIterator"])[
+        "Records"][-1]["SequenceNumber"])
+    age_watch(redshift, stream, 30)
+    load = StreamLoad(config_module.load(path))
+    load.pending()  # a sensor's look finds nothing new and says so (the watch row was stale)
+    put(kinesis, stream, sensors(3, offset=5))
+    # Retention has since trimmed the checkpoint's record, but nothing arrived between it and the look.
+    summary = StreamLoad(config_module.load(path), kinesis_client=TrimmedKinesis(kinesis, first + 1)).run()
+    assert summary.records == 3 and not summary.data_loss
+
+
+def test_a_stream_created_again_under_its_name_stops_the_run_or_is_read_from_its_start(stack, kinesis, redshift,
+                                                                                     tmp_path):
+    from pipeline.errors import SourceError
+
+    stream = one_shard_stream(kinesis)
+    path = write_config(tmp_path / f"{stream}.yml", stream)
+    put(kinesis, stream, sensors(20))
+    assert StreamLoad(config_module.load(path)).run().records == 20
+    old_uuids = {r[3] for r in table_rows(redshift, stream)}
+    kinesis.delete_stream(StreamName=stream)
+    kinesis.get_waiter("stream_not_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.2})
+    kinesis.create_stream(StreamName=stream, ShardCount=1)
+    kinesis.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.2})
+    put(kinesis, stream, sensors(5, offset=100))
+
+    with pytest.raises(SourceError) as raised:
+        StreamLoad(config_module.load(path)).run()
+    assert "was created again" in str(raised.value) and "on_stream_recreated: restart" in str(raised.value)
+    assert len(table_rows(redshift, stream)) == 20
+
+    document = yaml.safe_load(path.read_text())
+    document["in"]["on_stream_recreated"] = "restart"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    summary = StreamLoad(config_module.load(path)).run()
+    assert summary.records == 5
+    rows = table_rows(redshift, stream)
+    assert len(rows) == 25
+    assert len({r[3] for r in rows} - old_uuids) == 5  # the new stream's uuids are not the old one's
+    assert StreamLoad(config_module.load(path)).run().records == 0

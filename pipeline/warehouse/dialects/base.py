@@ -21,6 +21,8 @@ from pipeline.warehouse.fit import POSTGRESQL_REFUSALS, Refusals
 LEDGER_TABLE = "pipeline_object_ledger"
 CHECKPOINT_TABLE = "pipeline_shard_checkpoint"
 PENDING_TABLE = "pipeline_pending_run"  # a replace run's ledger rows, until its table swap is settled
+# Per shard: which incarnation of the stream the checkpoint belongs to, and until when every record is known read.
+WATCH_TABLE = "pipeline_stream_watch"
 REJECTED_COLUMNS = ("pipeline", "source", "line_number", "sequence_number", "column_name", "raw_record", "error")
 
 
@@ -144,6 +146,15 @@ class Dialect:
             "updated_at timestamp with time zone NOT NULL DEFAULT now(), "
             "PRIMARY KEY (pipeline, stream, shard_id))"
         ).format(sql.Identifier(schema, CHECKPOINT_TABLE), t=sql.SQL(self.text))
+
+    def watch_table(self, schema: str) -> sql.Composed:
+        return sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} ("
+            "pipeline {t} NOT NULL, stream {t} NOT NULL, shard_id {t} NOT NULL, "
+            "stream_created timestamp with time zone, verified_through timestamp with time zone, "
+            "generation integer NOT NULL DEFAULT 0, "
+            "PRIMARY KEY (pipeline, stream, shard_id))"
+        ).format(sql.Identifier(schema, WATCH_TABLE), t=sql.SQL(self.text))
 
     def stage_like(self, schema: str, stage: str, target: sql.Identifier, columns: Sequence[Column],
                    column_options: Mapping[str, str] | None = None) -> sql.Composed:
