@@ -222,11 +222,12 @@ class Bench:
     def forget_state_on_cleanup(self, conninfo: str, schema: str) -> None:
         """Remove the ledger rows and shard checkpoints of this run's pipelines (all named bench_<id>_...)."""
         from pipeline.warehouse.dialects import CHECKPOINT_TABLE, LEDGER_TABLE
+        from pipeline.warehouse.dialects.base import WATCH_TABLE
 
         def forget() -> None:
             pattern = f"bench\\_{self.run_id}\\_%"
             with psycopg.connect(conninfo, autocommit=True) as conn:
-                for table in (LEDGER_TABLE, CHECKPOINT_TABLE):
+                for table in (LEDGER_TABLE, CHECKPOINT_TABLE, WATCH_TABLE):
                     exists = conn.execute("SELECT to_regclass(%s)", (f"{schema}.{table}",)).fetchone()
                     if exists and exists[0]:
                         conn.execute(sql.SQL("DELETE FROM {} WHERE pipeline LIKE %s").format(

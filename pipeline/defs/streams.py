@@ -16,7 +16,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import dagster as dg
@@ -116,16 +116,36 @@ def table_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
         required_resource_keys={"kinesis", "s3", pipeline.warehouse_resource_key},
         # One pool per warehouse, as the S3 loads: Dagster caps concurrent loads into it.
         pool=pipeline.pool,
+        check_specs=stream_check_specs(pipeline),
     )
-    def load_stream(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        return materialize_stream(context, pipeline)
+    def load_stream(context: dg.AssetExecutionContext) -> Iterator[Any]:
+        yield from materialize_stream(context, pipeline)
 
     return load_stream
 
 
-def materialize_stream(context: dg.AssetExecutionContext, pipeline: Pipeline) -> dg.MaterializeResult:
+FLOWING_CHECK = "records_flowing"
+NO_LOSS_CHECK = "no_records_lost"
+
+
+def stream_check_specs(pipeline: Pipeline) -> list[dg.AssetCheckSpec]:
+    """Checks every load reports: whether it went through, and whether records expired before they were read."""
+    return [
+        dg.AssetCheckSpec(FLOWING_CHECK, asset=pipeline.table_key,
+                          description="The last load committed its batches. A load that fails (a batch the "
+                                      "warehouse keeps refusing, the stream or warehouse unreachable) fails "
+                                      "this check with the reason, while the lag keeps growing."),
+        dg.AssetCheckSpec(NO_LOSS_CHECK, asset=pipeline.table_key,
+                          description="No records expired from Kinesis (retention) before this pipeline read "
+                                      "them; a failure names the shard, the sequence range and when they arrived "
+                                      "(in.on_data_loss decides whether the load stops)."),
+    ]
+
+
+def materialize_stream(context: dg.AssetExecutionContext, pipeline: Pipeline) -> Iterator[Any]:
     """Read from the checkpoints towards the tip, at most MAX_BATCHES_PER_RUN committed batches."""
     from pipeline.defs.assets import column_schema
+    from pipeline.errors import SourceError
 
     try:
         load = _stream_load(context, pipeline)
@@ -133,6 +153,12 @@ def materialize_stream(context: dg.AssetExecutionContext, pipeline: Pipeline) ->
         checkpoints = load.checkpoints()
     except PipelineError as error:
         # The engine's message names the shard, sequence number and column: show it, not a traceback.
+        lost = isinstance(error, SourceError) and "expired from Kinesis" in str(error)
+        yield dg.AssetCheckResult(check_name=FLOWING_CHECK, passed=False, description=str(error)[:1000],
+                                  metadata={"error": str(error)})
+        yield dg.AssetCheckResult(check_name=NO_LOSS_CHECK, passed=not lost,
+                                  description=str(error)[:1000] if lost else "no records known lost",
+                                  metadata={"error": str(error)} if lost else {})
         raise dg.Failure(description=str(error)) from None
     lags = _observe_stream(context, pipeline, load, checkpoints)
     committed = [b for b in summary.batches if b.records]
@@ -160,8 +186,23 @@ def materialize_stream(context: dg.AssetExecutionContext, pipeline: Pipeline) ->
     arrivals = [b.oldest_arrival for b in committed if b.oldest_arrival is not None]
     if arrivals:
         metadata["oldest_record_arrival"] = dg.MetadataValue.timestamp(min(arrivals))
+    if summary.data_loss:
+        metadata["records_lost"] = dg.MetadataValue.json([loss.as_metadata() for loss in summary.data_loss])
     context.log.info(metadata["status"])
-    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(checkpoint_digest(checkpoints)))
+    losses = "; ".join(loss.describe(load.input.stream) for loss in summary.data_loss)
+    checks = [
+        dg.AssetCheckResult(check_name=FLOWING_CHECK, passed=True, description=metadata["status"],
+                            metadata={"at_tip": at_tip, **({"max_millis_behind_tip": metadata["max_millis_behind_tip"]}
+                                                         if "max_millis_behind_tip" in metadata else {})}),
+        dg.AssetCheckResult(check_name=NO_LOSS_CHECK, passed=not summary.data_loss,
+                            severity=dg.AssetCheckSeverity.WARN,
+                            description=(f"accepted (in.on_data_loss: warn): {losses}" if losses
+                                         else "no records known lost"),
+                            metadata={"records_lost": dg.MetadataValue.json(
+                                [loss.as_metadata() for loss in summary.data_loss])}),
+    ]
+    yield dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(checkpoint_digest(checkpoints)),
+                               check_results=checks)
 
 
 def _observe_stream(context: Any, pipeline: Pipeline, load: Any, checkpoints: Mapping[str, str]
@@ -332,8 +373,10 @@ def stream_sensor(pipeline: Pipeline, load_job: Any, follow_job: dg.JobDefinitio
         base = f"{'continuous' if continuous else 'checkpoints'}:{checkpoint_digest(checkpoints)}"
         run_key = next_run_key(instance, name, base, restart_finished=continuous)
         if run_key is None:
-            return dg.SkipReason(f"the last run for these checkpoints failed; retrying {RETRY_AFTER_SECONDS} s "
-                                 "after it ended")
+            return dg.SkipReason(f"the last run for these checkpoints failed ({last_failure(instance, name, base)}); "
+                                 f"retrying {RETRY_AFTER_SECONDS} s after it ended")
+        if ":after-" in run_key:
+            reason += f"; again after a failed run ({last_failure(instance, name, base)})"
         context.log.info(f"{reason}: requesting {job_name} with run_key {run_key}")
         return dg.SensorResult(run_requests=[dg.RunRequest(run_key=run_key, job_name=job_name,
                                                            tags=pipeline.run_tags)])
@@ -371,6 +414,26 @@ def next_run_key(instance: dg.DagsterInstance, sensor_name: str, base: str, *, r
             return None
         key = f"{base}:after-{run.run_id[:8]}"
     return key
+
+
+def last_failure(instance: dg.DagsterInstance, sensor_name: str, base: str) -> str:
+    """Why the latest failed run launched for checkpoint state ``base`` failed, in the engine's words."""
+    runs = [record for record in instance.get_run_records(
+        filters=dg.RunsFilter(tags={SENSOR_NAME_TAG: sensor_name}, statuses=list(_UNSUCCESSFUL)), limit=20)
+        if record.dagster_run.tags.get(RUN_KEY_TAG, "").startswith(base)]
+    if not runs:
+        return "no failed run found"
+    run = runs[0].dagster_run
+    events = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE, limit=1).records
+    for record in events:
+        event = record.event_log_entry.dagster_event
+        data = event.step_failure_data if event is not None else None
+        if data is not None:
+            user = data.user_failure_data
+            text = (user.description if user is not None and user.description else
+                    data.error.message if data.error is not None else "")
+            return f"run {run.run_id[:8]}: {text.strip()[:500]}"
+    return f"run {run.run_id[:8]} {run.status.value.lower()}"
 
 
 def _latest_run(instance: dg.DagsterInstance, *, job_names: list[str], statuses: list[Any]) -> Any:

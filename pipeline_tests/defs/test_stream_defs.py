@@ -48,11 +48,17 @@ class SensorStream:
         with dg.build_sensor_context(resources=self.defs.resources, instance=instance) as context:
             return sensor(context)
 
-    def materialize(self, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    def materialize(self, instance: dg.DagsterInstance, tags: dict[str, str] | None = None
+                    ) -> dg.ExecuteInProcessResult:
         table = next(a for a in self.defs.assets if isinstance(a, dg.AssetsDefinition)
                      and dg.AssetKey(self.name) in a.keys)
         return dg.materialize([table], resources=self.defs.resources,
-                              instance=instance, raise_on_error=False)
+                              instance=instance, raise_on_error=False, tags=tags)
+
+    def launched_by_sensor(self, instance: dg.DagsterInstance, run_key: str) -> dg.ExecuteInProcessResult:
+        """A run as the sensor launches it: tagged with its run key and the sensor's name."""
+        return self.materialize(instance, tags={"dagster/run_key": run_key,
+                                                "dagster/sensor_name": f"{self.name}_sensor"})
 
 
 @pytest.fixture
@@ -155,6 +161,44 @@ def test_a_missing_stream_fails_the_run_with_the_engines_message(sensor_stream, 
     assert not result.success
     (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     assert pipeline.name in failure.step_failure_data.error.message
+    checks = {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
+              for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+    assert checks == {"records_flowing": False, "no_records_lost": True}
+
+
+def test_a_failing_load_is_named_in_the_sensors_tick_and_its_flow_check(sensor_stream, redshift):
+    pipeline = sensor_stream()
+    pipeline.put(5)
+    with dg.instance_for_test() as instance:
+        (key,) = run_keys(pipeline.tick(instance))
+        # The warehouse refuses every batch: its table lost a column the pipeline writes.
+        redshift.execute(f"ALTER TABLE sensor_schema.{pipeline.name} DROP COLUMN currenttemperature")
+        result = pipeline.launched_by_sensor(instance, key)
+        assert not result.success
+        skip = pipeline.tick(instance)
+
+    assert isinstance(skip, dg.SkipReason)
+    assert "the last run for these checkpoints failed" in skip.skip_message
+    assert "has no column" in skip.skip_message and "currenttemperature" in skip.skip_message
+
+
+def test_a_poison_record_is_rejected_and_the_sensors_later_runs_go_on(sensor_stream, redshift):
+    pipeline = sensor_stream()
+    pipeline.put(5)
+    pipeline.kinesis.put_record(StreamName=pipeline.name, PartitionKey="p", Data=json.dumps(
+        {"sensorId": 1, "currentTemperature": 2, "status": "far too long for varchar(16)"}).encode())
+    with dg.instance_for_test() as instance:
+        (key,) = run_keys(pipeline.tick(instance))
+        first = pipeline.launched_by_sensor(instance, key)
+        pipeline.put(3, offset=50)
+        (later,) = run_keys(pipeline.tick(instance))
+        second = pipeline.launched_by_sensor(instance, later)
+
+    assert first.success and second.success and later != key
+    assert materialized(first)["rejected_records"] == 1 and materialized(second)["records_read"] == 3
+    assert redshift.execute(f"SELECT count(*) FROM sensor_schema.{pipeline.name}").fetchone()[0] == 8
+    (column, error), = redshift.execute(f"SELECT column_name, error FROM sensor_schema.{pipeline.name}_rejected")
+    assert column == "status" and "String length exceeds DDL length" in error
 
 
 def test_the_continuous_job_commits_records_put_while_it_runs_until_max_runtime(sensor_stream, redshift):
@@ -188,8 +232,8 @@ def test_in_continuous_mode_the_sensor_requests_the_continuous_job_even_with_not
     assert result.run_requests[0].job_name == f"{pipeline.name}_continuous"
 
 
-def test_the_stream_table_has_key_and_null_checks_but_no_object_ledger_check():
+def test_the_stream_table_has_key_null_flow_and_loss_checks_but_no_object_ledger_check():
     from pipeline.definitions import defs
 
     names = {key.name for key in defs.resolve_asset_graph().asset_check_keys if key.asset_key.path == ["sensor_data"]}
-    assert names == {"primary_key_unique", "required_columns_not_null"}
+    assert names == {"primary_key_unique", "required_columns_not_null", "records_flowing", "no_records_lost"}
