@@ -49,6 +49,11 @@ QUICK_FIGURES: dict[str, str | None] = {
     "stream.latency.p95": None,
     "stream.sensor_latency.p50": None,
     "stream.sensor_latency.p95": None,
+    "refusals.object.clean": None,
+    "refusals.object.too_long": "clean object",
+    "refusals.object.check": "clean object",
+    "refusals.stream.clean": None,
+    "refusals.stream.too_long": "clean batch",
 }
 
 
@@ -71,7 +76,7 @@ def test_a_quick_run_exits_zero_and_prints_every_section(quick_run):
     result, _ = quick_run
 
     assert result.returncode == 0, result.stderr[-3000:]
-    for title in ("Bulk load", "Peak memory", "Parallel objects", "S3 sensor tick", "Kinesis"):
+    for title in ("Bulk load", "Peak memory", "Parallel objects", "S3 sensor tick", "Kinesis", "One refused record"):
         assert title in result.stdout
     assert "FAILED" not in result.stdout
 

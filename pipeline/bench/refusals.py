@@ -47,6 +47,7 @@ def _object(bench: Bench, section: Section) -> None:
     expected = {"clean": (rows, 0), "one too long": (rows - 1, 1), "one check violation": (rows - 1, 1)}
     samples: dict[str, list[float]] = {name: [] for name in variants}
     prefix = bench.prefix("refusals")
+    bench.on_cleanup(f"objects under s3://{bench.bucket}/{prefix}", lambda: bench.delete_prefix(prefix))
     for name, data in variants.items():
         bench.s3.put_object(Bucket=bench.bucket, Key=f"{prefix}{name.replace(' ', '_')}/orders.csv", Body=data)
     runs = 0
