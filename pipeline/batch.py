@@ -798,13 +798,9 @@ class BatchLoad:
                 values = project(dict(zip(column_names, values, strict=True)),
                                  s3_identity(source, obj.etag, item.line))
             if fitter is not None:
-                if fitter.truncate:
-                    values = list(values)  # cut in place
-                refusal = fitter.refusal(values)
-                if refusal is not None:
-                    index, column_name, reason = refusal
-                    reject(RecordError(source, item.line, f"the warehouse would refuse the row: {reason}",
-                                       column=column_name, value=values[index], raw=item.raw))
+                values, refused_row = fitter.judge(values, source, item.line, item.raw)
+                if refused_row is not None:
+                    reject(refused_row)
                     continue
             if sequence:
                 values.append(str(item.line))

@@ -92,6 +92,14 @@ class DataLoss:
                 "arrived_before": self.until.isoformat() if self.until else ""}
 
 
+class DataLossError(SourceError):
+    """Records expired before they were read, and in.on_data_loss is fail; ``losses`` says which."""
+
+    def __init__(self, losses: list[DataLoss], message: str):
+        super().__init__(message)
+        self.losses = losses
+
+
 @dataclass
 class StreamSummary:
     pipeline: str
@@ -162,7 +170,6 @@ class StreamLoad:
         self._stream_created: datetime | None = None
         self._generation = 0  # how many incarnations of the stream came before this one, for this pipeline
         self._retention = DEFAULT_RETENTION
-        self._source_checked = False
         self._batches = 0
         self._keys: list[str] | None = None
         self._reads: dict[str, _ShardRead] = {}  # readers a batch left unfinished, by shard id
@@ -309,17 +316,16 @@ class StreamLoad:
                 abs((summary.created - created).total_seconds()) < 0.001 for created in known):
             self._restart(conn, known[-1], bool(checkpoints))
             checkpoints = {}
-        self._source_checked = True
         losses = self._losses(checkpoints)
         if not losses:
             return []
         report = "; ".join(loss.describe(stream) for loss in losses)
         if self.input.on_data_loss == "fail":
-            raise SourceError(
+            raise DataLossError(losses, (
                 f"{self.config.name}: records expired from Kinesis before they were read (retention "
                 f"{summary.retention_period_hours} h): {report}. Nothing was loaded. To accept the loss and go on "
                 "from the oldest records still there, set in.on_data_loss: warn; to keep records longer, raise "
-                "the stream's retention (IncreaseStreamRetentionPeriod)")
+                "the stream's retention (IncreaseStreamRetentionPeriod)"))
         log.warning("%s: %s (in.on_data_loss: warn, going on)", self.config.name, report)
         self.emit(f"{self.config.name}: DATA LOSS accepted (in.on_data_loss: warn): {report}")
         # Reported once: the lost span counts as accounted for.
@@ -346,7 +352,7 @@ class StreamLoad:
             state.forget_stream(cur, out.state, self.config.name, stream)
             state.write_watch(cur, dialect, out.state, self.config.name, stream, rows)
         self._watch = rows
-        self._reads.clear()
+        self.close()  # readers left at the old stream's positions
         self.emit(f"{self.config.name}: Kinesis stream {stream} was created again at {created}"
                   f"{'; its old checkpoints are forgotten' if had_checkpoints else ''}: reading it from its "
                   f"{self.input.starting_position} (in.on_stream_recreated: restart; incarnation {self._generation})")
@@ -386,9 +392,7 @@ class StreamLoad:
         Written only when it moves the known time on by a quarter of the retention (or ``force``), so an
         idle stream costs a write now and then, not one per look.
         """
-        stale = {shard: when for shard, when in verified.items()
-                 if force or (self._watch.get(shard) is None or self._watch[shard].verified_through is None
-                              or when - self._watch[shard].verified_through > self._retention / 4)}
+        stale = {shard: when for shard, when in verified.items() if force or self._outdated(shard, when)}
         if not stale:
             return
         if conn is None:
@@ -405,15 +409,16 @@ class StreamLoad:
     def _stale_watch(self, moved: dict[str, str], verified: dict[str, datetime]) -> dict[str, state.Watch]:
         """Watch rows a batch moving ``moved`` should write: shards without one, or whose known-read time it
         moves on by a quarter of the retention. The rest keep theirs (older is only more cautious)."""
-        rows = {}
-        for shard in moved:
-            old = self._watch.get(shard)
-            when = verified.get(shard)
-            if old is None or old.generation != self._generation or (
-                    when is not None and (old.verified_through is None
-                                          or when - old.verified_through > self._retention / 4)):
-                rows[shard] = self._watch_rows({shard: when})[shard]
-        return rows
+        return self._watch_rows({shard: verified.get(shard) for shard in moved
+                                 if self._outdated(shard, verified.get(shard))})
+
+    def _outdated(self, shard: str, when: datetime | None) -> bool:
+        """Whether the shard's watch row is missing, of another incarnation, or ``when`` moves its known-read
+        time on by more than a quarter of the retention (worth a write)."""
+        old = self._watch.get(shard)
+        if old is None or old.generation != self._generation:
+            return True
+        return when is not None and (old.verified_through is None or when - old.verified_through > self._retention / 4)
 
     def _watch_rows(self, verified: dict[str, datetime | None]) -> dict[str, state.Watch]:
         rows = {}
@@ -565,14 +570,9 @@ class StreamLoad:
                             continue
                         values = project(row, row_identity(prefix + at, line))
                         if fitter is not None:
-                            if fitter.truncate:
-                                values = list(values)  # cut in place
-                            refusal = fitter.refusal(values)
-                            if refusal is not None:
-                                index_of, column, reason = refusal
-                                error = RecordError(source, at, f"the warehouse would refuse the record: {reason}",
-                                                    column=column, value=values[index_of],
-                                                    raw=record.data.decode("utf-8", "replace"))
+                            values, error = fitter.judge(values, source, at, record.data.decode("utf-8", "replace"),
+                                                         noun="record")
+                            if error is not None:
                                 if stop_on_invalid:
                                     raise error
                                 rejects.append(error)

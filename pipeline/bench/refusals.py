@@ -57,7 +57,7 @@ def _object(bench: Bench, section: Section) -> None:
             table = bench.name(f"refusals_{runs}")
             bench.drop_on_cleanup(bench.hologres_url, "public", table, f"{table}_rejected")
             path = bench.book_order_config(table, f"{prefix}{name.replace(' ', '_')}/", table)
-            _column_options(path, {"book_name": {"type": f"varchar({TITLE_WIDTH})"},
+            _tune(path, {"book_name": {"type": f"varchar({TITLE_WIDTH})"},
                                    "order_cnt": {"type": "bigint CHECK (order_cnt > 0)"}})
             config = config_module.load(path)
             bench.checkpoint(bench.hologres_url)
@@ -88,7 +88,7 @@ def _replace(lines: list[bytes], index: int, fields: list[bytes], column: int, v
     return b"\n".join([*lines[:index], b",".join(changed), *lines[index + 1:]])
 
 
-def _column_options(path, options: dict) -> None:
+def _tune(path, options: dict) -> None:
     """Set out.column_options in the config at ``path``; refused rows are rejected, not fatal."""
     import yaml
 
@@ -122,7 +122,7 @@ def _stream(bench: Bench, section: Section) -> None:
             table = bench.name(f"refusals_stream_{runs}")
             bench.drop_on_cleanup(bench.redshift_url, SCHEMA, table, f"{table}_rejected")
             path = bench.sensor_data_config(table, stream, table, max_records=records)
-            _column_options(path, {"status": {"type": width}})
+            _tune(path, {"status": {"type": width}})
             bench.checkpoint(bench.redshift_url)
             started = time.perf_counter()
             summary = StreamLoad(config_module.load(path), emit=lambda _: None).run()

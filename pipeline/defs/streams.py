@@ -145,7 +145,7 @@ def stream_check_specs(pipeline: Pipeline) -> list[dg.AssetCheckSpec]:
 def materialize_stream(context: dg.AssetExecutionContext, pipeline: Pipeline) -> Iterator[Any]:
     """Read from the checkpoints towards the tip, at most MAX_BATCHES_PER_RUN committed batches."""
     from pipeline.defs.assets import column_schema
-    from pipeline.errors import SourceError
+    from pipeline.stream import DataLossError
 
     try:
         load = _stream_load(context, pipeline)
@@ -153,7 +153,7 @@ def materialize_stream(context: dg.AssetExecutionContext, pipeline: Pipeline) ->
         checkpoints = load.checkpoints()
     except PipelineError as error:
         # The engine's message names the shard, sequence number and column: show it, not a traceback.
-        lost = isinstance(error, SourceError) and "expired from Kinesis" in str(error)
+        lost = isinstance(error, DataLossError)
         yield dg.AssetCheckResult(check_name=FLOWING_CHECK, passed=False, description=str(error)[:1000],
                                   metadata={"error": str(error)})
         yield dg.AssetCheckResult(check_name=NO_LOSS_CHECK, passed=not lost,

@@ -23,6 +23,8 @@ from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
 
 import psycopg
 
+from pipeline.errors import RecordError
+
 __all__ = ["ColumnType", "Fitter", "column_types"]
 
 
@@ -78,7 +80,7 @@ _DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z"
 _INTEGER_BITS = {"smallint": 16, "integer": 32, "bigint": 64}
 _STRING_TYPES = ("character varying", "character")
 
-Check = Callable[[list, int], "str | None"]
+Check = Callable[[Sequence, int], "str | None"]  # a list where it may cut
 
 
 class Fitter:
@@ -101,7 +103,20 @@ class Fitter:
     def checks_anything(self) -> bool:
         return bool(self._checks)
 
-    def refusal(self, values: list) -> tuple[int, str, str] | None:
+    def judge(self, values: Sequence, source: str, position: int | str, raw: str | None, *, noun: str = "row"
+              ) -> tuple[Sequence, RecordError | None]:
+        """``values`` as they go to the server (over-long strings cut, with ``truncate``), and the error naming
+        ``source`` at ``position`` when the server would refuse them."""
+        if self.truncate:
+            values = list(values)  # cut in place
+        refusal = self.refusal(values)
+        if refusal is None:
+            return values, None
+        index, column, reason = refusal
+        return values, RecordError(source, position, f"the warehouse would refuse the {noun}: {reason}",
+                                   column=column, value=values[index], raw=raw)
+
+    def refusal(self, values: Sequence) -> tuple[int, str, str] | None:
         """(index, column, reason) of the first value the server would refuse, else None.
 
         With ``truncate``, over-long strings in ``values`` (then a list) are cut in place.

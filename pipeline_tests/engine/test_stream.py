@@ -484,6 +484,7 @@ def test_records_expired_before_they_were_read_stop_the_run_or_are_reported(stac
         assert f"{stream}/shardId-000000000000" in message
         assert f"after sequence {sequences[9]}" in message and f"up to sequence {sequences[15]}" in message
         assert "arrived between" in message and "on_data_loss: warn" in message
+        assert [loss.before for loss in raised.value.losses] == [str(sequences[15])]
         assert len(table_rows(redshift, stream)) == 10  # nothing more loaded
         return
     summary = StreamLoad(config_module.load(path), kinesis_client=trimmed).run()

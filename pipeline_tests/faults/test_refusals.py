@@ -7,6 +7,7 @@ true the run stops naming the row and commits nothing of it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -149,7 +150,7 @@ def test_the_command_stops_with_one_paragraph_naming_object_line_column_and_reas
 
 def test_truncate_columns_cuts_over_long_strings_to_the_column_instead(stack, s3, hologres, redshift, tmp_path):
     for kind in S3_KINDS[:2]:
-        path, table = _s3_config(tmp_path, stack, s3, Kind(**{**kind.__dict__, "extra": {"truncate_columns": True}}),
+        path, table = _s3_config(tmp_path, stack, s3, dataclasses.replace(kind, extra={"truncate_columns": True}),
                                  stop=True)
         conn = _connection(kind, hologres, redshift)
 
@@ -243,7 +244,7 @@ def _table(kind: StreamKind, stream: str) -> str:
 def test_a_refused_record_is_rejected_with_its_sequence_number_and_the_batch_commits(
         stack, kinesis, hologres, redshift, tmp_path, kind: StreamKind):
     path, stream = _stream_config(tmp_path, kinesis, kind, stop=False)
-    conn = redshift if kind.target == "redshift" else hologres
+    conn = _connection(kind, hologres, redshift)
     sequences = _put(kinesis, stream, _stream_records(kind))
 
     summary = StreamLoad(config_module.load(path)).run()
@@ -264,7 +265,7 @@ def test_a_refused_record_is_rejected_with_its_sequence_number_and_the_batch_com
 def test_with_stop_on_invalid_record_a_refused_record_stops_the_stream_before_its_batch(
         stack, kinesis, hologres, redshift, tmp_path, kind: StreamKind):
     path, stream = _stream_config(tmp_path, kinesis, kind, stop=True)
-    conn = redshift if kind.target == "redshift" else hologres
+    conn = _connection(kind, hologres, redshift)
     sequences = _put(kinesis, stream, _stream_records(kind))
 
     with pytest.raises(RecordError) as raised:
