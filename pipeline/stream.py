@@ -219,7 +219,11 @@ class StreamLoad:
         # and then, so a stream idle for longer than its retention is not taken for one that lost records.
         idle = {shard: looked - TIP_MARGIN for shard, lag in lags.items()
                 if not lag.has_records and shard in checkpoints}
-        self._vouch(idle)
+        try:
+            self._vouch(idle)
+        except (PipelineError, psycopg.Error) as error:  # the look stands; a later one writes it
+            log.warning("%s: could not record that shards %s are read to their tip: %s", self.config.name,
+                        ", ".join(sorted(idle)), str(error).strip())
         return lags
 
     def run(self, *, max_batches: int | None = None, display: Display | None = None) -> StreamSummary:

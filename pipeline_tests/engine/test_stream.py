@@ -542,3 +542,21 @@ def test_a_stream_created_again_under_its_name_stops_the_run_or_is_read_from_its
     assert len(rows) == 25
     assert len({r[3] for r in rows} - old_uuids) == 5  # the new stream's uuids are not the old one's
     assert StreamLoad(config_module.load(path)).run().records == 0
+
+
+def test_a_sensor_look_still_answers_when_its_note_of_the_tip_cannot_be_written(stack, kinesis, tmp_path, stream,
+                                                                               monkeypatch):
+    import psycopg
+
+    path = write_config(tmp_path / f"{stream}.yml", stream)
+    put(kinesis, stream, sensors(3))
+    StreamLoad(config_module.load(path)).run()
+    load = StreamLoad(config_module.load(path))
+
+    def refused(*_args, **_kwargs):
+        raise psycopg.errors.InsufficientPrivilege("permission denied for table pipeline_stream_watch")
+
+    monkeypatch.setattr(load, "_vouch", refused)
+    lags = load.pending()
+
+    assert len(lags) == 2 and not any(lag.has_records for lag in lags.values())
