@@ -114,6 +114,7 @@ class KinesisInputConfig:
 
 
 EXEC_MODES = ("micro_batch", "continuous")
+MAX_RETRY_WAIT_SECONDS = 3600.0
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,16 @@ class ExecConfig:
     max_records: int = 100_000
     max_bytes: int = 64 << 20
     max_runtime: float | None = None
+    # Seconds without a new object or record after which the table's freshness check fails; None: no check.
+    expect_within: float | None = None
+    # How often the sensor runs a failed load again, and how long it waits before the first retry
+    # (the wait doubles with each failure, up to MAX_RETRY_WAIT_SECONDS).
+    retries: int = 5
+    retry_wait: float = 60.0
+
+    def wait_before_retry(self, failures: int) -> float:
+        """Seconds to wait after the ``failures``-th failed attempt before the next one."""
+        return min(self.retry_wait * 2 ** max(failures - 1, 0), max(MAX_RETRY_WAIT_SECONDS, self.retry_wait))
 
 
 @dataclass(frozen=True)
@@ -296,6 +307,9 @@ def _join(path: str, key: str) -> str:
 # --------------------------------------------------------------------------- sections
 
 
+_DURATION_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
 class _Section:
     """A mapping being validated; remembers which keys were read so unknown ones are reported."""
 
@@ -364,6 +378,24 @@ class _Section:
         if isinstance(value, bool) or number < minimum:
             raise ConfigError(self.at(key), f"must be a number of at least {minimum}, got {value!r}")
         return number
+
+    def duration(self, key: str, default: float | None, *, minimum: float = 0.0) -> Any:
+        """Seconds: a number, or a number with a unit, s, m, h or d (``90s``, ``15m``, ``2h``, ``1d``)."""
+        value = self.get(key, default)
+        if value is None:
+            return None
+        if isinstance(value, bool):
+            raise ConfigError(self.at(key), f"must be a duration such as 90s, 15m, 2h or 1d, got {value!r}")
+        if isinstance(value, int | float):
+            seconds = float(value)
+        else:
+            match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", str(value))
+            if match is None:
+                raise ConfigError(self.at(key), f"must be a duration such as 90s, 15m, 2h or 1d, got {value!r}")
+            seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        if seconds < minimum:
+            raise ConfigError(self.at(key), f"must be at least {minimum:g} seconds, got {value!r}")
+        return seconds
 
     def bool(self, key: str, default: bool) -> bool:
         value = self.get(key, default)
@@ -562,6 +594,9 @@ def _exec(section: _Section) -> ExecConfig:
         max_records=section.int("max_records", 100_000, minimum=1),
         max_bytes=section.int("max_bytes", 64 << 20, minimum=1024),
         max_runtime=section.float("max_runtime", None, minimum=0.0),
+        expect_within=section.duration("expect_within", None, minimum=1.0),
+        retries=section.int("retries", 5, minimum=0),
+        retry_wait=section.duration("retry_wait", 60.0, minimum=0.0),
     )
     section.done(ignored=("min_output_tasks", "type"))
     return config

@@ -72,12 +72,19 @@ def table_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
         check_specs=[object_check_spec(pipeline)],
         # One pool per warehouse: Dagster then caps concurrent loads into it, however they were launched.
         pool=pipeline.pool,
-        freshness_policy=FRESHNESS,
+        freshness_policy=freshness_policy(config),
     )
     def load_object(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         return materialize_object(context, pipeline)
 
     return load_object
+
+
+def freshness_policy(config: PipelineConfig) -> dg.FreshnessPolicy:
+    """Dagster's view of the same promise as the freshness check: exec.expect_within, else a day."""
+    if config.exec.expect_within is None:
+        return FRESHNESS
+    return dg.FreshnessPolicy.time_window(fail_window=timedelta(seconds=max(config.exec.expect_within, 60)))
 
 
 def materialize_object(context: dg.AssetExecutionContext, pipeline: Pipeline) -> dg.MaterializeResult:

@@ -232,9 +232,9 @@ def s3_pipeline_definitions(pipeline: Pipeline) -> dg.Definitions:
     )
     return dg.Definitions(
         assets=[objects, table],
-        asset_checks=table_checks,
+        asset_checks=table_checks + freshness_checks(pipeline),
         jobs=[load_job, check_job],
-        sensors=[sensors.object_sensor(pipeline, load_job)],
+        sensors=[sensors.object_sensor(pipeline, load_job), *freshness_sensors(pipeline)],
         schedules=[dg.ScheduleDefinition(
             name=f"{pipeline.name}_table_checks_schedule",
             job=check_job,
@@ -242,3 +242,16 @@ def s3_pipeline_definitions(pipeline: Pipeline) -> dg.Definitions:
             default_status=dg.DefaultScheduleStatus(sensors.default_status().value),
         )],
     )
+
+
+def freshness_checks(pipeline: Pipeline) -> list[dg.AssetChecksDefinition]:
+    """The ``freshness`` check, when the config sets ``exec.expect_within``."""
+    from pipeline.defs.freshness import freshness_check
+
+    return [freshness_check(pipeline)] if pipeline.config.exec.expect_within is not None else []
+
+
+def freshness_sensors(pipeline: Pipeline) -> list[dg.SensorDefinition]:
+    from pipeline.defs.freshness import freshness_sensor
+
+    return [freshness_sensor(pipeline)] if pipeline.config.exec.expect_within is not None else []

@@ -61,14 +61,15 @@ def stream_pipeline_definitions(pipeline: Pipeline) -> dg.Definitions:
                     f"into {pipeline.config.output.qualified_table}.",
     )
     from pipeline.defs import checks
+    from pipeline.defs.factory import freshness_checks, freshness_sensors
 
     follow = continuous_job(pipeline)
     return dg.Definitions(
         assets=[stream_spec(pipeline), table_asset(pipeline)],
         # The uuid key being unique is the table-side proof that every record landed once.
-        asset_checks=checks.table_checks(pipeline),
+        asset_checks=checks.table_checks(pipeline) + freshness_checks(pipeline),
         jobs=[load_job, follow],
-        sensors=[stream_sensor(pipeline, load_job, follow)],
+        sensors=[stream_sensor(pipeline, load_job, follow), *freshness_sensors(pipeline)],
     )
 
 
@@ -91,7 +92,7 @@ def stream_spec(pipeline: Pipeline) -> dg.AssetSpec:
 
 def table_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
     """The warehouse table; materializing it is one bounded micro-batch run."""
-    from pipeline.defs.assets import WAREHOUSE_NAMES, column_schema, table_metadata
+    from pipeline.defs.assets import WAREHOUSE_NAMES, column_schema, freshness_policy, table_metadata
 
     config = pipeline.config
     out = config.output
@@ -117,6 +118,7 @@ def table_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
         # One pool per warehouse, as the S3 loads: Dagster caps concurrent loads into it.
         pool=pipeline.pool,
         check_specs=stream_check_specs(pipeline),
+        freshness_policy=freshness_policy(config) if execution.expect_within is not None else None,
     )
     def load_stream(context: dg.AssetExecutionContext) -> Iterator[Any]:
         yield from materialize_stream(context, pipeline)

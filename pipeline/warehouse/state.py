@@ -129,6 +129,25 @@ def ledger_rows(conn: psycopg.Connection, schema: str, pipeline: str, key: str |
         return list(cur)
 
 
+def newest_load(conn: psycopg.Connection, schema: str, pipeline: str) -> tuple[str, datetime] | None:
+    """The object whose load committed last, and when; None when nothing is in the ledger (or no ledger)."""
+    return _newest(conn, schema, LEDGER_TABLE, sql.SQL(
+        "SELECT object_key, loaded_at FROM {} WHERE pipeline = %s ORDER BY loaded_at DESC LIMIT 1").format(
+        ledger_ident(schema)), (pipeline,))
+
+
+def _newest(conn: psycopg.Connection, schema: str, table: str, query: sql.Composed, params: tuple
+            ) -> tuple[str, datetime] | None:
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM information_schema.tables WHERE table_schema = %s AND table_name = %s",
+                    (schema, table))
+        if cur.fetchone() is None:
+            return None
+        cur.execute(query, params)
+        row = cur.fetchone()
+    return (str(row[0]), row[1]) if row else None
+
+
 # --------------------------------------------------------------------------- shard checkpoints
 
 
@@ -139,6 +158,14 @@ def read_checkpoints(conn: psycopg.Connection, schema: str, pipeline: str, strea
         cur.execute(sql.SQL("SELECT shard_id, sequence_number FROM {} WHERE pipeline = %s AND stream = %s").format(
             checkpoint_ident(schema)), (pipeline, stream))
         return dict(cur.fetchall())
+
+
+def newest_checkpoint(conn: psycopg.Connection, schema: str, pipeline: str, stream: str
+                      ) -> tuple[str, datetime] | None:
+    """The shard whose checkpoint moved last (records committed), and when; None before the first batch."""
+    return _newest(conn, schema, CHECKPOINT_TABLE, sql.SQL(
+        "SELECT shard_id, updated_at FROM {} WHERE pipeline = %s AND stream = %s "
+        "ORDER BY updated_at DESC LIMIT 1").format(checkpoint_ident(schema)), (pipeline, stream))
 
 
 def write_checkpoints(cur: psycopg.Cursor, dialect: Dialect, schema: str, pipeline: str, stream: str,

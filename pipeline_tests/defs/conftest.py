@@ -31,6 +31,7 @@ def book_order_document(prefix: str, table: str, *, incremental: bool = True, **
     document["out"]["table"] = f"public.{table}"
     parser = out.pop("parser", {})
     document["in"]["parser"].update(parser)
+    document.setdefault("exec", {}).update(out.pop("exec", {}))
     document["out"].update(out)
     return document
 

@@ -205,3 +205,26 @@ def test_unset_variables_and_sole_variable_read_references_as_interpolation_does
     assert config.unset_variables(text, {"D": "1"}) == {"A"}
     assert config.sole_variable("{{ env.HOLOGRES_URL }}") == "HOLOGRES_URL"
     assert config.sole_variable("postgresql://${HOST}/db") is None
+
+
+@pytest.mark.parametrize(("written", "seconds"), [("90", 90), (90, 90), ("90s", 90), ("15m", 900), ("2h", 7200),
+                                                  ("1.5h", 5400), ("1d", 86400), (" 10 m ", 600)])
+def test_expect_within_and_retry_wait_are_durations_in_seconds_or_with_a_unit(written, seconds):
+    cfg = parse(TUTORIAL + f"exec: {{expect_within: {written!r}, retry_wait: {written!r}}}\n")
+    assert cfg.exec.expect_within == seconds and cfg.exec.retry_wait == seconds
+
+
+@pytest.mark.parametrize("written", ["soon", "15 minutes", "-5m", "true", "0.5"])
+def test_a_duration_that_is_not_one_is_refused_with_examples(written):
+    error = error_of(TUTORIAL + f"exec: {{expect_within: {written}}}\n")
+    assert error.path == "exec.expect_within"
+    assert "90s, 15m, 2h or 1d" in str(error) or "at least 1 seconds" in str(error)
+
+
+def test_failed_loads_are_retried_five_times_from_a_minute_doubling_up_to_an_hour():
+    default = parse(TUTORIAL).exec
+    assert default.expect_within is None and default.retries == 5 and default.retry_wait == 60
+    assert [default.wait_before_retry(n) for n in range(1, 9)] == [60, 120, 240, 480, 960, 1920, 3600, 3600]
+    tuned = parse(TUTORIAL + "exec: {retries: 0, retry_wait: 2h}\n").exec
+    assert tuned.retries == 0 and tuned.wait_before_retry(3) == 7200  # a first wait above the cap is kept
+    assert error_of(TUTORIAL + "exec: {retries: -1}\n").path == "exec.retries"
