@@ -165,9 +165,12 @@ def _dagster_sensor(bench: Bench, section: Section, bucket: str) -> Callable[[st
         section.notes.append(f"Dagster sensor not timed: building it failed: {error}")
         return None
 
+    # One instance for every tick, as under the daemon (the sensor reads its failed runs to retry them).
+    instance = dg.DagsterInstance.ephemeral()
+
     def tick(last_seen: str) -> int:
         cursor = sensors.Cursor(last_key=last_seen).to_json()
-        with dg.build_sensor_context(cursor=cursor, resources=defs.resources) as context:
+        with dg.build_sensor_context(cursor=cursor, resources=defs.resources, instance=instance) as context:
             result = sensor(context)
         return len(getattr(result, "run_requests", None) or [])
 

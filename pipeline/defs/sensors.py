@@ -13,7 +13,9 @@ Its JSON cursor holds two keys at most, never a list of what exists:
   cursor stays a few hundred bytes whether the prefix holds a hundred objects or a million.
 
 Every run request has ``run_key = "<key>:<ETag>"``, so Dagster launches each object version at
-most once however often it is seen, and a re-uploaded object (new ETag) runs again.
+most once however often it is seen, and a re-uploaded object (new ETag) runs again. A run that
+failed is run again under a key of its own (``...:retry-<n>``), at most ``exec.retries`` times
+with a doubling wait (``pipeline.defs.runs``); an object that loaded meanwhile is not.
 """
 
 
@@ -29,7 +31,7 @@ import dagster as dg
 import psycopg
 
 from pipeline.config import S3InputConfig
-from pipeline.defs import check_jobs
+from pipeline.defs import check_jobs, runs
 from pipeline.defs.factory import Pipeline
 from pipeline.errors import PipelineError, SourceError
 from pipeline.inspect import CheckResult
@@ -146,8 +148,10 @@ def object_sensor(pipeline: Pipeline, job: Any, *, max_keys: int = MAX_KEYS_PER_
            "lists keys after the last one seen (Embulk's last_path); set in.incremental: false to also "
            "catch objects re-uploaded under a key already seen")
 
+    name = f"{pipeline.name}_sensor"
+
     @dg.sensor(
-        name=f"{pipeline.name}_sensor",
+        name=name,
         job=job,
         minimum_interval_seconds=MINIMUM_INTERVAL_SECONDS,
         default_status=default_status(),
@@ -157,40 +161,51 @@ def object_sensor(pipeline: Pipeline, job: Any, *, max_keys: int = MAX_KEYS_PER_
     )
     def watch_objects(context: dg.SensorEvaluationContext, **_resources: object) -> dg.SensorResult | dg.SkipReason:
         # Called directly (not by the daemon), Dagster passes the resources as keywords too; the context has them.
-        ledger: LoadedEtags | None = None
-        if sweep:
-            warehouse = getattr(context.resources, pipeline.warehouse_resource_key)
-            config = pipeline.resolve(warehouse.conninfo)
+        warehouse = getattr(context.resources, pipeline.warehouse_resource_key)
+        # Listing S3 needs no warehouse secret; the ledger is read (and the secret resolved) only when needed.
+        config = pipeline.resolve(warehouse.conninfo) if sweep else pipeline.resolve_source()
 
-            def ledger(keys: Sequence[str]) -> Mapping[str, set[str]]:
-                with warehouse.connect(config.output) as conn:
-                    return state.loaded_objects(conn, config.output.state, config.name, keys)
-        else:
-            config = pipeline.resolve_source()
+        def ledger(keys: Sequence[str]) -> Mapping[str, set[str]]:
+            output = pipeline.resolve(warehouse.conninfo).output
+            with warehouse.connect(output) as conn:
+                return state.loaded_objects(conn, output.state, config.name, keys)
+
         source = config.input
         assert isinstance(source, S3InputConfig)
         try:
             found = scan(context.resources.s3.client(source.aws), source, Cursor.parse(context.cursor),
-                         max_keys=max_keys, sweep_keys=sweep_keys, loaded_etags=ledger, warn=context.log.warning)
+                         max_keys=max_keys, sweep_keys=sweep_keys, loaded_etags=ledger if sweep else None,
+                         warn=context.log.warning)
         except SourceError as error:
             return check_jobs.skip(CheckResult(f"S3 ListBucket {source.uri}", False, str(error)))
         for key in found.unusable:
             context.log.warning(f"s3://{source.bucket}/{key}: Dagster cannot use this key as a partition key; "
                                 "load it with `pipeline run`")
+        try:
+            retried = runs.object_retries(context.instance, sensor_name=name, job_name=job.name,
+                                          execution=config.exec, tags=pipeline.run_tags, loaded=ledger)
+        except (PipelineError, psycopg.Error) as error:
+            context.log.warning(f"failed loads not retried this tick, the ledger could not be read: {error}")
+            retried = runs.Retries()
         keys = list(dict.fromkeys(obj.key for obj in found.to_run))
         cursor = found.cursor.to_json()
-        if not keys:
+        about_retries = retried.describe(source.bucket, config.exec.retries)
+        if not keys and not retried.requests:
             return dg.SensorResult(cursor=cursor, skip_reason=(
                 f"nothing new under {source.uri} ({found.listed} keys listed after the cursor"
-                + (f", {found.swept} swept)" if sweep else ")")))
+                + (f", {found.swept} swept)" if sweep else ")") + (f"; {about_retries}" if about_retries else "")))
         # A run that cannot reach the warehouse must fail: say so in the tick and keep the cursor before this work.
         closed = check_jobs.gate(pipeline, context.resources)
         if closed is not None:
             return closed
+        if about_retries:
+            context.log.info(about_retries)
         return dg.SensorResult(
-            run_requests=[dg.RunRequest(run_key=f"{obj.key}:{obj.etag}", partition_key=obj.key,
-                                        tags=pipeline.run_tags) for obj in found.to_run],
-            dynamic_partitions_requests=[dg.AddDynamicPartitionsRequest(pipeline.partitions_name, keys)],
+            run_requests=[dg.RunRequest(run_key=runs.object_run_key(obj.key, obj.etag), partition_key=obj.key,
+                                        tags={**pipeline.run_tags, **runs.object_tags(obj.etag)})
+                          for obj in found.to_run] + retried.requests,
+            dynamic_partitions_requests=[dg.AddDynamicPartitionsRequest(pipeline.partitions_name, keys)] if keys
+            else [],
             cursor=cursor,
         )
 

@@ -22,22 +22,19 @@ from typing import Any
 import dagster as dg
 import psycopg
 
-from pipeline.config import KinesisInputConfig, PipelineConfig
+from pipeline.config import ExecConfig, KinesisInputConfig, PipelineConfig
 from pipeline.defs import check_jobs
 from pipeline.defs.factory import Pipeline, stream_mode_variable
+from pipeline.defs.runs import RUN_KEY_TAG, SENSOR_NAME_TAG, failure_text
 from pipeline.errors import PipelineError
 
 # A run reads at most this many batches (10 x exec.max_records); the sensor requests the next run.
 MAX_BATCHES_PER_RUN = 10
 # Short, so a record waits at most a tick plus a run's start-up: sensor-mode latency well under 30 s.
 MINIMUM_INTERVAL_SECONDS = 5
-# After a failed run, the same checkpoints are tried again once this long has passed.
-RETRY_AFTER_SECONDS = 60
 # The continuous job reports what it committed as a materialization at most this often.
 REPORT_EVERY_SECONDS = 60
 
-RUN_KEY_TAG = "dagster/run_key"
-SENSOR_NAME_TAG = "dagster/sensor_name"
 _ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
            dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
 _UNSUCCESSFUL = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
@@ -373,12 +370,13 @@ def stream_sensor(pipeline: Pipeline, load_job: Any, follow_job: dg.JobDefinitio
             reason = (f"records wait in {', '.join(waiting)}" if waiting else
                       "starting_position latest and no checkpoint yet: one run pins the start")
         base = f"{'continuous' if continuous else 'checkpoints'}:{checkpoint_digest(checkpoints)}"
-        run_key = next_run_key(instance, name, base, restart_finished=continuous)
+        run_key, why = next_run_key(instance, name, base, config.exec, continuous=continuous,
+                                    follow_job=follow_job.name)
         if run_key is None:
             return dg.SkipReason(f"the last run for these checkpoints failed ({last_failure(instance, name, base)}); "
-                                 f"retrying {RETRY_AFTER_SECONDS} s after it ended")
-        if ":after-" in run_key:
-            reason += f"; again after a failed run ({last_failure(instance, name, base)})"
+                                 f"{why}")
+        if why:
+            reason += f"; {why} ({last_failure(instance, name, base)})"
         context.log.info(f"{reason}: requesting {job_name} with run_key {run_key}")
         return dg.SensorResult(run_requests=[dg.RunRequest(run_key=run_key, job_name=job_name,
                                                            tags=pipeline.run_tags)])
@@ -394,28 +392,67 @@ def checkpoint_digest(checkpoints: Mapping[str, str]) -> str:
     return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:16]
 
 
-def next_run_key(instance: dg.DagsterInstance, sensor_name: str, base: str, *, restart_finished: bool
-                 ) -> str | None:
-    """``base``, or, when the run launched under it failed (any finished run with ``restart_finished``),
-    ``base:after-<that run's id>``: a retry of the same state gets a key of its own, once per failure.
+def next_run_key(instance: dg.DagsterInstance, sensor_name: str, base: str, execution: ExecConfig, *,
+                 continuous: bool = False, follow_job: str | None = None) -> tuple[str | None, str]:
+    """The run key for checkpoint state ``base`` and, for a retry, which one; or None and why no run is due.
 
-    None while the failed run ended less than RETRY_AFTER_SECONDS ago.
+    ``base`` itself for the state's first run. When the run launched under a key failed, the next
+    try is ``<key>:after-<that run's id>``, once ``exec.retry_wait`` (doubling with each failure)
+    has passed, and at most ``exec.retries`` times. In continuous mode every finished run is
+    followed by another, keyed after it, so an idle stream restarted again and again never runs
+    out of keys.
     """
-    key = base
-    for _ in range(20):  # a chain of retries of one state; beyond this, keep the last key
+    if continuous:
+        assert follow_job is not None
+        return _continuous_key(instance, sensor_name, base, execution, follow_job)
+    key, failures, retry = base, 0, ""
+    while True:
         records = instance.get_run_records(
             filters=dg.RunsFilter(tags={RUN_KEY_TAG: key, SENSOR_NAME_TAG: sensor_name}), limit=1)
         if not records:
-            return key
+            return key, retry
         record = records[0]
-        run = record.dagster_run
-        if run.status in _ACTIVE or not (run.status in _UNSUCCESSFUL or restart_finished):
-            return key  # Dagster skips a key it launched already: the state is handled
-        ended = record.end_time or 0
-        if run.status in _UNSUCCESSFUL and time.time() - ended < RETRY_AFTER_SECONDS:
-            return None
-        key = f"{base}:after-{run.run_id[:8]}"
-    return key
+        if record.dagster_run.status not in _UNSUCCESSFUL:
+            return key, retry  # running, or done: Dagster skips a key it launched already
+        failures += 1
+        why = _not_yet(record, failures, execution)
+        if why:
+            return None, why
+        key = f"{base}:after-{record.dagster_run.run_id[:8]}"
+        retry = _retry(failures, execution)
+
+
+def _continuous_key(instance: dg.DagsterInstance, sensor_name: str, base: str, execution: ExecConfig,
+                    follow_job: str) -> tuple[str | None, str]:
+    recent = instance.get_run_records(filters=dg.RunsFilter(job_name=follow_job, tags={SENSOR_NAME_TAG: sensor_name}),
+                                      limit=execution.retries + 1)
+    if not recent:
+        return base, ""
+    failures = 0
+    for record in recent:
+        if record.dagster_run.status not in _UNSUCCESSFUL:
+            break
+        failures += 1
+    why = _not_yet(recent[0], failures, execution) if failures else ""
+    if why:
+        return None, why
+    return f"{base}:after-{recent[0].dagster_run.run_id[:8]}", _retry(failures, execution) if failures else ""
+
+
+def _retry(failures: int, execution: ExecConfig) -> str:
+    return f"retry {failures} of at most {execution.retries} after a failed run"
+
+
+def _not_yet(record: Any, failures: int, execution: ExecConfig) -> str:
+    """Why no retry follows the ``failures``-th failed run ``record`` yet; empty when one is due."""
+    if failures > execution.retries:
+        return (f"gave up after {failures} failed runs (exec.retries {execution.retries}); fix the cause, then "
+                "materialize the table or run `pipeline run` and the sensor goes on from the new checkpoints")
+    wait = execution.wait_before_retry(failures)
+    due = (record.end_time or 0) + wait
+    if time.time() < due:
+        return f"retrying {wait:.0f} s after it ended (failure {failures} of at most {execution.retries + 1})"
+    return ""
 
 
 def last_failure(instance: dg.DagsterInstance, sensor_name: str, base: str) -> str:
@@ -425,17 +462,7 @@ def last_failure(instance: dg.DagsterInstance, sensor_name: str, base: str) -> s
         if record.dagster_run.tags.get(RUN_KEY_TAG, "").startswith(base)]
     if not runs:
         return "no failed run found"
-    run = runs[0].dagster_run
-    events = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE, limit=1).records
-    for record in events:
-        event = record.event_log_entry.dagster_event
-        data = event.step_failure_data if event is not None else None
-        if data is not None:
-            user = data.user_failure_data
-            text = (user.description if user is not None and user.description else
-                    data.error.message if data.error is not None else "")
-            return f"run {run.run_id[:8]}: {text.strip()[:500]}"
-    return f"run {run.run_id[:8]} {run.status.value.lower()}"
+    return failure_text(instance, runs[0].dagster_run)
 
 
 def _latest_run(instance: dg.DagsterInstance, *, job_names: list[str], statuses: list[Any]) -> Any:

@@ -40,7 +40,8 @@ def run_check(book_order: Any) -> dg.ExecuteInProcessResult:
 
 def tick(book_order: Any, cursor: str | None = None) -> dg.SensorResult | dg.SkipReason:
     sensor = book_order.defs.resolve_sensor_def(f"{book_order.name}_sensor")
-    with dg.build_sensor_context(cursor=cursor, resources=book_order.defs.resources) as context:
+    with dg.build_sensor_context(cursor=cursor, resources=book_order.defs.resources,
+                                 instance=dg.DagsterInstance.ephemeral()) as context:
         return sensor(context)
 
 

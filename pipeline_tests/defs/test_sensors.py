@@ -15,14 +15,16 @@ from pipeline_tests.defs.conftest import delete_objects, orders_csv, put_objects
 pytestmark = pytest.mark.stack
 
 
-def tick(book_order: Any, cursor: str | None = None, **options: Any) -> dg.SensorResult:
+def tick(book_order: Any, cursor: str | None = None, *, instance: dg.DagsterInstance | None = None,
+         **options: Any) -> dg.SensorResult:
     """One evaluation of the pipeline's sensor (built with ``options`` when given)."""
+    instance = instance or dg.DagsterInstance.ephemeral()
     defs = book_order.defs
     sensor = defs.resolve_sensor_def(f"{book_order.name}_sensor")
     if options:
         sensor = sensors.object_sensor(book_order.pipeline, defs.resolve_job_def(f"{book_order.name}_load"),
                                        **options)
-    with dg.build_sensor_context(cursor=cursor, resources=defs.resources) as context:
+    with dg.build_sensor_context(cursor=cursor, resources=defs.resources, instance=instance) as context:
         result = sensor(context)
     assert isinstance(result, dg.SensorResult)
     return result

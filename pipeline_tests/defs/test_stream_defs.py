@@ -237,3 +237,39 @@ def test_the_stream_table_has_key_null_flow_and_loss_checks_but_no_object_ledger
 
     names = {key.name for key in defs.resolve_asset_graph().asset_check_keys if key.asset_key.path == ["sensor_data"]}
     assert names == {"primary_key_unique", "required_columns_not_null", "records_flowing", "no_records_lost"}
+
+
+def test_a_state_that_keeps_failing_is_retried_exec_retries_times_then_the_tick_says_it_gave_up(
+        sensor_stream, redshift):
+    pipeline = sensor_stream(exec__retries=1, exec__retry_wait=0)
+    pipeline.put(5)
+    with dg.instance_for_test() as instance:
+        (key,) = run_keys(pipeline.tick(instance))
+        redshift.execute(f"ALTER TABLE sensor_schema.{pipeline.name} DROP COLUMN currenttemperature")
+        assert not pipeline.launched_by_sensor(instance, key).success
+        retry = pipeline.tick(instance)
+        (again,) = run_keys(retry)
+        assert again.startswith(f"{key}:after-")
+        assert not pipeline.launched_by_sensor(instance, again).success
+        last = pipeline.tick(instance)
+
+    assert isinstance(last, dg.SkipReason)
+    assert "gave up after 2 failed runs (exec.retries 1)" in last.skip_message
+    assert "currenttemperature" in last.skip_message
+
+
+def test_in_continuous_mode_each_finished_run_is_followed_by_one_keyed_after_it(sensor_stream, monkeypatch):
+    pipeline = sensor_stream(exec__max_runtime=0.2, exec__window_seconds=0.1)
+    monkeypatch.setenv(f"PIPELINE_{pipeline.name.upper()}_MODE", "continuous")
+    pipeline.defs = build_definitions(pipeline.directory)
+    follow = pipeline.defs.resolve_job_def(f"{pipeline.name}_continuous")
+    keys = []
+    with dg.instance_for_test() as instance:
+        for _ in range(3):  # an idle stream: the checkpoints never move
+            (key,) = run_keys(pipeline.tick(instance))
+            keys.append(key)
+            assert follow.execute_in_process(instance=instance, resources=pipeline.defs.resources, tags={
+                "dagster/run_key": key, "dagster/sensor_name": f"{pipeline.name}_sensor"}).success
+
+    assert keys[0] == "continuous:start" and len(set(keys)) == 3
+    assert all(key.startswith("continuous:start:after-") for key in keys[1:])
