@@ -12,6 +12,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,3 +76,47 @@ def test_a_csv_uploaded_to_the_prefix_is_loaded_once_by_the_sensor(dagster_dev, 
         time.sleep(1)
     assert [r["status"] for r in results] == ["SUCCESS"]  # one run for the object, and it succeeded
     assert {"key": "dagster/sensor_name", "value": "book_order_sensor"} in results[0]["tags"]
+
+
+def test_a_poison_record_in_the_stream_is_rejected_and_the_sensors_later_runs_go_on(dagster_dev, kinesis, redshift):
+    # The shipped sensor_data pipeline, its sensor running under `dagster dev`'s daemon as for a user.
+    tag = uuid.uuid4().hex[:6]
+
+    def put(statuses: list[str]) -> None:
+        records = [{"Data": json.dumps({"sensorId": 7, "currentTemperature": 20 + i, "status": status}).encode(),
+                    "PartitionKey": f"{tag}-{i}"} for i, status in enumerate(statuses)]
+        assert kinesis.put_records(StreamName="test-streaming-data", Records=records)["FailedRecordCount"] == 0
+
+    def landed(status: str) -> int:
+        if redshift.execute("SELECT to_regclass('sensor_schema.sensor_data')").fetchone()[0] is None:
+            return 0
+        return redshift.execute("SELECT count(*) FROM sensor_schema.sensor_data WHERE status = %s",
+                                (status,)).fetchone()[0]
+
+    def rejected() -> list[tuple]:
+        if redshift.execute("SELECT to_regclass('sensor_schema.sensor_data_rejected')").fetchone()[0] is None:
+            return []
+        return redshift.execute("SELECT column_name, error FROM sensor_schema.sensor_data_rejected "
+                                "WHERE raw_record LIKE %s", (f"%poison-{tag}%",)).fetchall()
+
+    def wait_for(condition: Any, seconds: float = 240) -> bool:
+        # A 5 s sensor interval, a queued run's launch and a run's start-up, with slack for a loaded CI machine.
+        deadline = time.monotonic() + seconds
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(1)
+        return condition()
+
+    # status is varchar(16): the warehouse would refuse the second record.
+    put([f"ok-{tag}", f"poison-{tag}-far-too-long-for-varchar-16", f"ok-{tag}"])
+    assert wait_for(lambda: landed(f"ok-{tag}") == 2 and len(rejected()) == 1)
+    ((column, error),) = rejected()
+    assert column == "status" and "String length exceeds DDL length" in error
+
+    put([f"later-{tag}"] * 3)
+    assert wait_for(lambda: landed(f"later-{tag}") == 3)
+    query = ('{ runsOrError(filter: {tags: [{key: "dagster/sensor_name", value: "sensor_data_sensor"}]}) '
+             "{ ... on Runs { results { status } } } }")
+    assert wait_for(lambda: all(r["status"] in ("SUCCESS", "FAILURE", "CANCELED")
+                                for r in graphql(dagster_dev, query)["runsOrError"]["results"]), 120)
+    statuses = [r["status"] for r in graphql(dagster_dev, query)["runsOrError"]["results"]]
+    assert statuses and set(statuses) == {"SUCCESS"}, statuses
