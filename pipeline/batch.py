@@ -578,9 +578,9 @@ class BatchLoad:
         p = self.parser
         return (
             not self.config.filters
-            and p.quote is not None
-            # With a backslash escape, PostgreSQL drops a doubled quote inside quotes where Embulk keeps one.
-            and p.escape in (None, p.quote)
+            # COPY takes one single-byte delimiter and quote; without quoting Embulk splits where COPY would not.
+            and p.quote is not None and len(p.quote.encode()) == 1
+            and len(p.delimiter.encode()) == 1
             and p.comment_line_marker is None
             and not p.trim_if_not_quoted
             and not p.allow_extra_columns
@@ -636,11 +636,21 @@ class BatchLoad:
 
         p = self.parser
         _, body = split_header(to_utf8(self._object_bytes(obj, progress), p.charset), p.skip_header_lines)
-        body = _refuse_end_of_data_marker(body)
+        body = _refuse_end_of_data_marker(self._plain(body))
+        # The guard lets no escape sequence through, so the server's escape is the quote, as in RFC 4180.
         statement = copy_csv_statement(table, self.target.column_names, delimiter=p.delimiter,
-                                       quote=p.quote or '"', escape=p.escape, null_string=p.null_string,
+                                       quote=p.quote or '"', escape=p.quote or '"', null_string=p.null_string,
                                        extra_options=extra)
         return copy_bytes(cur, statement, body)
+
+    def _plain(self, body: Iterable[bytes]) -> Iterator[bytes]:
+        """``body``, raising NotPlain (a ValueError: the fast path is refused) where Embulk would read it otherwise."""
+        from pipeline.formats.strict import guard
+
+        p = self.parser
+        assert p.quote is not None
+        return guard(body, delimiter=p.delimiter, quote=p.quote, escape=p.escape,
+                     max_quoted_size=p.max_quoted_size_limit)
 
     # ----------------------------------------------------------------- Redshift: COPY FROM S3
 
@@ -685,8 +695,7 @@ class BatchLoad:
         from pipeline.warehouse.dialects.redshift import CopyFormat
 
         p = self.parser
-        if p.charset.replace("-", "").upper() not in ("UTF8",) or len(p.delimiter) != 1 or p.newline != "LF" \
-                or (p.quote or '"') != (p.escape or p.quote or '"'):
+        if p.charset.replace("-", "").upper() not in ("UTF8",) or len(p.delimiter) != 1 or p.newline != "LF":
             return None
         head, _ = read_sample(self.s3, obj, 4) if obj.size else (b"", True)
         compression = "GZIP" if head.startswith(b"\x1f\x8b") else "BZIP2" if head.startswith(b"BZh") else None
@@ -702,6 +711,16 @@ class BatchLoad:
         fmt = self._redshift_format(obj)
         if fmt is None:
             raise FastPathRefused("Redshift's COPY would not read this object's format as Embulk does")
+        # Redshift reads the object itself: read it through the guard first, as the STDIN fast path streams it.
+        from pipeline.formats.decode import split_header
+        from pipeline.formats.strict import NotPlain
+
+        try:
+            _, body = split_header(self._object_bytes(obj, progress), self.parser.skip_header_lines)
+            for _ in self._plain(body):
+                pass
+        except NotPlain as error:
+            raise FastPathRefused(str(error)) from None
         staging_config = self._staging()
         manifest = staging.put(self.s3, staging_config,
                                f"{self.config.name}/{self.run_id}/{uuid.uuid4().hex}.manifest",
@@ -714,7 +733,6 @@ class BatchLoad:
         finally:
             staging.delete(self.s3, [manifest])
         rows = self.dialect.last_copy_count(cur)
-        progress.read(obj.size)
         return ObjectResult(obj.key, obj.etag, rows=rows, parsed=rows, bytes=obj.size)
 
     # ----------------------------------------------------------------- the checked path

@@ -39,11 +39,12 @@ def ten_megabyte_field(quoted: bool) -> bytes:
 
 def object_body(name: str) -> bytes:
     if name.startswith("generated:"):
-        return ten_megabyte_field(quoted=name.endswith("quoted"))
+        return ten_megabyte_field(quoted=not name.endswith("unquoted"))
     return (CORPUS / name).read_bytes()
 
 
-BAD_RECORDS = {"ragged_rows.csv", "invalid_utf8.csv", "nul_bytes.csv", "unterminated_quote.csv", "bad_values.csv"}
+BAD_RECORDS = {"ragged_rows.csv", "invalid_utf8.csv", "nul_bytes.csv", "unterminated_quote.csv", "bad_values.csv",
+               "text_after_quote.csv"}
 ALL_CSV = [*CSV_CORPUS, "generated:10mb-field-quoted", "generated:10mb-field-unquoted"]
 
 
@@ -103,8 +104,12 @@ def test_bad_csv_with_rejects_adds_up_loaded_plus_rejected_to_what_was_read(
     assert rejected_rows(hologres, unique, f"s3://{stack.bucket}/{key}") == rejected
     if name in BAD_RECORDS:
         assert rejected >= 1
-    if name.startswith("generated:"):  # a 10 MB string is a valid value: loaded whole, by streaming
+    if name == "generated:10mb-field-unquoted":  # a 10 MB string is a valid value: loaded whole, by streaming
         assert (rows, rejected) == (3, 0)
+    if name == "generated:10mb-field-quoted":  # quoted, it is over Embulk's max_quoted_size_limit (131072)
+        assert (rows, rejected) == (2, 1)
+        (error,) = hologres.execute(f"SELECT error FROM public.{unique}_rejected").fetchone()
+        assert "max_quoted_size_limit" in error
 
 
 @pytest.fixture
@@ -180,3 +185,15 @@ def test_any_bytes_through_the_engine_load_or_reject_every_record_the_reader_yie
     assert rows + rejected == reader_count(config, HEADER.encode() + body, key)
     assert hologres.execute(f"SELECT count(*) FROM public.{unique}").fetchone()[0] == rows
     assert rejected_rows(hologres, unique, f"s3://{stack.bucket}/{key}") == rejected
+
+
+def test_quotes_the_server_would_read_otherwise_are_read_as_embulk_reads_them(stack, s3, hologres, tmp_path, unique):
+    # embulk-util-csv TestCsvTokenizer: spaces after a closing quote are dropped
+    # (parseQuotedValueWithSpacesAndTrimmingOption); a quote after spaces, or inside an unquoted field, is data.
+    key = f"{unique}/quotes_embulk_reads_its_way.csv"
+    s3.put_object(Bucket=stack.bucket, Key=key, Body=object_body("quotes_embulk_reads_its_way.csv"))
+    config_path = write_config(tmp_path / f"{unique}.yml", f"{unique}/", unique)
+    result = pipeline_cli("run", str(config_path))
+    assert result.returncode == 0, result.stderr
+    rows = dict(hologres.execute(f"SELECT order_id, book_name FROM public.{unique}").fetchall())
+    assert rows == {"o1": "spaced", "o2": '  "kept"', "o3": 'a"b'}
