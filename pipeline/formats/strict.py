@@ -12,9 +12,11 @@ object with the checked path, which judges each record as Embulk does.
 
 The test is cheap because well-formed CSV has a simple shape: every quote character belongs to a
 quoted field that opens where a field starts, holds doubled quotes only, and closes where a field
-ends. Removing every such field with one regular expression (run in C) must leave no quote behind.
-Bytes are looked at in record-aligned segments: a segment ends at the last line break outside
-quotes (an even number of quotes before it), so a quoted field never straddles two segments.
+ends. Split on the quote character (in C), the even pieces are the text outside quotes; joined with
+a NUL for each quoted field, one regular expression finds a field that opens or closes anywhere
+but next to a delimiter or line break. Bytes are looked at in record-aligned segments: a segment
+ends at the last line break outside quotes (an even number of quotes before it), so a quoted field
+never straddles two segments.
 """
 
 import re
@@ -30,49 +32,71 @@ class NotPlain(ValueError):
 
 
 class Guard:
-    """The patterns for one set of options (single-byte delimiter and quote, as the fast path needs)."""
+    """The rules for one set of options (single-byte delimiter and quote, as the fast path needs)."""
 
     def __init__(self, *, delimiter: str, quote: str, escape: str | None, max_quoted_size: int):
-        d, q = re.escape(delimiter.encode()), re.escape(quote.encode())
         self.quote = quote.encode()
-        start = rb"(?:(?<=[" + d + rb"\r\n])|^)"
-        # Possessive: a field that does not close fails at once instead of backtracking through the segment.
-        self.quoted = re.compile(start + q + rb"[^" + q + rb"]*+(?:" + q + q + rb"[^" + q + rb"]*+)*+" + q
-                                 + rb"(?=[" + d + rb"\r\n]|\Z)")
-        self.too_long = re.compile(start + q + rb"(?:[^" + q + rb"]|" + q + q + rb"){%d}" % (max_quoted_size + 1))
         self.max_quoted_size = max_quoted_size
+        d = re.escape(delimiter.encode())
+        # In the outside text joined with NUL for each quoted field: a field that does not open right after a
+        # delimiter or line break, or does not close right before one (NUL NUL is a doubled quote inside one).
+        self.misplaced = re.compile(rb"[^" + d + rb"\r\n\x00]\x00|\x00[^" + d + rb"\r\n\x00]")
+        q = re.escape(self.quote)
+        start = rb"(?:(?<=[" + d + rb"\r\n])|^)"
+        self.too_long = re.compile(start + q + rb"(?:[^" + q + rb"]|" + q + q + rb"){%d}" % (max_quoted_size + 1))
         # Embulk unescapes these inside quotes where the server (whose escape is the quote) keeps both bytes.
         self.escapes = ((escape + quote).encode(), (escape + escape).encode()) if escape and escape != quote else ()
 
     def check(self, segment: bytes, offset: int) -> None:
         """Raise NotPlain unless ``segment`` (whole records, starting at byte ``offset``) is plain."""
-        for pair in self.escapes:
-            if pair in segment:
-                raise NotPlain(f"the escape sequence {pair.decode()!r} at byte {offset + segment.find(pair):,}")
-        if self.quote in segment:
-            rest = self.quoted.sub(b"", segment)
-            if self.quote in rest:
-                raise NotPlain(f"a quote that does not open or close a whole field, at byte "
-                               f"{offset + self.stray_quote(segment):,}")
-            if len(segment) - len(rest) > self.max_quoted_size and self.too_long.search(segment):
-                raise NotPlain(f"a quoted field longer than max_quoted_size_limit ({self.max_quoted_size:,})")
-        if _EMPTY_LINE.search(segment):
-            raise NotPlain(f"an empty line near byte {offset + _EMPTY_LINE.search(segment).start():,}")
+        # One-byte searches are memchr; the two-byte ones run only where their first byte occurs.
+        if self.escapes and self.escapes[0][:1] in segment:
+            for pair in self.escapes:
+                if pair in segment:
+                    raise NotPlain(f"the escape sequence {pair.decode()!r} at byte {offset + segment.find(pair):,}")
+        nul = segment.find(b"\x00")
+        if nul >= 0:
+            raise NotPlain(f"a NUL byte at byte {offset + nul:,}")
+        if segment[:1] in (b"\r", b"\n") or b"\n\n" in segment or (
+                b"\r" in segment and (b"\n\r" in segment or b"\r\r" in segment)):
+            raise NotPlain(f"an empty line in the {len(segment):,} bytes from byte {offset:,}")
+        if self.quote not in segment:
+            return
+        # Split on quotes: even pieces are outside quotes, odd ones inside (whole RFC 4180 fields, in C).
+        pieces = segment.split(self.quote)
+        unclosed = len(pieces) % 2 == 0  # an odd number of quotes: the last one opens a field that never closes
+        outside = b"\x00".join(pieces[0::2]) + (b"\x00" if unclosed else b"")
+        misplaced = self.misplaced.search(outside)
+        if misplaced is not None or unclosed:
+            where = (f"at byte {offset + _in_segment(pieces, outside, misplaced):,}" if misplaced is not None else
+                     f"in the {len(segment):,} bytes from byte {offset:,}")
+            raise NotPlain(f"a quote that does not open or close a whole field, {where}")
+        if self._longest_quoted(segment, pieces, escaped=b"\x00\x00" in outside) > self.max_quoted_size:
+            raise NotPlain(f"a quoted field longer than max_quoted_size_limit ({self.max_quoted_size:,}), "
+                           f"in the {len(segment):,} bytes from byte {offset:,}")
+
+    def _longest_quoted(self, segment: bytes, pieces: list[bytes], *, escaped: bool) -> int:
+        """At least the length of the longest quoted value (bytes, each doubled quote as one), in C."""
+        if not escaped:
+            return max(map(len, pieces[1::2]))
+        if b"\x01" not in segment:
+            # Each doubled quote as one byte, so a value with doubled quotes is one piece of its own length...
+            merged = segment.replace(self.quote + self.quote, b"\x01").split(self.quote)
+            # ...unless a value starts with one (its first pairs were taken from the opening quote): then count slowly.
+            if len(merged) % 2 and not re.search(rb"\x01\x00", b"\x00".join(merged[0::2])):
+                return max(map(len, merged[1::2]), default=0)
+        match = self.too_long.search(segment)
+        return self.max_quoted_size + 1 if match else 0
 
 
-    def stray_quote(self, segment: bytes) -> int:
-        """Where the first quote outside every whole quoted field is (only after check found one)."""
-        at = 0
-        for match in self.quoted.finditer(segment):
-            stray = segment.find(self.quote, at, match.start())
-            if stray >= 0:
-                return stray
-            at = match.end()
-        return max(segment.find(self.quote, at), 0)
-
-
-# An empty line: a line break right after another (CRLF counts as one), or one at the very start.
-_EMPTY_LINE = re.compile(rb"(?:\n|\r(?!\n))(?:\r\n|\n|\r)|^(?:\r\n|\n|\r)")
+def _in_segment(pieces: list[bytes], outside: bytes, match: re.Match) -> int:
+    """The segment's byte of the misplaced quote ``match`` found in the joined ``outside`` text."""
+    closing = outside[match.start()] == 0  # NUL then a stray byte: the field's closing quote is misplaced
+    nul = match.start() if closing else match.start() + 1
+    field = outside.count(b"\x00", 0, nul + 1) - 1
+    # Field k is pieces[2k + 1]: its opening quote follows pieces[:2k + 1], its closing one pieces[:2k + 2].
+    before = pieces[:2 * field + (2 if closing else 1)]
+    return sum(map(len, before)) + len(before) - 1
 
 
 def guard(chunks: Iterable[bytes], *, delimiter: str, quote: str, escape: str | None,

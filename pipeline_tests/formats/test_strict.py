@@ -69,6 +69,13 @@ def test_a_quoted_field_over_max_quoted_size_limit_is_refused():
         through(field + b",a\n", limit=199)
 
 
+@pytest.mark.parametrize("field", [b'"' + b'x""' * 100 + b'"', b'"""' + b"x" * 199 + b'"', b'"' + b"x" * 199 + b'"""'])
+def test_a_quoted_field_with_doubled_quotes_counts_each_as_one_character(field):
+    assert through(field + b",a\n", limit=200)  # 200 characters once unescaped
+    with pytest.raises(NotPlain, match="max_quoted_size_limit"):
+        through(field + b",a\n", limit=199)
+
+
 def test_a_quote_left_open_for_more_than_the_carry_limit_is_refused_without_holding_the_object():
     data = b'"' + b"x\n" * (MAX_CARRY_BYTES // 2 + 1024)
     with pytest.raises(NotPlain, match="no line break outside quotes"):
