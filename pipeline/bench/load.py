@@ -39,6 +39,9 @@ class BookOrderLoads:
         self.local_file = bench.workdir / f"book_order_{rows}.csv"
         self.plain_key = f"{self.prefix}plain/book_order.csv"
         self.kms_key = f"{self.prefix}kms/book_order.csv"
+        # The same rows with every field quoted: the fast path's guard has a quote to judge in each field.
+        self.quoted_file = bench.workdir / f"book_order_{rows}_quoted.csv"
+        self.quoted_key = f"{self.prefix}quoted/book_order.csv"
         self.bytes = 0
         self.runs = 0
         self.runs_of_dlt = 0
@@ -53,6 +56,11 @@ class BookOrderLoads:
         write_books(self.rows, f"s3://{self.bench.bucket}/{self.plain_key}", seed=SEED, client=self.bench.s3)
         write_books(self.rows, f"s3://{self.bench.bucket}/{self.kms_key}", seed=SEED, client=self.bench.s3,
                     sse_kms_key_id=self.bench.kms_key)
+        with self.local_file.open("rb") as plain, self.quoted_file.open("wb") as quoted:
+            for line in plain:
+                fields = line.rstrip(b"\n").split(b",")
+                quoted.write(b",".join(b'"' + field.replace(b'"', b'""') + b'"' for field in fields) + b"\n")
+        self.bench.s3.upload_file(str(self.quoted_file), self.bench.bucket, self.quoted_key)
         head = self.bench.s3.head_object(Bucket=self.bench.bucket, Key=self.kms_key)
         if head.get("ServerSideEncryption") != "aws:kms":
             raise BenchError(f"s3://{self.bench.bucket}/{self.kms_key} was not stored with SSE-KMS")
@@ -68,9 +76,9 @@ class BookOrderLoads:
         self.bench.expect_rows(self.bench.hologres_url, "public", self.table, self.rows, what)
         return seconds
 
-    def psql(self) -> float:
+    def psql(self, quoted: bool = False) -> float:
         """psql's client-side COPY of the local file: no S3, no Python, the server parses the CSV."""
-        command = (f"\\copy public.{self.table} FROM '{self.local_file}' "
+        command = (f"\\copy public.{self.table} FROM '{self.quoted_file if quoted else self.local_file}' "
                    "WITH (FORMAT csv, HEADER true, ENCODING 'UTF8')")
 
         def load() -> None:
@@ -82,14 +90,14 @@ class BookOrderLoads:
 
         return self.timed(load, "psql \\copy")
 
-    def config(self, encrypted: bool, *, threads: int = 1) -> Path:
+    def config(self, encrypted: bool, *, threads: int = 1, quoted: bool = False) -> Path:
         """A fresh pipeline name for each run, so the ledger never says 'already loaded'."""
         self.runs += 1
-        name = self.bench.name(f"load_{self.rows}_{'kms' if encrypted else 'plain'}_{self.runs}")
-        prefix = f"{self.prefix}{'kms' if encrypted else 'plain'}/"
-        return self.bench.book_order_config(name, prefix, self.table, threads=threads)
+        kind = "quoted" if quoted else "kms" if encrypted else "plain"
+        name = self.bench.name(f"load_{self.rows}_{kind}_{self.runs}")
+        return self.bench.book_order_config(name, f"{self.prefix}{kind}/", self.table, threads=threads)
 
-    def ours(self, encrypted: bool, s3_client: object | None = None) -> float:
+    def ours(self, encrypted: bool, s3_client: object | None = None, *, quoted: bool = False) -> float:
         """BatchLoad in this process, as `pipeline run` calls it (it makes its own S3 client unless given one)."""
         from pipeline import config as config_module
         from pipeline.batch import BatchLoad
@@ -97,11 +105,12 @@ class BookOrderLoads:
         loaded: list = []
 
         def load() -> None:
-            config = config_module.load(self.config(encrypted))
+            config = config_module.load(self.config(encrypted, quoted=quoted))
             summary = BatchLoad(config, s3_client=s3_client, emit=lambda _: None).run()
             loaded.extend(summary.loaded)
 
-        seconds = self.timed(load, f"BatchLoad ({'SSE-KMS' if encrypted else 'plaintext'})")
+        kind = "every field quoted" if quoted else "SSE-KMS" if encrypted else "plaintext"
+        seconds = self.timed(load, f"BatchLoad ({kind})")
         if [r.path for r in loaded] != ["fast"]:
             raise BenchError(f"BatchLoad did not take the fast path: {[r.path for r in loaded]}")
         return seconds
@@ -220,6 +229,25 @@ class BookOrderLoads:
         return self.timed(load, "sling")
 
 
+def _guard_cost(section: Section, loads: BookOrderLoads) -> None:
+    """The fast path's guard alone, over the local files: what being as strict as Embulk costs per row."""
+    from pipeline.formats.strict import guard
+
+    for kind, path in (("plain", loads.local_file), ("quoted", loads.quoted_file)):
+        data = path.read_bytes()
+        chunks = [data[at:at + (1 << 20)] for at in range(0, len(data), 1 << 20)]
+        samples = []
+        for _ in range(3):
+            started = time.perf_counter()
+            for _ in guard(chunks, delimiter=",", quote='"', escape="\\", max_quoted_size=131072):
+                pass
+            samples.append(time.perf_counter() - started)
+        seconds = best(samples)
+        section.add(Figure(f"load.guard.{kind}", f"the fast path's guard alone, {kind} file, {loads.rows:,} rows "
+                           f"({len(data) / 1e6:.0f} MB)", seconds / loads.rows * 1e9, "ns/row",
+                           detail={**timings(samples), "mb_per_s": round(len(data) / 1e6 / seconds)}))
+
+
 def _drop_schema(conninfo: str, schema: str) -> None:
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
@@ -309,6 +337,9 @@ def _bulk_load(bench: Bench, section: Section, loads: BookOrderLoads) -> None:
         "ours_redshift": ("this project into Redshift (COPY FROM S3 of the object, through a manifest)",
                           loads.ours_redshift),
         "bare": ("bare boto3 get_object into psycopg COPY", loads.bare),
+        "psql_quoted": (f"{FLOOR}, every field quoted", lambda: loads.psql(quoted=True)),
+        "ours_quoted": ("this project (BatchLoad, insert_direct), every field quoted: the guard judges each quote",
+                        lambda: loads.ours(False, quoted=True)),
     }
     for name, reason in _others_available().items():
         if reason is None:
@@ -343,11 +374,17 @@ def _bulk_load(bench: Bench, section: Section, loads: BookOrderLoads) -> None:
                   "rows_per_s_median": round(loads.rows / median(samples[name]))}
         figure = Figure(f"load.bulk.{name}", f"{label}, {loads.rows:,} rows ({mb:.0f} MB)",
                         loads.rows / seconds, "rows/s", detail=detail)
-        if name != "psql":
+        if name == "ours_quoted" and samples.get("psql_quoted"):
+            quoted_floor = best(samples["psql_quoted"])
+            figure.ratio = quoted_floor / seconds
+            figure.compared_with = f"psql \\copy of the quoted file, {loads.rows / quoted_floor:,.0f} rows/s"
+            figure.ratio_meaning = "that floor's rows/s:"
+        elif name not in ("psql", "psql_quoted"):
             figure.ratio = floor / seconds
             figure.compared_with = f"psql \\copy, {loads.rows / floor:,.0f} rows/s"
             figure.ratio_meaning = "the floor's rows/s:"
         section.add(figure)
+    _guard_cost(section, loads)
     if samples.get("ours_merge"):
         section.notes.append("merge on the Hologres stand-in is fixed copy as the stand-in emulates it: rows COPY into "
                              "a temporary table, then INSERT ... ON CONFLICT DO UPDATE; its cost is the emulation's, "
