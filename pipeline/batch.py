@@ -153,17 +153,20 @@ class BatchLoad:
         return self._s3
 
     def list(self) -> list:
-        from pipeline.sources.s3 import list_objects
+        from pipeline.sources.s3 import acceptor, list_objects, start_after
 
         return list(list_objects(self.s3, self.input.bucket, self.input.path_prefix,
+                                 start_after=start_after(self.input, None),
                                  pattern=self.input.path_match_pattern,
-                                 limit=self.input.total_file_count_limit))
+                                 limit=self.input.total_file_count_limit,
+                                 accept=acceptor(self.input, lambda message: self.emit(f"warning: {message}"))))
 
     def _named(self, key: str):
         from pipeline.sources.s3 import S3Object, describe
 
         pattern = self.input.path_match_pattern
-        if not key.startswith(self.input.path_prefix) or (pattern and not re.search(pattern, key)):
+        if not key.startswith(self.input.path_prefix) or (pattern and not re.search(pattern, key)) or (
+                self.input.path is not None and key != self.input.path):
             raise SourceError(f"s3://{self.input.bucket}/{key} is not under {self.input.uri} "
                               "or does not match in.path_match_pattern")
         return describe(self.s3, S3Object(self.input.bucket, key, 0, "", datetime.fromtimestamp(0, UTC)))
@@ -171,6 +174,8 @@ class BatchLoad:
     def run(self, keys: Sequence[str] | None = None) -> RunSummary:
         """Load every object that is new or changed (or only ``keys``), in the configured mode."""
         started = time.monotonic()
+        for warning in self.config.warnings:
+            self.emit(f"warning: {warning}")
         out = self.config.output
         mode = out.mode
         # Named keys cost one HeadObject each: a one-object run (a Dagster partition) must not list the prefix.
@@ -649,8 +654,11 @@ class BatchLoad:
 
         p = self.parser
         assert p.quote is not None
+        from pipeline.formats.csv import NEWLINES
+
         return guard(body, delimiter=p.delimiter, quote=p.quote, escape=p.escape,
-                     max_quoted_size=p.max_quoted_size_limit)
+                     max_quoted_size=p.max_quoted_size_limit, null_string=p.null_string,
+                     newline=NEWLINES[p.newline])
 
     # ----------------------------------------------------------------- Redshift: COPY FROM S3
 

@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,16 @@ class AwsSettings:
     secret_access_key: str | None = field(default=None, repr=False)
     session_token: str | None = field(default=None, repr=False)
     allow_insecure: bool = False
+    # Embulk's auth_method: basic, env, instance, profile, anonymous, session, assume_role or default (the chain).
+    auth_method: str = "default"
+    profile_name: str | None = None
+    profile_file: str | None = None
+    # assume_role: the role, and how the session is named and how long it lasts.
+    role_arn: str | None = None
+    external_id: str | None = field(default=None, repr=False)
+    duration_in_seconds: int = 3600
+    session_name: str = "embulk"
+    path_style_access: bool = False
 
     def client_kwargs(self) -> dict[str, Any]:
         return {
@@ -63,6 +74,14 @@ class AwsSettings:
             "access_key_id": self.access_key_id,
             "secret_access_key": self.secret_access_key,
             "session_token": self.session_token,
+            "auth_method": self.auth_method,
+            "profile_name": self.profile_name,
+            "profile_file": self.profile_file,
+            "role_arn": self.role_arn,
+            "external_id": self.external_id,
+            "duration_in_seconds": self.duration_in_seconds,
+            "session_name": self.session_name,
+            "path_style_access": self.path_style_access,
         }
 
 
@@ -93,6 +112,18 @@ class S3InputConfig:
     # Embulk's incremental: false re-reads everything; here it makes the sensor also sweep for changed objects.
     incremental: bool = True
     type: str = "s3"
+    path: str | None = None  # one object (Embulk's path); path_prefix is then the same key
+    last_path: str | None = None  # keys up to this one (inclusive) are never listed, as with Embulk's last_path
+    last_modified_time: datetime | None = None  # use_modified_time: objects modified before this are not listed
+    skip_glacier_objects: bool = False  # else an object in Glacier stops the listing, as in Embulk
+
+    def wanted(self, key: str, last_modified: datetime, storage_class: str | None = None) -> bool:
+        """Whether a listed object is one of this input's, before path_match_pattern."""
+        if self.path is not None and key != self.path:
+            return False
+        if self.last_path is not None and key <= self.last_path:
+            return False
+        return self.last_modified_time is None or last_modified >= self.last_modified_time
 
     @property
     def uri(self) -> str:
@@ -187,6 +218,8 @@ class PipelineConfig:
     filters: tuple[Mapping[str, Any], ...] = ()
     exec: ExecConfig = field(default_factory=ExecConfig)
     path: Path | None = None
+    # What a run should say about the config: keys with no effect here, obsolete spellings.
+    warnings: tuple[str, ...] = ()
 
     @property
     def is_stream(self) -> bool:
@@ -245,7 +278,8 @@ def parse(
     exec_config = _exec(top.section("exec", default={}))
     output = _output(top.section("out", required=True), os.environ if environ is None else environ)
     top.done()
-    config = PipelineConfig(name=name, input=source, output=output, filters=filters, exec=exec_config, path=path)
+    config = PipelineConfig(name=name, input=source, output=output, filters=filters, exec=exec_config, path=path,
+                            warnings=tuple(dict.fromkeys(top.notes)))
     from pipeline.security import check_transport
 
     check_transport(config, os.environ if environ is None else environ, out_keys=data["out"])
@@ -313,12 +347,21 @@ _DURATION_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 class _Section:
     """A mapping being validated; remembers which keys were read so unknown ones are reported."""
 
-    def __init__(self, data: Any, path: str):
+    def __init__(self, data: Any, path: str, notes: list[str] | None = None):
         if not isinstance(data, Mapping):
             raise ConfigError(path, f"must be a mapping, got {type(data).__name__}")
         self.data = data
         self.path = path
         self.seen: set[str] = set()
+        self.notes: list[str] = [] if notes is None else notes  # warnings, shared by a config's sections
+
+    def warn(self, key: str, message: str) -> None:
+        self.notes.append(f"config {self.at(key)}: {message}")
+
+    def given_null(self, key: str) -> bool:
+        """True when ``key`` is written with no value (YAML null), which some Embulk keys give a meaning."""
+        self.seen.add(key)
+        return key in self.data and self.data[key] is None
 
     def at(self, key: str) -> str:
         return _join(self.path, key)
@@ -426,7 +469,11 @@ class _Section:
 
     def section(self, key: str, default: Any = None, *, required: bool = False) -> _Section:
         value = self.get(key, default, required=required)
-        return _Section(value, self.at(key))
+        return _Section(value, self.at(key), self.notes)
+
+    def item(self, value: Any, path: str) -> _Section:
+        """A mapping inside this section's lists or mappings, sharing its warnings."""
+        return _Section(value, path, self.notes)
 
     def mapping(self, key: str) -> dict[str, Any]:
         value = self.get(key, {})
@@ -434,8 +481,13 @@ class _Section:
             raise ConfigError(self.at(key), f"must be a mapping, got {type(value).__name__}")
         return dict(value)
 
-    def done(self, *, ignored: tuple[str, ...] = ()) -> None:
-        unknown = [k for k in self.data if k not in self.seen and k not in ignored]
+    def done(self, *, no_effect: Mapping[str, str] | None = None) -> None:
+        """Refuse keys nobody read; warn about ``no_effect`` keys (Embulk tuning knobs), saying what happens instead."""
+        for key, why in (no_effect or {}).items():
+            if key in self.data:
+                self.seen.add(key)
+                self.warn(key, f"has no effect here: {why}")
+        unknown = [k for k in self.data if k not in self.seen]
         if unknown:
             expected = ", ".join(sorted(self.seen))
             raise ConfigError(self.at(str(unknown[0])), f"unknown key (expected one of: {expected})")
@@ -444,9 +496,34 @@ class _Section:
 # --------------------------------------------------------------------------- in
 
 
+AUTH_METHODS = ("basic", "env", "instance", "profile", "anonymous", "session", "assume_role", "default")
+# The keys each auth_method takes besides the common ones (Embulk refuses the others: "Invalid option is set").
+_AUTH_KEYS = {
+    "basic": ("access_key_id", "secret_access_key"),
+    "session": ("access_key_id", "secret_access_key", "session_token"),
+    "profile": ("profile_name", "profile_file"),
+    "assume_role": ("account_id", "role_name", "external_id", "duration_in_seconds", "session_name", "arn_partition"),
+}
+_ALL_AUTH_KEYS = sorted({key for keys in _AUTH_KEYS.values() for key in keys})
+
+
 def _aws(section: _Section) -> AwsSettings:
     auth_method = section.str("auth_method", "basic" if section.has("access_key_id") else "default",
-                              choices=("basic", "env", "default", "instance", "profile", "session"))
+                              choices=AUTH_METHODS)
+    allowed = _AUTH_KEYS.get(auth_method, ())
+    for key in _ALL_AUTH_KEYS:
+        if section.has(key) and key not in allowed:
+            raise ConfigError(section.at(key), f"is not an option of auth_method {auth_method}, as in Embulk"
+                                               + (f" (it takes {', '.join(allowed)})" if allowed else ""))
+    if auth_method == "basic" and not section.has("access_key_id") and not section.has("secret_access_key"):
+        section.warn("auth_method", "basic without access_key_id and secret_access_key: requests are anonymous, "
+                                    "as in Embulk (auth_method: default uses the AWS credential chain)")
+        auth_method = "anonymous"
+    role_arn = None
+    if auth_method == "assume_role":
+        account = section.str("account_id", required=True)
+        role = section.str("role_name", required=True)
+        role_arn = f"arn:{section.str('arn_partition', 'aws')}:iam::{account}:role/{role}"
     settings = AwsSettings(
         endpoint=section.str("endpoint"),
         region=section.str("region"),
@@ -454,10 +531,21 @@ def _aws(section: _Section) -> AwsSettings:
         secret_access_key=section.str("secret_access_key"),
         session_token=section.str("session_token"),
         allow_insecure=section.bool("allow_insecure", False),
+        auth_method=auth_method,
+        profile_name=section.str("profile_name", "default") if auth_method == "profile" else None,
+        profile_file=section.str("profile_file"),
+        role_arn=role_arn,
+        external_id=section.str("external_id"),
+        duration_in_seconds=section.int("duration_in_seconds", 3600, minimum=900),
+        session_name=section.str("session_name", "embulk"),
+        path_style_access=section.bool("path_style_access", False),
     )
     if auth_method == "basic" and (settings.access_key_id is None) != (settings.secret_access_key is None):
         missing = "secret_access_key" if settings.secret_access_key is None else "access_key_id"
         raise ConfigError(section.at(missing), "is required when the other AWS key is given")
+    if auth_method == "session":
+        for key in ("access_key_id", "secret_access_key", "session_token"):
+            section.get(key, required=True)
     if settings.endpoint and not re.match(r"https?://", settings.endpoint):
         raise ConfigError(section.at("endpoint"), f"must be an http(s):// URL, got {settings.endpoint!r}")
     return settings
@@ -473,20 +561,34 @@ def _input(section: _Section, require_parser: bool) -> S3InputConfig | KinesisIn
                 re.compile(pattern)
             except re.error as error:
                 raise ConfigError(section.at("path_match_pattern"), f"is not a valid regex: {error}") from None
+        path = section.str("path")
+        if path is None and section.get("path_prefix") is None:
+            raise ConfigError(section.at("path_prefix"), "is required (or path, for one object), as in Embulk")
+        use_modified_time = section.bool("use_modified_time", False)
+        last_modified_time = _modified_time(section) if use_modified_time else None
+        if not use_modified_time and section.has("last_modified_time"):
+            raise ConfigError(section.at("last_modified_time"), "applies only with use_modified_time: true")
         config = S3InputConfig(
             bucket=section.str("bucket", required=True),
-            path_prefix=section.str("path_prefix", default=""),
+            # Embulk's path (one object) wins over path_prefix.
+            path_prefix=path if path is not None else section.str("path_prefix", default=""),
             aws=aws,
             path_match_pattern=pattern,
             total_file_count_limit=section.int("total_file_count_limit", minimum=1),
             parser=_csv_parser(section, require_parser),
             incremental=section.bool("incremental", True),
+            path=path,
+            # With use_modified_time, Embulk lists by modification time and leaves last_path aside.
+            last_path=None if use_modified_time or path is not None else section.str("last_path"),
+            last_modified_time=last_modified_time,
+            skip_glacier_objects=section.bool("skip_glacier_objects", False),
         )
+        if use_modified_time and section.has("last_path"):
+            section.warn("last_path", "is not used with use_modified_time: true, as in Embulk")
         for decoder in section.list("decoders", default=[]):
             if not (isinstance(decoder, Mapping) and decoder.get("type") in ("gzip", "bzip2")):
                 raise ConfigError(section.at("decoders"), "each decoder must be {type: gzip} or {type: bzip2}")
-        # Embulk keys with no effect here: the ledger replaces last_path.
-        section.done(ignored=("last_path", "use_modified_time", "path_style_access"))
+        section.done()
         return config
     starting = section.str("starting_position", "trim_horizon", choices=STARTING_POSITIONS)
     timestamp = section.str("timestamp")
@@ -505,6 +607,18 @@ def _input(section: _Section, require_parser: bool) -> S3InputConfig | KinesisIn
     return config
 
 
+def _modified_time(section: _Section) -> datetime | None:
+    """Embulk's last_modified_time, yyyy-MM-dd'T'HH:mm:ss.SSS'Z' (read as UTC here; Embulk uses the JVM's zone)."""
+    value = section.str("last_modified_time")
+    if value is None:
+        return None
+    try:
+        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    except ValueError:
+        raise ConfigError(section.at("last_modified_time"), f"must be like 2024-01-31T23:59:59.000Z, got {value!r}") \
+            from None
+
+
 def _csv_parser(parent: _Section, require_parser: bool) -> CsvParserConfig | None:
     if not parent.has("parser"):
         parent.get("parser")
@@ -518,7 +632,7 @@ def _csv_parser(parent: _Section, require_parser: bool) -> CsvParserConfig | Non
         config = _csv_parser_config(section, require_parser)
     except ValueError as error:  # the reader's own checks of delimiter, quote and escape
         raise ConfigError(section.path, str(error)) from None
-    section.done(ignored=("header_line", "default_timezone", "default_date"))
+    section.done()
     return config
 
 
@@ -526,11 +640,11 @@ def _csv_parser_config(section: _Section, require_parser: bool) -> CsvParserConf
     return CsvParserConfig(
         charset=section.str("charset", "UTF-8"),
         newline=section.str("newline", "CRLF", choices=NEWLINES),
-        delimiter=section.char("delimiter", section.char("field_delimiter", ",")) or ",",
-        quote=section.char("quote", '"'),
-        escape=section.char("escape", '"'),
+        delimiter=section.str("delimiter", section.str("field_delimiter", ",")) or ",",
+        quote=_quoting_char(section, "quote", '"'),
+        escape=_quoting_char(section, "escape", "\\"),
         null_string=section.str("null_string"),
-        skip_header_lines=section.int("skip_header_lines", 0),
+        skip_header_lines=_skip_header_lines(section),
         trim_if_not_quoted=section.bool("trim_if_not_quoted", False),
         comment_line_marker=section.str("comment_line_marker"),
         allow_extra_columns=section.bool("allow_extra_columns", False),
@@ -539,6 +653,34 @@ def _csv_parser_config(section: _Section, require_parser: bool) -> CsvParserConf
         stop_on_invalid_record=section.bool("stop_on_invalid_record", True),
         columns=_columns(section, require=require_parser),
     )
+
+
+def _quoting_char(section: _Section, key: str, default: str) -> str | None:
+    """Embulk's quote and escape: null disables it; one character; an empty string is obsolete."""
+    if section.given_null(key):
+        return None
+    value = section.str(key, default)
+    if value == "":
+        if key == "quote":
+            section.warn(key, "an empty quote is obsolete; as Embulk does, '\"' is used (write null for no quoting)")
+            return '"'
+        section.warn(key, "an empty escape is obsolete; as Embulk does, nothing is escaped (write null instead)")
+        return None
+    if len(value) != 1:
+        raise ConfigError(section.at(key), f"accepts only 1 character, got {value!r}")
+    return value
+
+
+def _skip_header_lines(section: _Section) -> int:
+    """skip_header_lines, or Embulk's older header_line (true: one line), but not both."""
+    skip = section.int("skip_header_lines", 0)
+    if section.has("header_line"):
+        header_line = section.bool("header_line", False)
+        if skip > 0:
+            raise ConfigError(section.at("header_line"), "is invalid if skip_header_lines is set, as in Embulk; "
+                                                         "keep skip_header_lines")
+        return 1 if header_line else 0
+    return skip
 
 
 def _check_charset(section: _Section, charset: str) -> None:
@@ -563,13 +705,16 @@ def _json_parser(parent: _Section) -> JsonParserConfig:
 
 
 def _columns(section: _Section, *, require: bool) -> tuple[Column, ...]:
+    """``columns``, with the parser's ``default_timezone`` and ``default_date`` for timestamps without their own."""
+    default_zone = _zone(section, "default_timezone", "UTC")
+    default_date = _date(section, "default_date", "1970-01-01")
     items = section.list("columns", default=[])
     if require and not items:
         raise ConfigError(section.at("columns"), "must list at least one column")
     columns = []
     seen: set[str] = set()
     for index, item in enumerate(items):
-        column = _Section(item, f"{section.at('columns')}[{index}]")
+        column = section.item(item, f"{section.at('columns')}[{index}]")
         name = column.str("name", required=True)
         kind = column.str("type", "string", choices=COLUMN_TYPES)
         fmt = column.str("format")
@@ -578,9 +723,34 @@ def _columns(section: _Section, *, require: bool) -> tuple[Column, ...]:
         if name in seen:
             raise ConfigError(column.at("name"), f"duplicate column name {name!r}")
         seen.add(name)
-        column.done(ignored=("timezone", "date"))
-        columns.append(Column(name=name, type=kind, format=fmt))
+        zone = _zone(column, "timezone", default_zone)
+        date = _date(column, "date", default_date)
+        if kind != "timestamp":
+            for key in ("timezone", "date"):
+                if column.has(key):
+                    raise ConfigError(column.at(key), "only timestamp columns take a timezone or a date")
+        column.done()
+        columns.append(Column(name=name, type=kind, format=fmt, timezone=zone, date=date))
     return tuple(columns)
+
+
+def _zone(section: _Section, key: str, default: str) -> str:
+    from pipeline.formats.types import check_zone
+
+    zone = section.str(key, default)
+    try:
+        check_zone(zone)
+    except ValueError:
+        raise ConfigError(section.at(key), f"unknown time zone {zone!r} (use UTC, an offset such as +09:00, or an "
+                                           "IANA name such as Asia/Tokyo)") from None
+    return zone
+
+
+def _date(section: _Section, key: str, default: str) -> str:
+    value = section.str(key, default)
+    if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+        raise ConfigError(section.at(key), f"must be a date as YYYY-MM-DD, got {value!r}")
+    return value
 
 
 # --------------------------------------------------------------------------- exec
@@ -598,7 +768,9 @@ def _exec(section: _Section) -> ExecConfig:
         retries=section.int("retries", 5, minimum=0),
         retry_wait=section.duration("retry_wait", 60.0, minimum=0.0),
     )
-    section.done(ignored=("min_output_tasks", "type"))
+    section.str("type", "local", choices=("local",))  # Embulk's executor: this is the local one
+    section.done(no_effect={"min_output_tasks": "each object loads in one COPY of its own, on up to "
+                                                "exec.max_threads threads; Embulk's task split is not done"})
     return config
 
 
@@ -614,9 +786,15 @@ def _output(section: _Section, environ: Mapping[str, str]) -> OutputConfig:
     primary_key = section.names("primary_key")
     column_options = {}
     for column, options in section.mapping("column_options").items():
-        sub = _Section(options, f"{section.at('column_options')}.{column}")
+        sub = section.item(options, f"{section.at('column_options')}.{column}")
         column_options[str(column)] = sub.str("type", required=True)
-        sub.done(ignored=("value_type", "timestamp_format", "timezone"))
+        # The server casts each value from its text (Embulk's value_type coerce), in the session's zone, UTC.
+        sub.str("value_type", "coerce", choices=("coerce",))
+        sub.str("timezone", "UTC", choices=("UTC",))
+        if sub.has("timestamp_format"):
+            raise ConfigError(sub.at("timestamp_format"), "applies to Embulk's value_type string, which is not "
+                                                         "supported: the server casts each value from its text")
+        sub.done()
     properties = section.mapping("table_properties")
     for key in properties:
         if key not in HOLOGRES_TABLE_PROPERTIES:
@@ -658,7 +836,12 @@ def _output(section: _Section, environ: Mapping[str, str]) -> OutputConfig:
         allow_insecure=section.bool("allow_insecure", False),
         truncate_columns=section.bool("truncate_columns", False),
     )
-    section.done(ignored=("batch_size", "options", "retry_limit", "retry_wait", "max_retry_wait"))
+    retries = ("Embulk's PostgreSQL output retries no SQL error either; a failed load is retried by the sensor "
+               "(exec.retries, exec.retry_wait) and by the next `pipeline run`")
+    section.done(no_effect={
+        "batch_size": "rows stream to the server in one COPY per object, so there is no batch to size",
+        "retry_limit": retries, "retry_wait": retries, "max_retry_wait": retries,
+    })
     return config
 
 
@@ -671,6 +854,7 @@ def _conninfo(section: _Section, kind: str, environ: Mapping[str, str]) -> str:
         value = section.str(key)
         if value is not None:
             params["dbname" if key == "database" else key] = value
+    params.update(_jdbc_options(section))
     if url is None and "host" not in params:
         raise ConfigError(section.at("url"), "is required (or give host, port, user, password and database)")
     try:
@@ -691,6 +875,36 @@ def _conninfo(section: _Section, kind: str, environ: Mapping[str, str]) -> str:
     base.setdefault("connect_timeout", "10")
     base.setdefault("application_name", "pipeline")
     return make_conninfo(**{k: str(v) for k, v in base.items()})
+
+
+# Embulk's out.options are JDBC connection properties; these have a libpq parameter of the same meaning.
+_JDBC_OPTIONS = {
+    "loginTimeout": ("connect_timeout", lambda v: str(int(float(v)))),
+    "connectTimeout": ("connect_timeout", lambda v: str(int(float(v)))),
+    "tcpKeepAlive": ("keepalives", lambda v: "1" if str(v).lower() == "true" else "0"),
+    "ApplicationName": ("application_name", str),
+    "sslmode": ("sslmode", str),
+    "ssl": ("sslmode", lambda v: "require" if str(v).lower() == "true" else "disable"),
+    "sslrootcert": ("sslrootcert", str),
+    "sslcert": ("sslcert", str),
+    "sslkey": ("sslkey", str),
+    "options": ("options", str),
+}
+
+
+def _jdbc_options(section: _Section) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for key, value in section.mapping("options").items():
+        if key not in _JDBC_OPTIONS:
+            raise ConfigError(f"{section.at('options')}.{key}", "has no libpq equivalent here (known: "
+                                                                f"{', '.join(_JDBC_OPTIONS)}); put libpq parameters "
+                                                                "in out.url, e.g. ?keepalives_idle=30")
+        name, convert = _JDBC_OPTIONS[key]
+        try:
+            params[name] = convert(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{section.at('options')}.{key}", f"cannot be {value!r}") from None
+    return params
 
 
 def _local_hosts(hosts: str) -> bool:

@@ -226,8 +226,13 @@ class StreamLoad:
                         ", ".join(sorted(idle)), str(error).strip())
         return lags
 
+    def _say_warnings(self) -> None:
+        for warning in self.config.warnings:
+            self.emit(f"warning: {warning}")
+
     def run(self, *, max_batches: int | None = None, display: Display | None = None) -> StreamSummary:
         """Read from the checkpoints to the tip of every shard, committing each bounded batch."""
+        self._say_warnings()
         started = time.monotonic()
         summary = StreamSummary(self.config.name)
         progress = Progress(self.config.name, display)  # a stream has no total: rows, MB and rate only
@@ -250,6 +255,7 @@ class StreamLoad:
     def follow(self, stop: threading.Event | None = None, *,
                on_batch: Callable[[BatchResult], None] | None = None) -> StreamSummary:
         """Commit a batch every ``exec.window_seconds`` until ``stop`` is set or ``exec.max_runtime``."""
+        self._say_warnings()
         stop = stop or threading.Event()
         window = self.config.exec.window_seconds
         deadline = None if self.config.exec.max_runtime is None else time.monotonic() + self.config.exec.max_runtime

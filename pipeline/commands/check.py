@@ -20,6 +20,8 @@ def run(args: argparse.Namespace) -> int:
         print(CheckResult("config", False, str(error)).line())
         return 1
     print(CheckResult("config", True, f"{args.config} is valid (pipeline {config.name})").line())
+    for warning in config.warnings:
+        print(f"warning: {warning}")
     results = check(config)
     for result in results:
         print(result.line())

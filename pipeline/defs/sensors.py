@@ -94,27 +94,28 @@ def scan(client: Any, source: S3InputConfig, cursor: Cursor, *, max_keys: int = 
          sweep_keys: int = SWEEP_KEYS_PER_TICK, loaded_etags: LoadedEtags | None = None,
          warn: Callable[[str], None] = log.warning) -> Scan:
     """List what is new after ``cursor`` and, when ``loaded_etags`` is given, sweep one page."""
-    from pipeline.sources.s3 import list_objects
+    from pipeline.sources.s3 import acceptor, list_objects, start_after
 
     matcher = re.compile(source.path_match_pattern) if source.path_match_pattern else None
+    accept = acceptor(source, warn)
 
-    def wanted(key: str) -> bool:
-        return matcher is None or matcher.search(key) is not None
+    def wanted(obj: Any) -> bool:
+        return (matcher is None or matcher.search(obj.key) is not None) and accept(obj)
 
     # No pattern in the listing: the cursor must move past keys that do not match, too.
-    listed = list(list_objects(client, source.bucket, source.path_prefix, start_after=cursor.last_key,
-                               limit=max_keys))
+    listed = list(list_objects(client, source.bucket, source.path_prefix,
+                               start_after=start_after(source, cursor.last_key), limit=max_keys))
     result = Scan(cursor=Cursor(last_key=listed[-1].key if listed else cursor.last_key,
                                 sweep_after=cursor.sweep_after, sweeps=cursor.sweeps),
                   listed=len(listed))
-    result.new = [obj for obj in listed if wanted(obj.key)]
+    result.new = [obj for obj in listed if wanted(obj)]
 
     if loaded_etags is not None and cursor.last_key is not None:
-        page = list(list_objects(client, source.bucket, source.path_prefix, start_after=cursor.sweep_after,
-                                 limit=sweep_keys))
+        page = list(list_objects(client, source.bucket, source.path_prefix,
+                                 start_after=start_after(source, cursor.sweep_after), limit=sweep_keys))
         # Keys after the old last_key are this tick's new ones: the sweep stops at the boundary.
         in_range = [obj for obj in page if obj.key <= cursor.last_key]
-        candidates = [obj for obj in in_range if wanted(obj.key)]
+        candidates = [obj for obj in in_range if wanted(obj)]
         try:
             loaded = loaded_etags([obj.key for obj in candidates]) if candidates else {}
         except (PipelineError, psycopg.Error) as error:

@@ -9,11 +9,13 @@ Dialect (Embulk's CsvTokenizer, checked against its source):
 - Records are split on LF, CRLF or CR, mixed freely; empty lines and comment lines are skipped.
 - A field is quoted only when the quote character opens it (after spaces if
   ``trim_if_not_quoted``); elsewhere a quote is an ordinary character. Inside quotes, a doubled
-  quote or ``escape`` + quote/escape stands for the character; newlines are kept as written.
+  quote or ``escape`` + quote/escape stands for the character.
   After the closing quote only spaces may come before the delimiter.
-- NULL: with no ``null_string`` an unquoted empty field is NULL; with a ``null_string`` exactly the
-  unquoted fields equal to it are NULL (an unquoted empty field is then ''), as PostgreSQL's
-  ``COPY ... (FORMAT csv, NULL ...)`` reads them. A quoted field is never NULL.
+- NULL: with no ``null_string`` an unquoted empty field is NULL and a quoted one never is; with a
+  ``null_string`` exactly the fields equal to it are NULL, quoted or not (an unquoted empty field
+  is then ''), as Embulk's tokenizer reads them (TestCsvTokenizer.testChangeNullString).
+- A quoted value that spans lines holds the ``newline`` option's line break (CRLF by default)
+  wherever it spans, as Embulk's tokenizer writes it, whatever the file's own line breaks are.
 - After a record with the wrong number of fields, undecodable bytes or a NUL, reading goes on with
   the next record. After a quoting error (an unclosed quote, text after a closing quote, a field
   over ``max_quoted_size_limit``) the record's end is unknown, so reading goes on from the physical
@@ -41,7 +43,7 @@ class CsvOptions:
     """Embulk's ``parser: {type: csv}`` options, with the defaults our configs use."""
 
     charset: str = "UTF-8"
-    newline: str = "CRLF"  # informative: reading accepts LF, CRLF and CR in any mix
+    newline: str = "CRLF"  # the line break of a quoted value that spans lines; records split on LF, CRLF and CR
     delimiter: str = ","
     quote: str | None = '"'
     escape: str | None = '"'
@@ -300,6 +302,8 @@ def _quoted_parser(options: CsvOptions) -> QuotedParser:
     null_string = options.null_string
     trim = options.trim_if_not_quoted
     limit = options.max_quoted_size_limit
+    # Embulk writes its newline option's line break wherever a quoted value spans lines.
+    line_break = NEWLINES[options.newline]
     special = re.compile("[" + re.escape(quote) + (re.escape(escape) if escape else "") + "]")
     too_large = f"quoted field is longer than max_quoted_size_limit ({limit} characters)"
 
@@ -323,8 +327,8 @@ def _quoted_parser(options: CsvOptions) -> QuotedParser:
                     match = special.search(content, position)
                     if match is None:
                         pieces.append(content[position:])
-                        pieces.append(ending)
-                        size += length - position + len(ending)
+                        pieces.append(line_break if ending else "")
+                        size += length - position + len(line_break if ending else "")
                         if size > limit:
                             return fields, consumed, (too_large, len(fields), None)
                         line = next(source, None)
@@ -359,7 +363,9 @@ def _quoted_parser(options: CsvOptions) -> QuotedParser:
                         position = at + 1
                 if size > limit:
                     return fields, consumed, (too_large, len(fields), None)
-                fields.append("".join(pieces))
+                quoted_value = "".join(pieces)
+                # As Embulk's tokenizer: the null_string is NULL quoted or not.
+                fields.append(None if null_string is not None and quoted_value == null_string else quoted_value)
                 while position < length and content[position] == " ":
                     position += 1
                 if position >= length:

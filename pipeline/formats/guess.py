@@ -65,7 +65,8 @@ def guess_csv(sample: bytes, *, complete: bool) -> dict[str, Any]:
         parser["null_string"] = null_string
 
     escape = parser.get("escape")
-    options = CsvOptions(delimiter=delimiter, quote=quote, escape=escape, null_string=null_string)
+    newline = parser["newline"]
+    options = CsvOptions(delimiter=delimiter, quote=quote, escape=escape, null_string=null_string, newline=newline)
     if not complete:
         lines = _without_cut_record(lines, options)
     rows = _good_rows(lines, options)
@@ -76,7 +77,7 @@ def guess_csv(sample: bytes, *, complete: bool) -> dict[str, Any]:
     if marker is not None:
         parser["comment_line_marker"] = marker
     options = CsvOptions(delimiter=delimiter, quote=quote, escape=escape, null_string=null_string,
-                         comment_line_marker=marker)
+                         comment_line_marker=marker, newline=newline)
     body_rows = _good_rows(body, options)
     records = [row[1] for row in body_rows]
     trimmed = [row[1] for row in _good_rows(body, _with_trim(options))]

@@ -5,10 +5,12 @@ accepts things Embulk's tokenizer (and our checked reader, ``pipeline.formats.cs
 otherwise or refuses: text after a closing quote (``"a"aa`` becomes ``aaa``), spaces around a
 quoted value (kept by the server, dropped or refused by Embulk), a quote inside an unquoted field
 (the server opens a quoted section there), a backslash escape (the server's escape is the quote),
-an empty line (the server reads a row of NULLs, Embulk skips it) and a quoted value over
-``max_quoted_size_limit``. :func:`guard` passes the chunks through unchanged and raises
-:class:`NotPlain` at the first sign of any of these, so the caller rolls the COPY back and reads the
-object with the checked path, which judges each record as Embulk does.
+an empty line (the server reads a row of NULLs, Embulk skips it), a quoted value over
+``max_quoted_size_limit``, a quoted ``null_string`` (NULL to Embulk) and a quoted value spanning
+lines whose line break is not the ``newline`` option's (Embulk writes that one). :func:`guard`
+passes the chunks through unchanged and raises :class:`NotPlain` at the first sign of any of these,
+so the caller rolls the COPY back and reads the object with the checked path, which judges each
+record as Embulk does.
 
 The test is cheap because well-formed CSV has a simple shape: every quote character belongs to a
 quoted field that opens where a field starts, holds doubled quotes only, and closes where a field
@@ -34,9 +36,13 @@ class NotPlain(ValueError):
 class Guard:
     """The rules for one set of options (single-byte delimiter and quote, as the fast path needs)."""
 
-    def __init__(self, *, delimiter: str, quote: str, escape: str | None, max_quoted_size: int):
+    def __init__(self, *, delimiter: str, quote: str, escape: str | None, max_quoted_size: int,
+                 null_string: str | None = None, newline: str = "\n"):
         self.quote = quote.encode()
         self.max_quoted_size = max_quoted_size
+        # Embulk reads a quoted null_string as NULL; the server, as the text.
+        self.quoted_null = None if null_string is None else self.quote + null_string.encode() + self.quote
+        self.newline = newline.encode()
         d = re.escape(delimiter.encode())
         # In the outside text joined with NUL for each quoted field: a field that does not open right after a
         # delimiter or line break, or does not close right before one (NUL NUL is a doubled quote inside one).
@@ -71,9 +77,23 @@ class Guard:
             where = (f"at byte {offset + _in_segment(pieces, outside, misplaced):,}" if misplaced is not None else
                      f"in the {len(segment):,} bytes from byte {offset:,}")
             raise NotPlain(f"a quote that does not open or close a whole field, {where}")
+        if self.quoted_null is not None and self.quoted_null in segment:
+            raise NotPlain(f"the null_string quoted, at byte {offset + segment.find(self.quoted_null):,}")
+        if (b"\n" in segment or b"\r" in segment) and self._foreign_line_break(b"".join(pieces[1::2])):
+            raise NotPlain(f"a quoted value spanning lines with a line break other than the newline option's, in "
+                           f"the {len(segment):,} bytes from byte {offset:,}")
         if self._longest_quoted(segment, pieces, escaped=b"\x00\x00" in outside) > self.max_quoted_size:
             raise NotPlain(f"a quoted field longer than max_quoted_size_limit ({self.max_quoted_size:,}), "
                            f"in the {len(segment):,} bytes from byte {offset:,}")
+
+    def _foreign_line_break(self, inside: bytes) -> bool:
+        """True when quoted text holds a line break Embulk would write as the newline option's, not as is."""
+        crlf = inside.count(b"\r\n")
+        if self.newline == b"\r\n":
+            return inside.count(b"\n") != crlf or inside.count(b"\r") != crlf
+        if self.newline == b"\n":
+            return b"\r" in inside
+        return b"\n" in inside
 
     def _longest_quoted(self, segment: bytes, pieces: list[bytes], *, escaped: bool) -> int:
         """At least the length of the longest quoted value (bytes, each doubled quote as one), in C."""
@@ -99,14 +119,15 @@ def _in_segment(pieces: list[bytes], outside: bytes, match: re.Match) -> int:
     return sum(map(len, before)) + len(before) - 1
 
 
-def guard(chunks: Iterable[bytes], *, delimiter: str, quote: str, escape: str | None,
-          max_quoted_size: int) -> Iterator[bytes]:
+def guard(chunks: Iterable[bytes], *, delimiter: str, quote: str, escape: str | None, max_quoted_size: int,
+          null_string: str | None = None, newline: str = "\n") -> Iterator[bytes]:
     """Yield ``chunks`` unchanged; raise NotPlain where the server would not read them as Embulk does.
 
     A chunk is yielded once the records it completes have been checked, so the server never sees a
     byte before it is known to be plain; a record left open at a chunk's end is held until the next.
     """
-    rules = Guard(delimiter=delimiter, quote=quote, escape=escape, max_quoted_size=max_quoted_size)
+    rules = Guard(delimiter=delimiter, quote=quote, escape=escape, max_quoted_size=max_quoted_size,
+                  null_string=null_string, newline=newline)
     held = b""
     offset = 0
     for chunk in chunks:

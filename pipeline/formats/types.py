@@ -51,7 +51,7 @@ def normalize(raw: str | None, column: Column) -> str | None:
 def normalizer(column: Column) -> Normalizer:
     """The function :func:`normalize` applies to non-null values of ``column``; call it in hot loops."""
     if column.type == "timestamp":
-        return _timestamp_normalizer(column.format)
+        return _timestamp_normalizer(column.format, column.timezone, column.date)
     found = _BY_TYPE.get(column.type)
     if found is None:
         raise ValueError(f"unknown column type {column.type!r}")
@@ -245,17 +245,46 @@ def _append_pattern(format: str, whole: str, pieces: list[str]) -> None:
 
 
 @functools.lru_cache(maxsize=256)
-def _timestamp_normalizer(format: str | None) -> Normalizer:
+def _timestamp_normalizer(format: str | None, timezone: str = "UTC", date: str = "1970-01-01") -> Normalizer:
     pattern = _ISO_TIMESTAMP if format is None else compile_timestamp_format(format)
     expected = "an ISO 8601 timestamp" if format is None else f"timestamp format {format}"
+    check_zone(timezone)
+    defaults = _date_parts(date)
+    # A value without a zone is in ``timezone``; UTC is the session's zone, so no offset need be written.
+    zone = None if timezone.upper() in ("UTC", "Z") else timezone
 
     def normalize_timestamp(raw: str) -> str:
         match = pattern.fullmatch(raw.strip(_PG_SPACE_CHARS))
         if match is None:
             raise ValueError(f"does not match {expected}")
-        return _timestamp_text(match.groupdict())
+        parts = match.groupdict()
+        if defaults is not None:
+            for key, value in defaults.items():
+                if not any(parts.get(name) is not None for name in _DATE_DIRECTIVES[key]):
+                    parts[key] = value
+        if zone is not None and parts.get("z") is None and parts.get("s") is None and parts.get("Q") is None:
+            parts["z"] = zone
+        return _timestamp_text(parts)
 
     return normalize_timestamp
+
+
+# Which directives give each part of a date (a format without any of them takes the default date's).
+_DATE_DIRECTIVES = {"Y": ("Y", "y"), "m": ("m", "b", "B", "j"), "d": ("d", "j")}
+
+
+def _date_parts(date: str) -> dict[str, str] | None:
+    match = re.fullmatch(r"([0-9]{4})-([0-9]{2})-([0-9]{2})", date)
+    if match is None:
+        raise ValueError(f"date {date!r} must be YYYY-MM-DD")
+    if date == "1970-01-01":
+        return None  # what the parts default to anyway
+    return {"Y": match.group(1), "m": match.group(2), "d": match.group(3)}
+
+
+def check_zone(name: str) -> None:
+    """ValueError unless ``name`` is a zone a value may be read in: UTC, an offset, an abbreviation, IANA."""
+    _zone_minutes(name, datetime(2000, 1, 1))
 
 
 def _timestamp_text(parts: dict[str, str | None]) -> str:
@@ -397,5 +426,7 @@ def postgres_parses_natively(column: Column) -> bool:
     The writer may let the server parse raw CSV (the fast path) only when this holds for all columns.
     """
     if column.type == "timestamp":
-        return column.format is None or _PG_NATIVE_FORMAT.fullmatch(column.format) is not None
+        # The session's zone is UTC: a value without a zone means UTC to the server.
+        return (column.timezone.upper() in ("UTC", "Z")
+                and (column.format is None or _PG_NATIVE_FORMAT.fullmatch(column.format) is not None))
     return column.type in ("string", "long", "double", "boolean", "json")

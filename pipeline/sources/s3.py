@@ -12,7 +12,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -67,6 +67,7 @@ class S3Object:
     sse: str | None = None
     kms_key_id: str | None = None
     version_id: str | None = None
+    storage_class: str | None = None
 
     @property
     def uri(self) -> str:
@@ -82,13 +83,15 @@ def list_objects(
     pattern: str | re.Pattern[str] | None = None,
     limit: int | None = None,
     page_size: int = 1000,
+    accept: Callable[[S3Object], bool] | None = None,
 ) -> Iterator[S3Object]:
     """Yield the objects under ``prefix`` in lexical key order, one page at a time.
 
     ``start_after`` skips keys up to and including it (Embulk's ``last_path``); ``pattern`` is a
     regular expression searched in each key (``path_match_pattern``); ``limit`` caps how many
-    matching objects are yielded (``total_file_count_limit``). Keys ending in "/" are folder
-    markers and are skipped. The next page is requested only when the caller asks for more.
+    matching objects are yielded (``total_file_count_limit``); ``accept`` may pass over (or refuse,
+    raising) an object before it counts. Keys ending in "/" are folder markers and are skipped. The
+    next page is requested only when the caller asks for more.
     """
     if limit is not None and limit <= 0:
         return
@@ -110,13 +113,17 @@ def list_objects(
             key = entry["Key"]
             if key.endswith("/") or (matcher and not matcher.search(key)):
                 continue
-            yield S3Object(
+            found = S3Object(
                 bucket=bucket,
                 key=key,
                 size=entry["Size"],
                 etag=entry.get("ETag", "").strip('"'),
                 last_modified=entry["LastModified"],
+                storage_class=entry.get("StorageClass"),
             )
+            if accept is not None and not accept(found):
+                continue
+            yield found
             yielded += 1
             if limit is not None and yielded >= limit:
                 return
@@ -125,6 +132,35 @@ def list_objects(
             return
         request["ContinuationToken"] = token
         request.pop("StartAfter", None)
+
+
+# Objects GetObject cannot read until they are restored.
+ARCHIVED_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
+
+
+def acceptor(source: Any, warn: Callable[[str], None]) -> Callable[[S3Object], bool]:
+    """Embulk's rules for a listed object of ``source`` (an S3InputConfig): path, last_path, use_modified_time,
+    zero-size objects (passed over) and skip_glacier_objects."""
+
+    def accept(obj: S3Object) -> bool:
+        if obj.size == 0 or not source.wanted(obj.key, obj.last_modified):
+            return False
+        if obj.storage_class in ARCHIVED_CLASSES:
+            if not source.skip_glacier_objects:
+                raise SourceError(f"{obj.uri} is stored in {obj.storage_class} and cannot be read until it is "
+                                  "restored; restore it, or set in.skip_glacier_objects: true to pass over such "
+                                  "objects, as in Embulk")
+            warn(f"{obj.uri}: stored in {obj.storage_class}, passed over (in.skip_glacier_objects)")
+            return False
+        return True
+
+    return accept
+
+
+def start_after(source: Any, cursor: str | None) -> str | None:
+    """Where a listing of ``source`` starts: after the cursor, and never at or before last_path."""
+    bounds = [key for key in (cursor, source.last_path) if key]
+    return max(bounds) if bounds else None
 
 
 def describe(client: Any, obj: S3Object) -> S3Object:

@@ -187,9 +187,11 @@ def test_shift_jis_crlf_quoted_newlines_and_empty_objects(stack, s3, hologres, t
     put(s3, stack.bucket, f"{unique}/empty.csv", b"")
     put(s3, stack.bucket, f"{unique}/header-only.csv", HEADER.encode())
     summary = BatchLoad(config_module.load(config_path)).run()
-    assert summary.rows == 2 and len(summary.loaded) == 3
+    # As embulk-input-s3 does, a zero-size object is passed over; the header-only one loads no row.
+    assert summary.rows == 2 and [r.key for r in summary.loaded] == [f"{unique}/header-only.csv", f"{unique}/sjis.csv"]
     names = hologres.execute(f"SELECT book_name FROM public.{unique} ORDER BY order_id").fetchall()
-    assert names == [("嫌われる,\r\n勇気",), ('ノルウェイの"森"',)]
+    # The quoted line break is the config's newline (LF), as Embulk's tokenizer writes it, not the file's CRLF.
+    assert names == [("嫌われる,\n勇気",), ('ノルウェイの"森"',)]
 
 
 def test_a_hostile_header_cannot_inject_sql(stack, s3, hologres, tmp_path, unique):

@@ -43,18 +43,22 @@ def test_unquoted_empty_field_is_null_and_quoted_empty_field_is_empty_string() -
     assert values(read(b'1,,""\n,"",\n')) == [["1", None, ""], [None, "", None]]
 
 
-def test_null_string_marks_unquoted_fields_only() -> None:
-    # As PostgreSQL's COPY (NULL '\N') and Embulk read it: a quoted \N is text, an empty field is ''.
+def test_null_string_marks_quoted_and_unquoted_fields_alike() -> None:
+    # embulk-util-csv CsvTokenizer.nextColumnOrNull (TestCsvTokenizer.testChangeNullString): a field equal to
+    # the null_string is NULL whether quoted or not, and an empty field is then ''. (COPY keeps a quoted one.)
     results = read(b'\\N,"\\N",\n', null_string="\\N")
-    assert values(results) == [[None, "\\N", ""]]
+    assert values(results) == [[None, None, ""]]
+    assert values(read(b',"",x\n', null_string="")) == [[None, None, "x"]]
 
 
 def test_quoted_fields_hold_delimiters_doubled_quotes_and_newlines() -> None:
     data = b'1,"a,b","say ""hi"""\n2,"line one\nline two\r\nline three\rend",x\n'
+    # embulk-util-csv CsvTokenizer: each line break inside quotes becomes the newline option's (CRLF by default).
     assert values(read(data)) == [
         ["1", "a,b", 'say "hi"'],
-        ["2", "line one\nline two\r\nline three\rend", "x"],
+        ["2", "line one\r\nline two\r\nline three\r\nend", "x"],
     ]
+    assert values(read(data, newline="LF"))[1][1] == "line one\nline two\nline three\nend"
 
 
 def test_backslash_escape_inside_quotes() -> None:
@@ -102,7 +106,7 @@ def test_line_numbers_count_skipped_header_lines_blank_lines_and_quoted_newlines
     assert [(record.line, record.values) for record in results] == [  # type: ignore[union-attr]
         (3, ["1", "two\r\nlines", "x"]),
         (7, ["2", "y", "z"]),
-        (8, ["3\n", "p", "q"]),
+        (8, ["3\r\n", "p", "q"]),  # the newline option's line break (CRLF), as Embulk writes it
         (10, ["4", "r", "s"]),
     ]
 
@@ -208,7 +212,7 @@ def test_a_ten_megabyte_quoted_field_over_the_limit_is_an_error_and_the_next_rec
 
 def test_a_ten_megabyte_quoted_field_within_a_raised_limit_is_read_whole() -> None:
     big = "嫌われる勇気\n" * (10 * 1024 * 1024 // 19)
-    results = read(b'1,"' + big.encode() + b'",c\n', max_quoted_size_limit=11 * 1024 * 1024)
+    results = read(b'1,"' + big.encode() + b'",c\n', max_quoted_size_limit=11 * 1024 * 1024, newline="LF")
     assert values(results) == [["1", big, "c"]]
 
 

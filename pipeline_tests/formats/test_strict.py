@@ -20,9 +20,10 @@ from pipeline.schema import Column
 
 
 def through(data: bytes, *, chunk: int = 1 << 20, escape: str | None = '"', limit: int = 131072,
-            delimiter: str = ",") -> bytes:
+            delimiter: str = ",", null_string: str | None = None, newline: str = "\n") -> bytes:
     chunks = [data[i:i + chunk] for i in range(0, len(data), chunk)]
-    return b"".join(guard(chunks, delimiter=delimiter, quote='"', escape=escape, max_quoted_size=limit))
+    return b"".join(guard(chunks, delimiter=delimiter, quote='"', escape=escape, max_quoted_size=limit,
+                          null_string=null_string, newline=newline))
 
 
 @pytest.mark.parametrize("data", [
@@ -101,15 +102,16 @@ def postgres(stack: Any) -> Any:
         yield conn
 
 
-def copy_rows(conn: psycopg.Connection, data: bytes, width: int) -> list[tuple] | None:
+def copy_rows(conn: psycopg.Connection, data: bytes, width: int, null_string: str | None) -> list[tuple] | None:
     """What COPY (FORMAT csv), as the fast path sends it, loads from ``data``; None when it refuses."""
     columns = sql.SQL(", ").join(sql.Identifier(f"c{i}") for i in range(width))
+    null = sql.SQL(", NULL {}").format(sql.Literal(null_string)) if null_string is not None else sql.SQL("")
     try:
         with conn.transaction(force_rollback=True):
             conn.execute(sql.SQL("CREATE TEMP TABLE strict_probe ({}) ON COMMIT DROP").format(
                 sql.SQL(", ").join(sql.SQL("{} text").format(sql.Identifier(f"c{i}")) for i in range(width))))
             with conn.cursor().copy(sql.SQL("COPY strict_probe ({}) FROM STDIN (FORMAT csv, DELIMITER ',', "
-                                            "QUOTE '\"', ESCAPE '\"')").format(columns)) as copy:
+                                            "QUOTE '\"', ESCAPE '\"'{})").format(columns, null)) as copy:
                 copy.write(data)
             return conn.execute("SELECT * FROM strict_probe").fetchall()
     except psycopg.errors.DataError:
@@ -118,21 +120,29 @@ def copy_rows(conn: psycopg.Connection, data: bytes, width: int) -> list[tuple] 
 
 @pytest.mark.stack
 @settings(max_examples=400, deadline=None)
-@example(pieces=['"', "a", "\\", "\\", "b", '"'], width=1, escape="\\", chunk=8)  # Embulk: a\b; COPY: a\\b
-@example(pieces=["a", ",", '"', "b", '""', "c", '"', "\n"], width=2, escape="\\", chunk=3)
+@example(pieces=['"', "a", "\\", "\\", "b", '"'], width=1, escape="\\", chunk=8, null_string=None,
+         newline="LF")  # Embulk: a\b; COPY: a\\b
+@example(pieces=["a", ",", '"', "b", '""', "c", '"', "\n"], width=2, escape="\\", chunk=3,
+         null_string=None, newline="LF")
+@example(pieces=['"', "a", '"', ",", "b", "\n"], width=2, escape='"', chunk=8, null_string="a", newline="LF")
+@example(pieces=['"', "a", "\n", "b", '"', "\n"], width=1, escape='"', chunk=8, null_string=None, newline="CRLF")
 @given(pieces=st.lists(st.sampled_from(ALPHABET), max_size=24), width=st.integers(1, 3),
-       escape=st.sampled_from(['"', "\\", None]), chunk=st.integers(1, 8))
+       escape=st.sampled_from(['"', "\\", None]), chunk=st.integers(1, 8),
+       null_string=st.sampled_from([None, None, "", "a"]), newline=st.sampled_from(["LF", "LF", "CRLF", "CR"]))
 def test_what_the_guard_lets_through_postgresql_reads_as_the_checked_reader_does(postgres, pieces, width, escape,
-                                                                                 chunk):
+                                                                                 chunk, null_string, newline):
+    from pipeline.formats.csv import NEWLINES
+
     data = "".join(pieces).encode()
     try:
-        through(data, chunk=chunk, escape=escape)
+        through(data, chunk=chunk, escape=escape, null_string=null_string, newline=NEWLINES[newline])
     except NotPlain:
         return  # the checked path reads it
-    loaded = copy_rows(postgres, data, width)
+    loaded = copy_rows(postgres, data, width, null_string)
     if loaded is None:
         return  # the server refuses it: the fast path is refused and the checked path reads it
-    options = CsvOptions(escape=escape, columns=tuple(Column(f"c{i}") for i in range(width)))
+    options = CsvOptions(escape=escape, null_string=null_string, newline=newline,
+                         columns=tuple(Column(f"c{i}") for i in range(width)))
     read = list(read_records([data], options, "s3://b/k"))
     assert all(isinstance(record, CsvRecord) for record in read), (data, read)
     assert [tuple(record.values) for record in read] == loaded, data
