@@ -583,8 +583,10 @@ def _input(section: _Section, require_parser: bool) -> S3InputConfig | KinesisIn
             last_modified_time=last_modified_time,
             skip_glacier_objects=section.bool("skip_glacier_objects", False),
         )
-        if use_modified_time and section.has("last_path"):
-            section.warn("last_path", "is not used with use_modified_time: true, as in Embulk")
+        if (use_modified_time or path is not None) and section.has("last_path"):
+            section.get("last_path")
+            section.warn("last_path", "is not used with " + ("use_modified_time: true" if use_modified_time
+                                                               else "path (one object)") + ", as in Embulk")
         for decoder in section.list("decoders", default=[]):
             if not (isinstance(decoder, Mapping) and decoder.get("type") in ("gzip", "bzip2")):
                 raise ConfigError(section.at("decoders"), "each decoder must be {type: gzip} or {type: bzip2}")
