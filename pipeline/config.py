@@ -89,14 +89,14 @@ class AwsSettings:
 class CsvParserConfig(CsvOptions):
     """``in.parser`` for CSV: the reader's options plus what the loader does with a bad record."""
 
-    stop_on_invalid_record: bool = True
+    stop_on_invalid_record: bool = False  # Embulk's default: skip (here: reject) a bad record
     type: str = "csv"
 
 
 @dataclass(frozen=True)
 class JsonParserConfig:
     columns: tuple[Column, ...] = ()
-    stop_on_invalid_record: bool = True
+    stop_on_invalid_record: bool = False
     max_record_bytes: int = 1 << 20
     type: str = "json"
 
@@ -652,7 +652,7 @@ def _csv_parser_config(section: _Section, require_parser: bool) -> CsvParserConf
         allow_extra_columns=section.bool("allow_extra_columns", False),
         allow_optional_columns=section.bool("allow_optional_columns", False),
         max_quoted_size_limit=section.int("max_quoted_size_limit", 131072, minimum=1),
-        stop_on_invalid_record=section.bool("stop_on_invalid_record", True),
+        stop_on_invalid_record=section.bool("stop_on_invalid_record", False),
         columns=_columns(section, require=require_parser),
     )
 
@@ -699,7 +699,7 @@ def _json_parser(parent: _Section) -> JsonParserConfig:
     section.str("type", "json", choices=("json", "jsonl"))
     config = JsonParserConfig(
         columns=_columns(section, require=True),
-        stop_on_invalid_record=section.bool("stop_on_invalid_record", True),
+        stop_on_invalid_record=section.bool("stop_on_invalid_record", False),
         max_record_bytes=section.int("max_record_bytes", 1 << 20, minimum=1),
     )
     section.done()

@@ -1,7 +1,8 @@
 """``pipeline guess SEED.yml -o CONFIG.yml``: fill ``in.parser`` from a sample, as `embulk guess` does.
 
 The seed is rewritten as written (``{{ env.X }}`` stays a reference, no secret is resolved into
-the output); only ``in.parser`` is replaced. The CREATE TABLE the run would issue is printed too.
+the output); ``in.parser`` is completed: what the seed's says stays fixed, the rest is guessed.
+The CREATE TABLE the run would issue is printed too.
 """
 
 from __future__ import annotations
@@ -59,9 +60,11 @@ def guess_config(seed, raw: dict) -> dict:
     if sample_object is None:
         raise SourceError(f"no non-empty object under {seed.input.uri} to guess from")
     sample, complete = read_sample(s3, sample_object, SAMPLE_BYTES)
-    parser = guess_csv(sample, complete=complete)  # decompresses a gzip or bzip2 sample itself
+    # As embulk guess does, what the seed's in.parser says stays fixed and the rest is guessed with it.
+    seed_parser = raw["in"].get("parser") or {}
+    parser = guess_csv(sample, complete=complete, fixed=seed_parser)  # decompresses a gzip or bzip2 sample itself
     completed = dict(raw)
-    completed["in"] = {**raw["in"], "parser": {**(raw["in"].get("parser") or {}), **parser}}
+    completed["in"] = {**raw["in"], "parser": parser}
     return completed
 
 

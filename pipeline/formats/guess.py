@@ -11,7 +11,7 @@ import codecs
 import math
 import re
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -43,24 +43,30 @@ _TIMESTAMP = re.compile(
 )
 
 
-def guess_csv(sample: bytes, *, complete: bool) -> dict[str, Any]:
+def guess_csv(sample: bytes, *, complete: bool, fixed: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The ``in.parser`` mapping for a sample of a CSV object, in ``embulk guess``'s key order.
 
     ``complete=False`` means the sample was cut from a larger object, so its last line is dropped.
-    Compressed samples (gzip, bzip2) are decompressed first.
+    Compressed samples (gzip, bzip2) are decompressed first. ``fixed`` is the seed's own ``in.parser``:
+    as in Embulk, what it says stays as written, and the rest is guessed with it (a seed's
+    ``quote: "'"`` is the quote the columns are then read with).
     """
+    fixed = dict(fixed or {})
     data, complete = _decompressed(sample, complete)
-    charset = guess_charset(data, complete=complete)
+    charset = fixed["charset"] if "charset" in fixed else guess_charset(data, complete=complete)
     text = _sample_text(data, charset, complete)
     lines = _split_lines(text)
-    parser: dict[str, Any] = {"charset": charset, "newline": guess_newline(text), "type": "csv"}
-    delimiter = _guess_delimiter(lines)
+    parser: dict[str, Any] = {"charset": charset, "newline": fixed.get("newline") or guess_newline(text),
+                              "type": "csv"}
+    delimiter = fixed.get("delimiter") or _guess_delimiter(lines)
     parser["delimiter"] = delimiter
-    quote = _guess_quote(lines, delimiter, complete)
+    quote = fixed["quote"] if "quote" in fixed else _guess_quote(lines, delimiter, complete)
     parser["quote"] = quote
-    if quote is not None:
+    if "escape" in fixed:
+        parser["escape"] = fixed["escape"]
+    elif quote is not None:
         parser["escape"] = _guess_escape(lines, delimiter, quote)
-    null_string = _guess_null_string(lines, delimiter)
+    null_string = fixed["null_string"] if "null_string" in fixed else _guess_null_string(lines, delimiter)
     if null_string is not None:
         parser["null_string"] = null_string
 
@@ -69,11 +75,16 @@ def guess_csv(sample: bytes, *, complete: bool) -> dict[str, Any]:
     options = CsvOptions(delimiter=delimiter, quote=quote, escape=escape, null_string=null_string, newline=newline)
     if not complete:
         lines = _without_cut_record(lines, options)
-    rows = _good_rows(lines, options)
-    table_start = _guess_table_start(rows)
-    skip_lines = rows[table_start][0] - 1 if rows else 0
+    seed_skips = "skip_header_lines" in fixed
+    if seed_skips:
+        skip_lines = int(fixed["skip_header_lines"] or 0)
+    else:
+        rows = _good_rows(lines, options)
+        table_start = _guess_table_start(rows)
+        skip_lines = rows[table_start][0] - 1 if rows else 0
     body = lines[skip_lines:]
-    marker = _guess_comment_line_marker(body, delimiter, quote, null_string)
+    marker = (fixed["comment_line_marker"] if "comment_line_marker" in fixed
+              else _guess_comment_line_marker(body, delimiter, quote, null_string))
     if marker is not None:
         parser["comment_line_marker"] = marker
     options = CsvOptions(delimiter=delimiter, quote=quote, escape=escape, null_string=null_string,
@@ -86,7 +97,7 @@ def guess_csv(sample: bytes, *, complete: bool) -> dict[str, Any]:
     types: list[tuple[str, str | None]] = []
     trim = False
     # Embulk's trim test: trim when trimming unquoted spaces changes what the values look like.
-    if len(records) == 1:
+    if len(records) == 1 or (seed_skips and records):  # the seed says where the data starts: no header row
         types = column_types(records)
         trimmed_types = column_types(trimmed)
         trim = len(trimmed) == 1 and trimmed_types != types
@@ -101,6 +112,8 @@ def guess_csv(sample: bytes, *, complete: bool) -> dict[str, Any]:
             first = column_types(records[:1])
         names_only = all(kind in ("string", "boolean") for kind, _ in first)
         header = (first != types and names_only) or _lengths_say_header(records)
+    if "trim_if_not_quoted" in fixed:
+        trim = bool(fixed["trim_if_not_quoted"])
     parser["trim_if_not_quoted"] = trim
     if header:
         # Through the header row's last line: a quoted line break makes it longer than one line.
@@ -114,8 +127,14 @@ def guess_csv(sample: bytes, *, complete: bool) -> dict[str, Any]:
         types = types + [("string", None)] * (len(names) - len(types))
     else:
         names = [f"c{index}" for index in range(len(types))]
+        if seed_skips and skip_lines:
+            # The last skipped line names the columns when it has as many fields as the data.
+            named = _good_rows(lines[skip_lines - 1:skip_lines], options)
+            if named and len(named[0][1]) == len(types) and all(named[0][1]):
+                names = _column_names(named[0][1], len(types))
     parser["columns"] = [_column(name, kind, fmt) for name, (kind, fmt) in zip(names, types, strict=True)]
-    return parser
+    # Everything the seed wrote wins, in the seed's place among the guessed keys.
+    return {**parser, **fixed}
 
 
 def _column(name: str, kind: str, fmt: str | None) -> dict[str, str]:

@@ -347,3 +347,34 @@ def test_a_header_with_a_quoted_line_break_is_skipped_whole() -> None:
     parser = guess_csv(b'id,"order\namount"\n1,100\n2,200\n', complete=True)
     assert parser["skip_header_lines"] == 2
     assert parser["columns"] == [{"name": "id", "type": "long"}, {"name": "order\namount", "type": "long"}]
+
+
+# -- the seed's own in.parser stays fixed, as in embulk guess ----------------------------------------------------
+
+def test_a_seed_quote_stays_and_the_columns_are_read_with_it():
+    sample = b"id,name,score\n1,'Smith, J',10\n2,'Lee, K',20\n"
+    guessed = guess_csv(sample, complete=True, fixed={"quote": "'", "escape": None})
+    assert guessed["quote"] == "'" and guessed["escape"] is None
+    assert [c["name"] for c in guessed["columns"]] == ["id", "name", "score"]
+    assert [c["type"] for c in guessed["columns"]] == ["long", "string", "long"]
+
+
+def test_seed_values_win_over_the_guess_and_unknown_ones_pass_through():
+    sample = b"a;b\n1;2\n3;4\n"
+    guessed = guess_csv(sample, complete=True, fixed={"delimiter": ";", "newline": "CRLF",
+                                                      "stop_on_invalid_record": True})
+    assert guessed["delimiter"] == ";" and guessed["newline"] == "CRLF" and guessed["stop_on_invalid_record"] is True
+    assert [c["type"] for c in guessed["columns"]] == ["long", "long"]
+
+
+def test_a_seed_skip_header_lines_is_kept_and_the_last_skipped_line_names_the_columns():
+    sample = b"exported 2024-01-01\nid,amount\n1,10\n2,20\n"
+    guessed = guess_csv(sample, complete=True, fixed={"skip_header_lines": 2})
+    assert guessed["skip_header_lines"] == 2
+    assert [(c["name"], c["type"]) for c in guessed["columns"]] == [("id", "long"), ("amount", "long")]
+
+
+def test_seed_columns_are_kept_as_written():
+    columns = [{"name": "code", "type": "string"}, {"name": "n", "type": "string"}]
+    guessed = guess_csv(b"code,n\n007,1\n008,2\n", complete=True, fixed={"columns": columns})
+    assert guessed["columns"] == columns
