@@ -233,12 +233,46 @@ def load(path: str | Path, *, require_parser: bool = True, environ: Mapping[str,
          ) -> PipelineConfig:
     """Read, interpolate and validate the config file at ``path``."""
     path = Path(path)
+    text = read_text(path, os.environ if environ is None else environ)
+    raw = load_yaml(text, str(path))
+    return parse(raw, name=_name_from_path(path), path=path, require_parser=require_parser, environ=environ)
+
+
+def read_text(path: Path, environ: Mapping[str, str]) -> str:
+    """The config's YAML text: a ``.liquid`` file rendered first, as Embulk renders it, with ``env`` and includes.
+
+    ``{% include 'db/prod' %}`` reads ``db/_prod.yml.liquid`` beside the config (Embulk's partials).
+    Unlike Embulk, a variable that is not set is an error naming it, unless ``| default:`` gives one.
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError("", f"no config file at {path}") from None
-    raw = load_yaml(text, str(path))
-    return parse(raw, name=_name_from_path(path), path=path, require_parser=require_parser, environ=environ)
+    if path.suffix != ".liquid":
+        return text
+    from liquid import Environment
+    from liquid.exceptions import Error as LiquidError
+    from liquid.exceptions import TemplateNotFound
+    from liquid.loaders import BaseLoader, TemplateSource
+    from liquid.undefined import StrictDefaultUndefined
+
+    missing: list[str] = []
+
+    class Partials(BaseLoader):
+        def get_source(self, env: Any, template_name: str) -> TemplateSource:
+            name = Path(template_name)
+            partial = path.parent / name.parent / f"_{name.name}.yml.liquid"
+            try:
+                return TemplateSource(partial.read_text(encoding="utf-8"), str(partial), None)
+            except FileNotFoundError:
+                missing.append(f"{{% include '{template_name}' %}} reads {partial}, which does not exist")
+                raise TemplateNotFound(template_name) from None
+
+    liquid_env = Environment(loader=Partials(), undefined=StrictDefaultUndefined)
+    try:
+        return liquid_env.from_string(text).render(env=dict(environ))
+    except LiquidError as error:
+        raise ConfigError("", f"{path} cannot be rendered as Liquid: {missing[0] if missing else error}") from None
 
 
 def load_yaml(text: str, origin: str = "<config>") -> dict[str, Any]:

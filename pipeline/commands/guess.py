@@ -23,6 +23,10 @@ def run(args: argparse.Namespace) -> int:
     from pipeline import config as config_module
 
     seed_path = Path(args.seed)
+    if seed_path.suffix == ".liquid":
+        raise config_module.ConfigError("", f"{seed_path}: guess writes the seed back with its parser filled in, and "
+                                            "a rendered Liquid file would carry every value it rendered (secrets "
+                                            "too); write the seed as .yml, with '{{ env.NAME }}' references")
     try:
         raw = config_module.load_yaml(seed_path.read_text(encoding="utf-8"), str(seed_path))
     except FileNotFoundError:

@@ -114,12 +114,13 @@ def config_dir() -> Path:
 
 
 def discover(directory: Path | None = None) -> list[Pipeline]:
-    """Every ``*.yml`` / ``*.yaml`` config in ``directory``, in name order."""
+    """Every ``*.yml`` / ``*.yaml`` / ``*.yml.liquid`` config in ``directory`` (not ``_partials``), in name order."""
     directory = directory or config_dir()
     if not directory.is_dir():
         raise ConfigError("", f"no pipeline config directory at {directory} (set {CONFIG_DIR_VARIABLE})")
     pipelines: dict[str, Pipeline] = {}
-    for path in sorted([*directory.glob("*.yml"), *directory.glob("*.yaml")]):
+    configs = [*directory.glob("*.yml"), *directory.glob("*.yaml"), *directory.glob("*.yml.liquid")]
+    for path in sorted(p for p in configs if not p.name.startswith("_")):
         pipeline = read_pipeline(path)
         if pipeline.name in pipelines:
             raise ConfigError("name", f"{path} and {pipelines[pipeline.name].path} both define "
@@ -131,8 +132,10 @@ def discover(directory: Path | None = None) -> list[Pipeline]:
 def read_pipeline(path: Path) -> Pipeline:
     """Read ``path`` for its structure, without failing on unset environment variables."""
     text = path.read_text(encoding="utf-8")
-    raw = pipeline_config.load_yaml(text, str(path))
     structure = _load_structure(path, text)
+    unset = pipeline_config.unset_variables(text, os.environ)
+    placeholders = {name: _PLACEHOLDERS[0].format(name=name) for name in unset}
+    raw = pipeline_config.load_yaml(pipeline_config.read_text(path, {**os.environ, **placeholders}), str(path))
     output = raw.get("out") if isinstance(raw.get("out"), Mapping) else {}
     variable = pipeline_config.sole_variable(output.get("url"))
     return Pipeline(

@@ -199,3 +199,60 @@ def test_an_executor_other_than_local_is_refused():
 from datetime import UTC, datetime  # noqa: E402
 
 NOW = datetime(2024, 6, 1, tzinfo=UTC)
+
+
+# -- .yml.liquid: rendered as Embulk renders it, before YAML ----------------------------------------------------
+
+LIQUID = """in:
+  type: s3
+  bucket: {{ env.BUCKET }}
+  path_prefix: {{ env.PREFIX | default: 'original-data/' }}
+  endpoint: {{ env.AWS_ENDPOINT_URL }}
+{% include 'parsers/csv' %}
+{% if env.TARGET == 'hologres' %}out: {type: hologres, url: '{{ env.HOLOGRES_URL }}', table: book_order}
+{% else %}out: {type: postgresql, url: 'postgresql://u@db.example.com/x', table: book_order}
+{% endif %}"""
+
+PARTIAL = """  parser:
+    type: csv
+    quote: "'"
+    columns:
+    - {name: order_id, type: string}
+"""
+
+
+def write_liquid(tmp_path, text: str = LIQUID):
+    (tmp_path / "parsers").mkdir(exist_ok=True)
+    (tmp_path / "parsers" / "_csv.yml.liquid").write_text(PARTIAL)
+    path = tmp_path / "book_order.yml.liquid"
+    path.write_text(text)
+    return path
+
+
+def test_a_liquid_config_with_unquoted_tags_includes_and_conditions_is_rendered_then_read(tmp_path):
+    path = write_liquid(tmp_path)
+    environ = {"BUCKET": "books", "AWS_ENDPOINT_URL": "http://127.0.0.1:9000", "TARGET": "hologres",
+               "HOLOGRES_URL": "postgresql://u:p@127.0.0.1:5432/h"}
+    loaded = config.load(path, environ=environ)
+    assert loaded.name == "book_order"
+    assert (loaded.input.bucket, loaded.input.path_prefix, loaded.input.aws.endpoint) == (
+        "books", "original-data/", "http://127.0.0.1:9000")
+    assert loaded.input.parser.quote == "'" and loaded.output.type == "hologres"
+    assert config.load(path, environ={**environ, "TARGET": "other"}).output.type == "postgresql"
+
+
+def test_an_unset_liquid_variable_is_named_instead_of_rendering_empty(tmp_path):
+    with pytest.raises(ConfigError, match="BUCKET"):
+        config.load(write_liquid(tmp_path), environ={"AWS_ENDPOINT_URL": "http://127.0.0.1:9000"})
+
+
+def test_a_missing_partial_is_named(tmp_path):
+    path = write_liquid(tmp_path, LIQUID.replace("parsers/csv", "parsers/tsv"))
+    with pytest.raises(ConfigError, match=r"parsers/_tsv\.yml\.liquid"):
+        config.load(path, environ={"BUCKET": "b", "AWS_ENDPOINT_URL": "http://x:1"})
+
+
+def test_a_plain_yml_file_is_not_rendered(tmp_path):
+    path = tmp_path / "p.yml"
+    path.write_text(TUTORIAL.replace("original-data/", "'{% raw %}x{% endraw %}/'"))
+    assert config.load(path, environ=ENV).input.path_prefix == "{% raw %}x{% endraw %}/"
