@@ -325,6 +325,7 @@ class Leak:
         self.sensor_data.write_text(yaml.safe_dump(sensor, sort_keys=False), encoding="utf-8")
         # The same prefix, read with no pattern: reaches an object with a value that is not a number.
         book["in"]["path_match_pattern"] = r"bad/orders\.csv$"
+        book["in"]["parser"]["stop_on_invalid_record"] = True  # the bad value stops the run, with its message
         self.bad_book_order = directory / "bad" / "book_order.yml"
         self.bad_book_order.parent.mkdir()
         self.bad_book_order.write_text(yaml.safe_dump(book, sort_keys=False), encoding="utf-8")

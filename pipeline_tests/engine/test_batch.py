@@ -146,7 +146,8 @@ def test_insert_direct_commits_each_object_with_its_ledger_row(stack, s3, hologr
 
 
 def test_a_bad_value_stops_the_object_naming_object_line_column_and_value(stack, s3, hologres, tmp_path, unique):
-    config_path = write_config(tmp_path / f"{unique}.yml", f"{unique}/", unique)
+    config_path = write_config(tmp_path / f"{unique}.yml", f"{unique}/", unique,
+                               parser={"stop_on_invalid_record": True})
     put(s3, stack.bucket, f"{unique}/bad.csv", HEADER + rows_csv(0, 3) + "o9,abc,6,x,1,100\n" + rows_csv(3, 3))
     result = pipeline_cli("run", str(config_path), check=False)
     assert result.returncode == 1

@@ -71,7 +71,8 @@ def test_bad_csv_stops_with_a_message_naming_object_and_line_and_commits_nothing
     key = f"{unique}/{name.replace(':', '-')}"
     body = object_body(name)
     s3.put_object(Bucket=stack.bucket, Key=key, Body=body)
-    config_path = write_config(tmp_path / f"{unique}.yml", f"{unique}/", unique)
+    config_path = write_config(tmp_path / f"{unique}.yml", f"{unique}/", unique,
+                               parser={"stop_on_invalid_record": True})
     result = pipeline_cli("run", str(config_path))
     assert "Traceback" not in result.stderr, result.stderr
     assert result.returncode == (1 if name in BAD_RECORDS else result.returncode)
