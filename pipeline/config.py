@@ -66,6 +66,8 @@ class AwsSettings:
     duration_in_seconds: int = 3600
     session_name: str = "embulk"
     path_style_access: bool = False
+    # Embulk's maximum_retries: attempts after the first of each AWS call (7, as Embulk's default).
+    maximum_retries: int = 7
 
     def client_kwargs(self) -> dict[str, Any]:
         return {
@@ -82,6 +84,7 @@ class AwsSettings:
             "duration_in_seconds": self.duration_in_seconds,
             "session_name": self.session_name,
             "path_style_access": self.path_style_access,
+            "max_attempts": self.maximum_retries + 1,
         }
 
 
@@ -515,8 +518,12 @@ class _Section:
             raise ConfigError(self.at(key), f"must be a mapping, got {type(value).__name__}")
         return dict(value)
 
-    def done(self, *, no_effect: Mapping[str, str] | None = None) -> None:
-        """Refuse keys nobody read; warn about ``no_effect`` keys (Embulk tuning knobs), saying what happens instead."""
+    def done(self, *, no_effect: Mapping[str, str] | None = None, refused: Mapping[str, str] | None = None) -> None:
+        """Refuse keys nobody read (``refused`` ones with what to do instead); warn about ``no_effect`` keys
+        (Embulk tuning knobs), saying what happens instead."""
+        for key, why in (refused or {}).items():
+            if key in self.data:
+                raise ConfigError(self.at(key), f"is not supported here: {why}")
         for key, why in (no_effect or {}).items():
             if key in self.data:
                 self.seen.add(key)
@@ -573,6 +580,7 @@ def _aws(section: _Section) -> AwsSettings:
         duration_in_seconds=section.int("duration_in_seconds", 3600, minimum=900),
         session_name=section.str("session_name", "embulk"),
         path_style_access=section.bool("path_style_access", False),
+        maximum_retries=section.int("maximum_retries", 7, minimum=0),
     )
     if auth_method == "basic" and (settings.access_key_id is None) != (settings.secret_access_key is None):
         missing = "secret_access_key" if settings.secret_access_key is None else "access_key_id"
@@ -602,6 +610,9 @@ def _input(section: _Section, require_parser: bool) -> S3InputConfig | KinesisIn
         last_modified_time = _modified_time(section) if use_modified_time else None
         if not use_modified_time and section.has("last_modified_time"):
             raise ConfigError(section.at("last_modified_time"), "applies only with use_modified_time: true")
+        if use_modified_time and last_modified_time is None:
+            section.warn("use_modified_time", "without last_modified_time every object is listed, as in Embulk's "
+                                              "first run; the ledger, not a config diff, remembers what loaded")
         config = S3InputConfig(
             bucket=section.str("bucket", required=True),
             # Embulk's path (one object) wins over path_prefix.
@@ -624,7 +635,11 @@ def _input(section: _Section, require_parser: bool) -> S3InputConfig | KinesisIn
         for decoder in section.list("decoders", default=[]):
             if not (isinstance(decoder, Mapping) and decoder.get("type") in ("gzip", "bzip2")):
                 raise ConfigError(section.at("decoders"), "each decoder must be {type: gzip} or {type: bzip2}")
-        section.done()
+        backoff = "botocore's standard retry mode spaces the attempts (exponential, with jitter)"
+        section.done(
+            no_effect={"min_task_size": "each object is one task, loaded in one COPY",
+                       "initial_retry_interval_millis": backoff, "maximum_retry_interval_millis": backoff},
+            refused={"http_proxy": "set HTTPS_PROXY (and NO_PROXY) in the environment, which botocore reads"})
         return config
     starting = section.str("starting_position", "trim_horizon", choices=STARTING_POSITIONS)
     timestamp = section.str("timestamp")
@@ -668,7 +683,10 @@ def _csv_parser(parent: _Section, require_parser: bool) -> CsvParserConfig | Non
         config = _csv_parser_config(section, require_parser)
     except ValueError as error:  # the reader's own checks of delimiter, quote and escape
         raise ConfigError(section.path, str(error)) from None
-    section.done()
+    # Embulk's default: a doubled quote is the only way to write a quote inside quotes (RFC 4180).
+    section.str("quotes_in_quoted_fields", "ACCEPT_ONLY_RFC4180_ESCAPED", choices=("ACCEPT_ONLY_RFC4180_ESCAPED",))
+    section.done(refused={
+        "line_delimiter_recognized": "records end at LF, CRLF or CR in any mix (Embulk's default when unset)"})
     return config
 
 
@@ -744,6 +762,8 @@ def _columns(section: _Section, *, require: bool) -> tuple[Column, ...]:
     """``columns``, with the parser's ``default_timezone`` and ``default_date`` for timestamps without their own."""
     default_zone = _zone(section, "default_timezone", "UTC")
     default_date = _date(section, "default_date", "1970-01-01")
+    # Without it a timestamp column with no format of its own reads ISO 8601 (Embulk: %Y-%m-%d %H:%M:%S.%N %z).
+    default_format = section.str("default_timestamp_format")
     items = section.list("columns", default=[])
     if require and not items:
         raise ConfigError(section.at("columns"), "must list at least one column")
@@ -756,6 +776,16 @@ def _columns(section: _Section, *, require: bool) -> tuple[Column, ...]:
         fmt = column.str("format")
         if fmt is not None and kind != "timestamp":
             raise ConfigError(column.at("format"), "only timestamp columns take a format")
+        if fmt is None and kind == "timestamp":
+            fmt = default_format
+        if fmt is not None:
+            from pipeline.formats.types import compile_timestamp_format
+
+            try:
+                compile_timestamp_format(fmt)
+            except ValueError as error:
+                raise ConfigError(column.at("format") if column.has("format") else section.at(
+                    "default_timestamp_format"), str(error)) from None
         if name in seen:
             raise ConfigError(column.at("name"), f"duplicate column name {name!r}")
         seen.add(name)
@@ -817,7 +847,11 @@ def _output(section: _Section, environ: Mapping[str, str]) -> OutputConfig:
     kind = section.str("type", required=True, choices=OUTPUT_TYPES)
     conninfo = _conninfo(section, kind, environ)
     schema, table = _table(section)
-    mode = section.str("mode", "append" if kind == "redshift" else "insert_direct", choices=MODES)
+    mode = section.str("mode", "append" if kind == "redshift" else "insert_direct", choices=(*MODES, "merge_direct"))
+    if mode == "merge_direct":
+        section.warn("mode", "merge_direct loads as merge: the same rows, each object in one transaction")
+        mode = "merge"
+    section.str("default_timezone", "UTC", choices=("UTC",))  # timestamps are written as instants, the session in UTC
     merge_keys = section.names("merge_keys")
     primary_key = section.names("primary_key")
     column_options = {}
@@ -877,6 +911,17 @@ def _output(section: _Section, environ: Mapping[str, str]) -> OutputConfig:
     section.done(no_effect={
         "batch_size": "rows stream to the server in one COPY per object, so there is no batch to size",
         "retry_limit": retries, "retry_wait": retries, "max_retry_wait": retries,
+        "socket_timeout": "libpq has no read timeout; long statements end by the server's statement_timeout",
+    }, refused={
+        "merge_rule": "merge updates every column but the merge keys from the new row",
+        "before_load": "run SQL around loads from a Dagster asset or job of your own",
+        "after_load": "run SQL around loads from a Dagster asset or job of your own",
+        "create_table_constraint": "write the table yourself (out.create_table: false) or use column_options",
+        "create_table_option": "write the table yourself (out.create_table: false), or table_properties on Hologres",
+        "role": "give the connecting user the privileges, or SET ROLE in the user's defaults (ALTER ROLE ... SET role)",
+        "transaction_isolation": "each load runs in the dialect's own transaction (read committed)",
+        "temp_schema": "staging tables are created beside the target table",
+        "ssl_mode": "write sslmode in out.url or as out.sslmode (libpq's names)",
     })
     return config
 
@@ -890,6 +935,13 @@ def _conninfo(section: _Section, kind: str, environ: Mapping[str, str]) -> str:
         value = section.str(key)
         if value is not None:
             params["dbname" if key == "database" else key] = value
+    if section.has("ssl"):  # embulk-output-postgresql: true/enable, verify, false/disable
+        ssl = str(section.get("ssl")).lower()
+        modes = {"true": "require", "enable": "require", "verify": "verify-full", "false": "disable",
+                 "disable": "disable"}
+        if ssl not in modes:
+            raise ConfigError(section.at("ssl"), f"must be enable, verify or disable, got {ssl!r}")
+        params["sslmode"] = modes[ssl]
     params.update(_jdbc_options(section))
     if url is None and "host" not in params:
         raise ConfigError(section.at("url"), "is required (or give host, port, user, password and database)")

@@ -38,6 +38,7 @@ def client(
     duration_in_seconds: int = 3600,
     session_name: str = "embulk",
     path_style_access: bool = False,
+    max_attempts: int = MAX_ATTEMPTS,
 ) -> Any:
     """Return a boto3 client for ``service`` ("s3", "kinesis", "kms" ...).
 
@@ -51,7 +52,7 @@ def client(
     if retry_mode not in ("standard", "adaptive"):
         raise ValueError(f"retry_mode must be 'standard' or 'adaptive', not {retry_mode!r}")
     options: dict[str, Any] = {
-        "retries": {"mode": retry_mode, "max_attempts": MAX_ATTEMPTS},
+        "retries": {"mode": retry_mode, "max_attempts": max_attempts},
         "connect_timeout": CONNECT_TIMEOUT_SECONDS,
         "read_timeout": READ_TIMEOUT_SECONDS,
         "max_pool_connections": MAX_POOL_CONNECTIONS,
