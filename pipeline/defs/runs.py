@@ -98,7 +98,9 @@ def object_retries(instance: dg.DagsterInstance, *, sensor_name: str, job_name: 
     due: list[tuple[str, str, int]] = []
     for (key, etag), (attempt, record) in sorted(latest.items()):
         if attempt > execution.retries:
-            result.given_up.append((key, attempt, failure_text(instance, record.dagster_run)))
+            # The tick names the first object that gave up, with why: one event-log read, however many gave up.
+            why = "" if result.given_up else failure_text(instance, record.dagster_run)
+            result.given_up.append((key, attempt, why))
             continue
         if _launched(instance, sensor_name, object_run_key(key, etag, attempt + 1)):
             continue  # the next attempt exists: running, done, or (if it failed) the latest of its chain
