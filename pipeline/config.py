@@ -165,6 +165,8 @@ class ExecConfig:
     # (the wait doubles with each failure, up to MAX_RETRY_WAIT_SECONDS).
     retries: int = 5
     retry_wait: float = 60.0
+    # Embulk's guess_plugins: what `pipeline guess` adds to its csv guess (csv_all_strings: every column a string).
+    guess_plugins: tuple[str, ...] = ()
 
     def wait_before_retry(self, failures: int) -> float:
         """Seconds to wait after the ``failures``-th failed attempt before the next one."""
@@ -822,6 +824,18 @@ def _date(section: _Section, key: str, default: str) -> str:
 # --------------------------------------------------------------------------- exec
 
 
+GUESS_PLUGINS = ("csv", "gzip", "bzip2", "csv_all_strings")  # the first three always run, as in Embulk
+
+
+def _guess_plugins(section: _Section) -> tuple[str, ...]:
+    plugins = section.list("guess_plugins", default=[])
+    for index, name in enumerate(plugins):
+        if name not in GUESS_PLUGINS:
+            raise ConfigError(f"{section.at('guess_plugins')}[{index}]",
+                              f"{name!r} is not a guess plugin here (known: {', '.join(GUESS_PLUGINS)})")
+    return tuple(plugins)
+
+
 def _exec(section: _Section) -> ExecConfig:
     config = ExecConfig(
         mode=section.str("mode", "micro_batch", choices=EXEC_MODES),
@@ -833,6 +847,7 @@ def _exec(section: _Section) -> ExecConfig:
         expect_within=section.duration("expect_within", None, minimum=1.0),
         retries=section.int("retries", 5, minimum=0),
         retry_wait=section.duration("retry_wait", 60.0, minimum=0.0),
+        guess_plugins=_guess_plugins(section),
     )
     section.str("type", "local", choices=("local",))  # Embulk's executor: this is the local one
     section.done(no_effect={"min_output_tasks": "each object loads in one COPY of its own, on up to "

@@ -15,6 +15,9 @@ from pathlib import Path
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("seed", help="seed config: in and out without in.parser")
     parser.add_argument("-o", "--output", help="write the completed config here (default: print it)")
+    parser.add_argument("-g", "--guess", action="append", default=[], metavar="PLUGIN",
+                        help="a guess plugin to add, as embulk guess -g: csv_all_strings (every column a string); "
+                             "the seed's exec.guess_plugins are added too")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,7 +36,12 @@ def run(args: argparse.Namespace) -> int:
         raise config_module.ConfigError("", f"no seed config at {seed_path}") from None
     seed = config_module.parse(raw, name=config_module._name_from_path(seed_path), path=seed_path,
                                require_parser=False)
-    completed = guess_config(seed, raw)
+    unknown = [name for name in args.guess if name not in config_module.GUESS_PLUGINS]
+    if unknown:
+        raise config_module.ConfigError("", f"-g {unknown[0]}: not a guess plugin here (known: "
+                                            f"{', '.join(config_module.GUESS_PLUGINS)})")
+    plugins = {*args.guess, *seed.exec.guess_plugins}
+    completed = guess_config(seed, raw, all_strings="csv_all_strings" in plugins)
     text = yaml.safe_dump(completed, sort_keys=False, allow_unicode=True, default_flow_style=False, width=110)
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
@@ -47,14 +55,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def guess_config(seed, raw: dict) -> dict:
+def guess_config(seed, raw: dict, *, all_strings: bool = False) -> dict:
     """The seed mapping with ``in.parser`` guessed from the first non-empty object of the source."""
     from pipeline.config import S3InputConfig
     from pipeline.errors import SourceError
 
     if not isinstance(seed.input, S3InputConfig):
         raise SourceError("guess reads S3 objects; for a stream list in.parser.columns in the config")
-    from pipeline.formats.guess import SAMPLE_BYTES, guess_csv
+    from pipeline.formats.guess import guess_growing
     from pipeline.sources.aws import client
     from pipeline.sources.s3 import list_objects, read_sample
 
@@ -63,10 +71,11 @@ def guess_config(seed, raw: dict) -> dict:
                                                   pattern=seed.input.path_match_pattern) if o.size > 0), None)
     if sample_object is None:
         raise SourceError(f"no non-empty object under {seed.input.uri} to guess from")
-    sample, complete = read_sample(s3, sample_object, SAMPLE_BYTES)
-    # As embulk guess does, what the seed's in.parser says stays fixed and the rest is guessed with it.
+    # As embulk guess does, what the seed's in.parser says stays fixed and the rest is guessed with it;
+    # the sample grows until it holds enough whole records (a gzip or bzip2 sample is decompressed).
     seed_parser = raw["in"].get("parser") or {}
-    parser = guess_csv(sample, complete=complete, fixed=seed_parser)  # decompresses a gzip or bzip2 sample itself
+    parser = guess_growing(lambda size: read_sample(s3, sample_object, size), fixed=seed_parser,
+                           all_strings=all_strings)
     completed = dict(raw)
     completed["in"] = {**raw["in"], "parser": parser}
     return completed

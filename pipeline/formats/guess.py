@@ -11,7 +11,7 @@ import codecs
 import math
 import re
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -135,6 +135,40 @@ def guess_csv(sample: bytes, *, complete: bool, fixed: Mapping[str, Any] | None 
     parser["columns"] = [_column(name, kind, fmt) for name, (kind, fmt) in zip(names, types, strict=True)]
     # Everything the seed wrote wins, in the seed's place among the guessed keys.
     return {**parser, **fixed}
+
+
+# embulk guess reads 32 KiB; a sample holding fewer whole records than this grows (4x each time) up to the cap.
+MIN_SAMPLE_RECORDS = 16
+MAX_SAMPLE_BYTES = 16 << 20
+
+
+def guess_growing(read: Callable[[int], tuple[bytes, bool]], *, fixed: Mapping[str, Any] | None = None,
+                  all_strings: bool = False) -> dict[str, Any]:
+    """``guess_csv`` on a sample that grows until it holds MIN_SAMPLE_RECORDS whole records (or the object).
+
+    ``read(n)`` returns the object's first ``n`` bytes and whether that is all of it. A first row with
+    a 1 MB field would leave a 32 KiB sample with no whole record: no header, no types.
+    ``all_strings`` is Embulk's csv_all_strings guess: every column a string.
+    """
+    size = SAMPLE_BYTES
+    while True:
+        sample, complete = read(size)
+        parser = guess_csv(sample, complete=complete, fixed=fixed)
+        if complete or size >= MAX_SAMPLE_BYTES or whole_records(sample, parser) >= MIN_SAMPLE_RECORDS:
+            break
+        size = min(size * 4, MAX_SAMPLE_BYTES)
+    if all_strings and not (fixed or {}).get("columns"):
+        parser["columns"] = [{"name": column["name"], "type": "string"} for column in parser["columns"]]
+    return parser
+
+
+def whole_records(sample: bytes, parser: Mapping[str, Any]) -> int:
+    """How many whole records ``sample`` holds when read with ``parser`` (a cut last one does not count)."""
+    data, _ = _decompressed(sample, False)
+    lines = _split_lines(_sample_text(data, parser["charset"], False))
+    options = CsvOptions(delimiter=parser["delimiter"], quote=parser.get("quote"), escape=parser.get("escape"),
+                         null_string=parser.get("null_string"), newline=parser["newline"])
+    return len(_good_rows(_without_cut_record(lines, options), options))
 
 
 def _column(name: str, kind: str, fmt: str | None) -> dict[str, str]:

@@ -216,13 +216,61 @@ _ISO_TIMESTAMP = re.compile(
 
 @functools.lru_cache(maxsize=256)
 def compile_timestamp_format(format: str) -> re.Pattern[str]:
-    """A regular expression for an Embulk (Ruby strptime) timestamp format; ValueError if unsupported."""
+    """A regular expression for an Embulk timestamp format; ValueError if unsupported.
+
+    Ruby ``strptime`` directives (``%Y-%m-%d %H:%M:%S %z``), or Embulk's ``java:`` formats
+    (``java:yyyy-MM-dd HH:mm:ss XXX``, java.time's DateTimeFormatter letters).
+    """
     pieces: list[str] = []
-    _append_pattern(format, format, pieces)
+    ruby = java_to_ruby(format[len("java:"):]) if format.startswith("java:") else format
+    _append_pattern(ruby, format, pieces)
     try:
         return re.compile("".join(pieces), re.IGNORECASE)
     except re.error as exc:
         raise ValueError(f"timestamp format {format!r} cannot be used: {exc}") from None
+
+
+# java.time letters (by the length of their run) and the strptime directive each reads as.
+_JAVA_LETTERS: dict[str, dict[int, str] | str] = {
+    "y": {1: "%Y", 2: "%y", 4: "%Y"}, "u": {1: "%Y", 2: "%y", 4: "%Y"},
+    "M": {1: "%m", 2: "%m", 3: "%b", 4: "%B"}, "L": {1: "%m", 2: "%m", 3: "%b", 4: "%B"},
+    "d": {1: "%d", 2: "%d"}, "D": {1: "%j", 2: "%j", 3: "%j"},
+    "H": {1: "%H", 2: "%H"}, "k": {1: "%H", 2: "%H"}, "h": {1: "%I", 2: "%I"}, "K": {1: "%I", 2: "%I"},
+    "m": {1: "%M", 2: "%M"}, "s": {1: "%S", 2: "%S"}, "a": "%p",
+    "E": {1: "%a", 2: "%a", 3: "%a", 4: "%A"},
+    "X": "%z", "x": "%z", "Z": "%z", "O": "%z", "z": "%Z", "V": "%Z",
+}
+
+
+def java_to_ruby(pattern: str) -> str:
+    """A java.time DateTimeFormatter pattern as the strptime directives that read the same text."""
+    out: list[str] = []
+    index = 0
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "'":
+            end = pattern.find("'", index + 1)
+            if end < 0:
+                raise ValueError(f"java format {pattern!r} has an unclosed quote")
+            literal = pattern[index + 1:end] or "'"
+            out.append(literal.replace("%", "%%"))
+            index = end + 1
+            continue
+        run = len(pattern) - len(pattern[index:].lstrip(char)) - index if char.isalpha() else 1
+        if not char.isalpha():
+            out.append("%%" if char == "%" else char)
+        elif char == "S":
+            out.append(f"%{run}N")
+        elif char in _JAVA_LETTERS:
+            table = _JAVA_LETTERS[char]
+            directive = table if isinstance(table, str) else table.get(min(run, max(table)))
+            if directive is None:
+                raise ValueError(f"java format {pattern!r}: {char * run} is not supported")
+            out.append(directive)
+        else:
+            raise ValueError(f"java format {pattern!r}: the letter {char!r} is not supported")
+        index += run
+    return "".join(out)
 
 
 def _append_pattern(format: str, whole: str, pieces: list[str]) -> None:

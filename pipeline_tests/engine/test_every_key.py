@@ -104,6 +104,7 @@ S3: dict[str, dict[str, Any]] = {
     "exec.retries": {"exec.retries": 1},
     "exec.retry_wait": {"exec.retry_wait": "5m"},
     "exec.min_output_tasks": {"exec.min_output_tasks": 8},
+    "exec.guess_plugins": {"exec.guess_plugins": ["csv_all_strings"]},
     "out": {"out.type": "postgresql"},
     "out.type": {"out.type": "postgresql", "out.table_properties": None},
     "out.url": {"out.url": "postgresql://v:w@127.0.0.1:5432/other"},

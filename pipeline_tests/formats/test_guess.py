@@ -378,3 +378,42 @@ def test_seed_columns_are_kept_as_written():
     columns = [{"name": "code", "type": "string"}, {"name": "n", "type": "string"}]
     guessed = guess_csv(b"code,n\n007,1\n008,2\n", complete=True, fixed={"columns": columns})
     assert guessed["columns"] == columns
+
+
+# -- the sample grows; csv_all_strings ----------------------------------------------------------------------------
+
+def reader_of(data: bytes, asked: list[int]):
+    def read(size: int) -> tuple[bytes, bool]:
+        asked.append(size)
+        return data[:size], size >= len(data)
+
+    return read
+
+
+def test_a_first_row_with_a_one_megabyte_field_does_not_break_header_or_type_detection():
+    from pipeline.formats.guess import guess_growing
+
+    data = (b"id,note,amount\n1," + b"x" * (1 << 20) + b",10\n"
+            + b"".join(b"%d,short,%d\n" % (i, i * 10) for i in range(2, 40)) + b"x" * (64 << 20 >> 8))
+    asked: list[int] = []
+    guessed = guess_growing(reader_of(data, asked))
+    assert [(c["name"], c["type"]) for c in guessed["columns"]] == [("id", "long"), ("note", "string"),
+                                                                    ("amount", "long")]
+    assert guessed["skip_header_lines"] == 1
+    assert asked[0] == SAMPLE_BYTES and max(asked) > 1 << 20  # grown past the long row, not read whole
+
+
+def test_a_small_object_is_read_once():
+    from pipeline.formats.guess import guess_growing
+
+    asked: list[int] = []
+    guess_growing(reader_of(b"a,b\n1,2\n", asked))
+    assert asked == [SAMPLE_BYTES]
+
+
+def test_csv_all_strings_types_every_column_as_a_string():
+    from pipeline.formats.guess import guess_growing
+
+    guessed = guess_growing(reader_of(b"id,at\n1,2024-01-01 00:00:00\n2,2024-01-02 00:00:00\n", []),
+                            all_strings=True)
+    assert guessed["columns"] == [{"name": "id", "type": "string"}, {"name": "at", "type": "string"}]

@@ -165,3 +165,29 @@ def test_postgresql_parses_only_iso_like_timestamp_formats_natively(fmt: str | N
 def test_a_long_of_thousands_of_digits_is_out_of_range() -> None:
     with pytest.raises(ValueError, match="not a 64-bit integer: out of range"):
         normalize("9" * 6000, LONG)
+
+
+# -- Embulk's java: formats (java.time DateTimeFormatter letters) ------------------------------------------------
+
+@pytest.mark.parametrize(("fmt", "raw", "expected"), [
+    ("java:yyyy-MM-dd HH:mm:ss", "2024-07-01 09:30:15", "2024-07-01 09:30:15"),
+    ("java:yyyy-MM-dd'T'HH:mm:ss.SSSXXX", "2024-07-01T09:30:15.123+09:00", "2024-07-01 09:30:15.123+09:00"),
+    ("java:EEE, dd MMM yyyy HH:mm:ss Z", "Mon, 01 Jul 2024 09:30:15 +0000", "2024-07-01 09:30:15+00:00"),
+    ("java:dd/MMM/yyyy:HH:mm:ss Z", "01/Jul/2024:09:30:15 -0700", "2024-07-01 09:30:15-07:00"),
+    ("java:yyyyMMdd", "20240701", "2024-07-01 00:00:00"),
+    ("java:h:mm a, d MMMM yyyy", "9:05 PM, 1 July 2024", "2024-07-01 21:05:00"),
+])
+def test_java_formats_read_what_java_time_would(fmt, raw, expected):
+    assert normalize(raw, Column("t", "timestamp", format=fmt)) == expected
+
+
+@pytest.mark.parametrize("fmt", ["java:yyyy-MM-dd G", "java:yyyy-'MM"])
+def test_a_java_letter_we_do_not_read_is_refused(fmt):
+    with pytest.raises(ValueError, match="java format"):
+        normalize("2024-07-01", Column("t", "timestamp", format=fmt))
+
+
+def test_an_out_of_range_date_is_a_refused_value_not_a_rolled_over_one():
+    # java.time (ResolverStyle.STRICT) and Ruby strptime both refuse Feb 30; so does the reader.
+    with pytest.raises(ValueError, match="not a valid date"):
+        normalize("2024-02-30 00:00:00", Column("t", "timestamp", format="%Y-%m-%d %H:%M:%S"))
