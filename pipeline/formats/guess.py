@@ -36,11 +36,6 @@ BOOLEAN_WORDS = frozenset(
 )
 _LONG = re.compile(r"-?(?:0|[1-9][0-9]*)")
 _DOUBLE = re.compile(r"[+-]?(?:NaN|Infinity|(?:[1-9][0-9]*|0)\.[0-9]+(?:[eE][+-]?[0-9]+)?)")
-_TIMESTAMP = re.compile(
-    r"(?P<date>[1-4][0-9]{3}(?P<sep>[-/.])[0-9]{1,2}(?P=sep)[0-9]{1,2}|[1-4][0-9]{3}[01][0-9][0-3][0-9])"
-    r"(?:(?P<T>[ T])[0-9]{1,2}:[0-9]{2}(?P<S>:[0-9]{2}(?:\.(?P<frac>[0-9]{1,9}))?)?"
-    r"(?:(?P<zs> ?)(?P<zone>Z|UTC|GMT|[+-][0-9]{2}(?P<colon>:?)(?:[0-9]{2})?))?)?"
-)
 
 
 def guess_csv(sample: bytes, *, complete: bool, fixed: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -495,20 +490,12 @@ def _is_json_container(value: str) -> bool:
 
 
 def _common_timestamp_format(values: Sequence[str]) -> str | None:
-    formats = set()
-    fraction_digits = 0
-    for value in values:
-        match = _TIMESTAMP.fullmatch(value)
-        if match is None:
-            return None
-        template = _timestamp_template(match)
-        formats.add(template)
-        if len(formats) > 1:
-            return None
-        fraction_digits = max(fraction_digits, len(match.group("frac") or ""))
-    template = formats.pop()
-    # Embulk writes %L for milliseconds and %N for anything finer.
-    fmt = template.replace("{frac}", "%L" if fraction_digits <= 3 else "%N")
+    """Embulk's TimeFormatGuess over the values, kept only when every value reads with it (else: a string)."""
+    from pipeline.formats.timeguess import guess_time_format
+
+    fmt = guess_time_format(values)
+    if fmt is None:
+        return None
     column = Column("guess", "timestamp", fmt)
     for value in values:
         try:
@@ -516,20 +503,6 @@ def _common_timestamp_format(values: Sequence[str]) -> str | None:
         except ValueError:
             return None
     return fmt
-
-
-def _timestamp_template(match: re.Match[str]) -> str:
-    separator = match.group("sep")
-    template = f"%Y{separator}%m{separator}%d" if separator else "%Y%m%d"
-    if match.group("T") is not None:
-        template += match.group("T") + "%H:%M"
-        if match.group("S"):
-            template += ":%S"
-            if match.group("frac"):
-                template += ".{frac}"
-        if match.group("zone"):
-            template += match.group("zs") + ("%:z" if match.group("colon") else "%z")
-    return template
 
 
 def guess_json_columns(records: list[dict[str, Any]]) -> list[dict[str, str]]:

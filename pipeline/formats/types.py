@@ -161,7 +161,8 @@ _MONTH_NAMES = ("january", "february", "march", "april", "may", "june", "july", 
 _WEEKDAYS = "sun|mon|tue|wed|thu|fri|sat"
 _WEEKDAY_NAMES = "sunday|monday|tuesday|wednesday|thursday|friday|saturday"
 _OFFSET = r"[+-][0-9]{2}(?::?[0-9]{2}(?::?[0-9]{2})?)?"
-_ZONE_OFFSET = f"(?P<z>{_OFFSET}|Z|UTC|GMT)"
+# Ruby's %z reads zone names too (UT, GMT, JST ...), as TimeFormatGuess's formats expect.
+_ZONE_OFFSET = f"(?P<z>{_OFFSET}|Z|[A-Za-z]{{2,5}})"
 _ZONE_NAME = f"(?P<z>{_OFFSET}|[A-Za-z][A-Za-z0-9_/+-]*)"
 
 _DIRECTIVES: dict[str, str] = {
