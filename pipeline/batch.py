@@ -588,6 +588,8 @@ class BatchLoad:
             and len(p.delimiter.encode()) == 1
             and p.comment_line_marker is None
             and not p.trim_if_not_quoted
+            # Stray-quote mode reads some well-formed RFC 4180 fields otherwise ("a"",b"): our reader only.
+            and p.quotes_in_quoted_fields == "ACCEPT_ONLY_RFC4180_ESCAPED"
             and not p.allow_extra_columns
             and not p.allow_optional_columns
             and all(postgres_parses_natively(c) for c in p.columns)

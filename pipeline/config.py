@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError
-from pipeline.formats.csv import CsvOptions
+from pipeline.formats.csv import QUOTES_IN_QUOTED_FIELDS, CsvOptions
 from pipeline.schema import COLUMN_TYPES, Column
 
 OUTPUT_TYPES = ("postgresql", "hologres", "redshift")
@@ -685,8 +685,6 @@ def _csv_parser(parent: _Section, require_parser: bool) -> CsvParserConfig | Non
         config = _csv_parser_config(section, require_parser)
     except ValueError as error:  # the reader's own checks of delimiter, quote and escape
         raise ConfigError(section.path, str(error)) from None
-    # Embulk's default: a doubled quote is the only way to write a quote inside quotes (RFC 4180).
-    section.str("quotes_in_quoted_fields", "ACCEPT_ONLY_RFC4180_ESCAPED", choices=("ACCEPT_ONLY_RFC4180_ESCAPED",))
     section.done(refused={
         "line_delimiter_recognized": "records end at LF, CRLF or CR in any mix (Embulk's default when unset)"})
     return config
@@ -708,6 +706,8 @@ def _csv_parser_config(section: _Section, require_parser: bool) -> CsvParserConf
         max_quoted_size_limit=section.int("max_quoted_size_limit", 131072, minimum=1),
         stop_on_invalid_record=section.bool("stop_on_invalid_record", False),
         columns=_columns(section, require=require_parser),
+        quotes_in_quoted_fields=section.str("quotes_in_quoted_fields", QUOTES_IN_QUOTED_FIELDS[0],
+                                            choices=QUOTES_IN_QUOTED_FIELDS),
     )
 
 

@@ -36,6 +36,7 @@ from pipeline.schema import Column
 
 NEWLINES = {"CRLF": "\r\n", "LF": "\n", "CR": "\r"}
 UNCLOSED_QUOTE = "quoted field is not closed before the end of the data"
+QUOTES_IN_QUOTED_FIELDS = ("ACCEPT_ONLY_RFC4180_ESCAPED", "ACCEPT_STRAY_QUOTES_ASSUMING_NO_DELIMITERS_IN_FIELDS")
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,9 @@ class CsvOptions:
     allow_optional_columns: bool = False
     max_quoted_size_limit: int = 131072  # characters of one quoted field, as Embulk counts
     columns: tuple[Column, ...] = ()
+    # Embulk's quotes_in_quoted_fields: RFC 4180 (a quote inside quotes is doubled), or stray quotes
+    # accepted on the assumption that no field holds the delimiter.
+    quotes_in_quoted_fields: str = "ACCEPT_ONLY_RFC4180_ESCAPED"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "columns", tuple(self.columns))
@@ -73,6 +77,12 @@ class CsvOptions:
             raise ValueError("max_quoted_size_limit must be positive")
         if self.comment_line_marker == "":
             raise ValueError("comment_line_marker must not be empty")
+        if self.quotes_in_quoted_fields not in QUOTES_IN_QUOTED_FIELDS:
+            raise ValueError(f"quotes_in_quoted_fields must be one of {', '.join(QUOTES_IN_QUOTED_FIELDS)}")
+        if self.quotes_in_quoted_fields != QUOTES_IN_QUOTED_FIELDS[0] and self.trim_if_not_quoted:
+            # As Embulk's CsvTokenizer.Builder refuses it.
+            raise ValueError(f"quotes_in_quoted_fields {self.quotes_in_quoted_fields} cannot be used with "
+                             "trim_if_not_quoted: true")
 
 
 @dataclass(slots=True)
@@ -302,6 +312,7 @@ def _quoted_parser(options: CsvOptions) -> QuotedParser:
     null_string = options.null_string
     trim = options.trim_if_not_quoted
     limit = options.max_quoted_size_limit
+    stray = options.quotes_in_quoted_fields != QUOTES_IN_QUOTED_FIELDS[0]
     # Embulk writes its newline option's line break wherever a quoted value spans lines.
     line_break = NEWLINES[options.newline]
     special = re.compile("[" + re.escape(quote) + (re.escape(escape) if escape else "") + "]")
@@ -342,6 +353,23 @@ def _quoted_parser(options: CsvOptions) -> QuotedParser:
                         continue
                     at = match.start()
                     following = content[at + 1] if at + 1 < length else ""
+                    if content[at] == quote and stray:
+                        # CsvTokenizer's stray-quote mode: a quote closes only before the delimiter or the
+                        # line's end, and a doubled quote is one only when no delimiter or line end follows.
+                        if following == quote and not _ends_field(content, at + 2, delimiter):
+                            pieces.append(content[position:at + 1])
+                            size += at + 1 - position
+                            position = at + 2
+                            continue
+                        if not _ends_field(content, at + 1, delimiter):
+                            pieces.append(content[position:at + 1])
+                            size += at + 1 - position
+                            position = at + 1
+                            continue
+                        pieces.append(content[position:at])
+                        size += at - position
+                        position = at + 1
+                        break
                     if content[at] == quote:
                         if following == quote:
                             pieces.append(content[position:at + 1])
@@ -387,3 +415,8 @@ def _quoted_parser(options: CsvOptions) -> QuotedParser:
             position = end + len(delimiter)
 
     return parse_quoted
+
+
+def _ends_field(content: str, index: int, delimiter: str) -> bool:
+    """Whether a field can end at ``index`` of a line: at its end, or where the delimiter starts."""
+    return index >= len(content) or content.startswith(delimiter, index)

@@ -303,3 +303,34 @@ def test_a_cr_line_break_at_the_end_of_a_chunk_ends_its_line() -> None:
     # The second chunk, "2,c,d", has no line break of its own to settle the CR.
     results = read(b"1,a,b\r2,c,d", chunk_size=6)
     assert [(r.line, r.raw) for r in results] == [(1, "1,a,b"), (2, "2,c,d")]  # type: ignore[union-attr]
+
+
+# -- quotes_in_quoted_fields (embulk-util-csv TestCsvTokenizer) -----------------------------------------------
+
+STRAY = "ACCEPT_STRAY_QUOTES_ASSUMING_NO_DELIMITERS_IN_FIELDS"
+
+
+def test_rfc4180_mode_refuses_text_after_a_closing_quote():
+    # throwWithQuotesInQuotedFields_ACCEPT_ONLY_RFC4180_ESCAPED
+    (error,) = read(b'"foo"bar"\n', columns=columns("a"))
+    assert isinstance(error, RecordError) and "after the closing quote" in error.message
+
+
+@pytest.mark.parametrize(("data", "expected"), [
+    # parseWithQuotesInQuotedFields_ACCEPT_STRAY_QUOTES_ASSUMING_NO_DELIMITERS_IN_FIELDS
+    (b'"foo"bar"\n', 'foo"bar'),
+    (b'"""embulk"""\n', '"embulk"'),
+    (b'""embul"""k""\n', '"embul""k"'),
+    (b'"a""b"\n', 'a"b'),
+])
+def test_stray_quote_mode_reads_a_quote_as_closing_only_before_a_delimiter_or_the_end(data, expected):
+    assert values(read(data, columns=columns("a"), quotes_in_quoted_fields=STRAY)) == [[expected]]
+
+
+def test_stray_quote_mode_splits_at_the_delimiter_after_a_quote():
+    assert values(read(b'"a"",b"\n', columns=columns("a", "b"), quotes_in_quoted_fields=STRAY)) == [['a"', 'b"']]
+
+
+def test_stray_quote_mode_with_trimming_is_refused_as_embulk_refuses_it():
+    with pytest.raises(ValueError, match="cannot be used with trim_if_not_quoted"):
+        CsvOptions(quotes_in_quoted_fields=STRAY, trim_if_not_quoted=True)
