@@ -170,12 +170,13 @@ _DIRECTIVES: dict[str, str] = {
     "y": r"(?P<y>[0-9]{2})",
     "m": r"(?P<m>[0-9]{1,2})",
     "d": r"(?P<d>[0-9]{1,2})",
-    "e": r" ?(?P<d>[0-9]{1,2})",
+    # Blank-padded: a leading space takes the field's second place, as Ruby's strptime reads it.
+    "e": r"(?P<d> [0-9]|[0-9]{1,2})",
     "j": r"(?P<j>[0-9]{1,3})",
     "H": r"(?P<H>[0-9]{1,2})",
-    "k": r" ?(?P<H>[0-9]{1,2})",
+    "k": r"(?P<H> [0-9]|[0-9]{1,2})",
     "I": r"(?P<I>[0-9]{1,2})",
-    "l": r" ?(?P<I>[0-9]{1,2})",
+    "l": r"(?P<I> [0-9]|[0-9]{1,2})",
     "M": r"(?P<M>[0-9]{1,2})",
     "S": r"(?P<S>[0-9]{1,2})",
     "p": r"(?P<p>[AaPp][Mm])",
@@ -346,7 +347,8 @@ def _timestamp_text(parts: dict[str, str | None]) -> str:
     hour = _hour(parts)
     minute = int(parts.get("M") or 0)
     second = int(parts.get("S") or 0)
-    if minute > 59 or second > 60 or hour > 24 or (hour == 24 and (minute or second or fraction)):
+    # Hour 24 and second 60 roll over into the next day and minute, as Embulk's parsers read them.
+    if minute > 59 or second > 60 or hour > 24:
         raise ValueError("not a valid time of day")
     try:
         if parts.get("j") is not None:
@@ -408,14 +410,17 @@ def _hour(parts: dict[str, str | None]) -> int:
 
 
 def _epoch_text(parts: dict[str, str | None], fraction: str) -> str:
-    if parts.get("s") is not None:
-        seconds, extra = int(parts["s"] or 0), fraction
-    else:
-        millis = int(parts["Q"] or 0)
-        seconds, rest = divmod(millis, 1000)
-        extra = f"{rest:03d}".rstrip("0")
+    """%s or %Q (millis), with a fraction after them adding to it with its sign, as Embulk reads them."""
+    from decimal import Decimal
+
+    raw = parts["s"] if parts.get("s") is not None else parts["Q"] or "0"
+    total = Decimal(int(raw)) / (1 if parts.get("s") is not None else 1000)
+    if fraction:
+        total += (-1 if raw.startswith("-") else 1) * Decimal("0." + fraction)
+    whole = int(total.to_integral_value(rounding="ROUND_FLOOR"))
+    extra = format(total - whole, "f")[2:11].rstrip("0") if total != whole else ""
     try:
-        moment = datetime(1970, 1, 1) + timedelta(seconds=seconds)
+        moment = datetime(1970, 1, 1) + timedelta(seconds=whole)
     except OverflowError:
         raise ValueError("epoch seconds out of range") from None
     return _datetime_text(moment) + ("." + extra if extra else "") + "+00:00"
