@@ -417,3 +417,77 @@ def test_csv_all_strings_types_every_column_as_a_string():
     guessed = guess_growing(reader_of(b"id,at\n1,2024-01-01 00:00:00\n2,2024-01-02 00:00:00\n", []),
                             all_strings=True)
     assert guessed["columns"] == [{"name": "id", "type": "string"}, {"name": "at", "type": "string"}]
+
+
+# -- embulk-guess-csv's own cases (TestCsvGuessPlugin and its resource files; TestSchemaGuess) --------------------
+
+BODY = (b'1,32864,2015-01-27 19:23:49,20150127,embulk\n2,14824,2015-01-27 19:01:23,20150127,embulk jruby\n'
+        b'3,27559,2015-01-28 02:20:02,20150128,"Embulk ""csv"" parser plugin"\n'
+        b'4,11270,2015-01-29 11:54:36,20150129,NULL\n')
+TITLES = b"id,account,time,purchase,comment\n"
+C5 = [("id", "long", None), ("account", "long", None), ("time", "timestamp", "%Y-%m-%d %H:%M:%S"),
+      ("purchase", "timestamp", "%Y%m%d"), ("comment", "string", None)]
+
+
+def shape(parser: dict) -> tuple:
+    return ({key: parser.get(key) for key in ("delimiter", "quote", "escape", "null_string", "skip_header_lines",
+                                              "trim_if_not_quoted")},
+            [(c["name"], c["type"], c.get("format")) for c in parser["columns"]])
+
+
+def unnamed(columns):
+    return [(f"c{i}", kind, fmt) for i, (_, kind, fmt) in enumerate(columns)]
+
+
+@pytest.mark.parametrize(("sample", "keys", "columns"), [
+    # testSimple (test_simple.csv)
+    (TITLES + BODY, {"delimiter": ",", "quote": '"', "escape": '"', "null_string": "NULL", "skip_header_lines": 1,
+                     "trim_if_not_quoted": False}, C5),
+    # suggestSemicolonAsDelimiter
+    ((TITLES + BODY).replace(b",", b";"), {"delimiter": ";", "quote": '"', "escape": '"', "null_string": "NULL",
+                                           "skip_header_lines": 1, "trim_if_not_quoted": False}, C5),
+    # suggestTabAsDelimiter: quotes inside unquoted fields, so no quoting and no escape
+    (BODY.replace(b",", b"\t").replace(b'"Embulk ""csv"" parser plugin"', b'Embulk "csv" parser plugin'),
+     {"delimiter": "\t", "quote": None, "escape": None, "null_string": "NULL", "skip_header_lines": 0,
+      "trim_if_not_quoted": False}, unnamed(C5)),
+    # suggestSingleQuoteAsQuote
+    (TITLES + BODY.replace(b'"Embulk ""csv"" parser plugin"', b"'Embulk \"'csv\"' parser plugin'"),
+     {"delimiter": ",", "quote": "'", "escape": '"', "null_string": "NULL", "skip_header_lines": 1,
+      "trim_if_not_quoted": False}, C5),
+    # suggestBackslashAsEscape
+    (TITLES + BODY.replace(b'"Embulk ""csv"" parser plugin"', b'"Embulk \\"csv\\" parser plugin"'),
+     {"delimiter": ",", "quote": '"', "escape": "\\", "null_string": "NULL", "skip_header_lines": 1,
+      "trim_if_not_quoted": False}, C5),
+    # testFor1Rows, testFor1RowsAndHeader, testFor1RowsWithTrimNeeded
+    (BODY.split(b"\n")[0] + b"\n", {"skip_header_lines": 0}, unnamed(C5)),
+    (TITLES + BODY.split(b"\n")[0] + b"\n", {"skip_header_lines": 1}, C5),
+    (b" 1 , 32864 ,2015-01-27 19:23:49, 20150127 , embulk\n", {"trim_if_not_quoted": True}, unnamed(C5)),
+    # testHeader, single columns, testDoubleSingleColumn, testMergeTimeFormats
+    (b'id,name\n12,"S""""am"\n23,Who\n34,Bar\n45,Baz\n56,Qux\n', {"skip_header_lines": 1},
+     [("id", "long", None), ("name", "string", None)]),
+    (b"1\n2\n3\n4\n", {"skip_header_lines": 0}, [("c0", "long", None)]),
+    (b"id\n1\n2\n3\n4\n", {"skip_header_lines": 1}, [("id", "long", None)]),
+    (b"ac97447f-146c-4d6c-914e-c283bb165804\n", {"skip_header_lines": 0}, [("c0", "string", None)]),
+    (b"1.01\n-1.01\n+1.02\n10.001\n1.234e+5\n2.345e-6\nNaN\n+NaN\n-NaN\nInfinity\n+Infinity\n-Infinity\n",
+     {"skip_header_lines": 0}, [("c0", "double", None)]),
+    (b'time,name\n2021-12-1 24:30:30,"foo bar"\n2021-12-1  4:30:30,foo\n2021-12-1 24:30:30,bar\n'
+     b'2021-12-1 24:30:30,baz\n', {"skip_header_lines": 1},
+     [("time", "timestamp", "%Y-%m-%d %k:%M:%S"), ("name", "string", None)]),
+])
+def test_embulk_guess_csv_resource_cases(sample, keys, columns):
+    got_keys, got_columns = shape(guess_csv(sample, complete=True))
+    assert {key: got_keys[key] for key in keys} == keys
+    assert got_columns == columns
+
+
+@pytest.mark.parametrize(("values", "expected"), [
+    # TestSchemaGuess: testCoalesce1, testCoalesce2, testCoalesce4SoLong, testCoalesce5TimestampNullFormat
+    (["20160101", "20160101"], ("timestamp", "%Y%m%d")),
+    (["20160101", "20160101", "12345678"], ("long", None)),
+    (["9223372036854775807"] * 3, ("long", None)),
+    (["2016-01-01T12:34:56", "2016-03-04T12:34:56"], ("timestamp", "%Y-%m-%dT%H:%M:%S")),
+])
+def test_embulk_schema_guess_coalesces_as_its_tests_say(values, expected):
+    from pipeline.formats.guess import value_type
+
+    assert value_type(values) == expected
