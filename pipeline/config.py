@@ -120,7 +120,7 @@ class S3InputConfig:
     last_modified_time: datetime | None = None  # use_modified_time: objects modified before this are not listed
     skip_glacier_objects: bool = False  # else an object in Glacier stops the listing, as in Embulk
 
-    def wanted(self, key: str, last_modified: datetime, storage_class: str | None = None) -> bool:
+    def wanted(self, key: str, last_modified: datetime) -> bool:
         """Whether a listed object is one of this input's, before path_match_pattern."""
         if self.path is not None and key != self.path:
             return False

@@ -7,7 +7,7 @@ same attempt twice, and the ledger makes a retry of an object that did load mean
 """
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -134,6 +134,3 @@ def _launched(instance: dg.DagsterInstance, sensor_name: str, run_key: str) -> b
     return bool(instance.get_run_records(
         filters=dg.RunsFilter(tags={RUN_KEY_TAG: run_key, SENSOR_NAME_TAG: sensor_name}), limit=1))
 
-
-def keys_of(requests: Iterable[dg.RunRequest]) -> list[str]:
-    return [request.partition_key for request in requests if request.partition_key is not None]

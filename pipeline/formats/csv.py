@@ -353,28 +353,18 @@ def _quoted_parser(options: CsvOptions) -> QuotedParser:
                         continue
                     at = match.start()
                     following = content[at + 1] if at + 1 < length else ""
-                    if content[at] == quote and stray:
-                        # CsvTokenizer's stray-quote mode: a quote closes only before the delimiter or the
-                        # line's end, and a doubled quote is one only when no delimiter or line end follows.
-                        if following == quote and not _ends_field(content, at + 2, delimiter):
+                    if content[at] == quote:
+                        # A doubled quote is one quote; in CsvTokenizer's stray-quote mode only when no delimiter
+                        # or line end follows the pair, and a quote closes only before the delimiter or line end.
+                        if following == quote and not (stray and _ends_field(content, at + 2, delimiter)):
                             pieces.append(content[position:at + 1])
                             size += at + 1 - position
                             position = at + 2
                             continue
-                        if not _ends_field(content, at + 1, delimiter):
+                        if stray and not _ends_field(content, at + 1, delimiter):
                             pieces.append(content[position:at + 1])
                             size += at + 1 - position
                             position = at + 1
-                            continue
-                        pieces.append(content[position:at])
-                        size += at - position
-                        position = at + 1
-                        break
-                    if content[at] == quote:
-                        if following == quote:
-                            pieces.append(content[position:at + 1])
-                            size += at + 1 - position
-                            position = at + 2
                             continue
                         pieces.append(content[position:at])
                         size += at - position

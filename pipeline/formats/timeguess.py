@@ -58,8 +58,6 @@ class Match:
             return self.fixed
         d = self.delimiter
         date = {"YMD": f"%Y{d}%m{d}%d", "MDY": f"%m{d}%d{d}%Y", "DMY": f"%d{d}%m{d}%Y"}[self.order]
-        if "day" in self.parts:
-            date = date.replace("%d", self.parts["day"])
         text = date
         if "hour" in self.parts:
             text += self.parts["dt"] + self.parts["hour"]
@@ -100,11 +98,7 @@ def _guess_pattern(value: str) -> Match | None:
             continue
         rest = value[date.end():]
         parts: dict[str, str] = {}
-        day = date.group("day")
-        parts["day"] = "%d"
         time = _TIME.match(rest) if rest else None
-        if time is not None and not date.group("d") and time.group("dt") == "":
-            time = None
         if time is not None:
             parts["dt"] = time.group("dt")
             hour = time.group("hour")
@@ -132,8 +126,6 @@ def _guess_pattern(value: str) -> Match | None:
         shape = ("guess", "MDY" if order == "DMY" else order, date.group("d"), tuple(
             (key, parts[key]) for key in ("dt", "td", "fd", "zone_space") if key in parts),
             tuple(key for key in ("hour", "minute", "second") if key in parts), zone_colon is not None)
-        if day.startswith(" "):
-            parts["day"] = "%e"
         return Match(shape=shape, order=order, delimiter=date.group("d"), parts=parts,
                      fraction_digits=len(time.group("frac") or "") if time is not None else 0,
                      zone_colon=zone_colon)
@@ -153,13 +145,12 @@ def guess_time_format(values: Iterable[str]) -> str | None:
     winner = max(groups.values(), key=len)  # the largest group; the first found on a tie
     merged = winner[0]
     for other in winner[1:]:
-        merged.fraction_digits = merged.fraction_digits or other.fraction_digits
         if merged.zone_colon is None:
             merged.zone_colon = other.zone_colon
         if merged.parts.get("hour") == "%H" and other.parts.get("hour") == "%k":
             merged.parts["hour"] = "%k"
     if merged.order == "MDY" and any(m.order == "DMY" for m in winner):
         merged.order = "DMY"  # a value that can only be day-month-year says the others are too
-    if merged.fixed is None and any(m.fraction_digits > 3 for m in winner):
-        merged.fraction_digits = max(m.fraction_digits for m in winner)
+    # The widest fraction, so %N where any value has more than milliseconds.
+    merged.fraction_digits = max(m.fraction_digits for m in winner)
     return merged.format()

@@ -113,7 +113,8 @@ def test_an_object_loaded_meanwhile_by_pipeline_run_is_not_run_again(book_order,
         s3.delete_object(Bucket=pipeline.bucket, Key=key)
         assert not launch(pipeline, only(first), instance).success
         put_objects(s3, pipeline.bucket, {key: body})
-        BatchLoad(pipeline.pipeline.resolve()).run()
+        assert only(tick(pipeline, first.cursor, instance=instance)).tags[runs.ATTEMPT_TAG] == "2"  # due, until...
+        BatchLoad(pipeline.pipeline.resolve()).run()  # ...the CLI loads it
 
         after = tick(pipeline, first.cursor, instance=instance)
 
