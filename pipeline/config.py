@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -234,13 +234,74 @@ class PipelineConfig:
 # --------------------------------------------------------------------------- loading
 
 
-def load(path: str | Path, *, require_parser: bool = True, environ: Mapping[str, str] | None = None
-         ) -> PipelineConfig:
-    """Read, interpolate and validate the config file at ``path``."""
+def load(path: str | Path, *, require_parser: bool = True, environ: Mapping[str, str] | None = None,
+         section: Sequence[str] = (), name: str | None = None) -> PipelineConfig:
+    """Read, interpolate and validate the config file at ``path``.
+
+    ``section`` is where the config sits in the file when it is not the whole document (a component's
+    ``attributes.config`` in its ``defs.yaml``). A ConfigError names the line of the bad key.
+    """
     path = Path(path)
     text = read_text(path, os.environ if environ is None else environ)
-    raw = load_yaml(text, str(path))
-    return parse(raw, name=_name_from_path(path), path=path, require_parser=require_parser, environ=environ)
+    raw: Any = load_yaml(text, str(path)) if not section else _load_any(text, str(path))
+    for index, key in enumerate(section):
+        raw = raw.get(key) if isinstance(raw, Mapping) else None
+        if raw is None:
+            raise ConfigError("", f"{path} has no {'.'.join(section[:index + 1])} mapping")
+    if not isinstance(raw, Mapping):
+        raise ConfigError("", f"{path}: {'.'.join(section)} must be a mapping with 'in' and 'out' keys")
+    try:
+        return parse(raw, name=name or _name_from_path(path), path=path, require_parser=require_parser,
+                     environ=environ)
+    except ConfigError as error:
+        line = line_of(text, [*section, *_path_parts(error.path)]) if error.path else None
+        if line is None or error.located:
+            raise
+        error.located = f"{path}, line {line}"
+        error.args = (f"{error.args[0]} ({error.located})",)
+        raise
+
+
+def _load_any(text: str, origin: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError("", f"{origin} is not valid YAML{where}: {getattr(error, 'problem', error)}") from None
+
+
+def _path_parts(path: str) -> list[str | int]:
+    """``in.parser.columns[2].type`` as ``['in', 'parser', 'columns', 2, 'type']``."""
+    parts: list[str | int] = []
+    for piece in re.findall(r"[^.\[\]]+|\[\d+\]", path):
+        parts.append(int(piece[1:-1]) if piece.startswith("[") else piece)
+    return parts
+
+
+def line_of(text: str, parts: Sequence[str | int]) -> int | None:
+    """The 1-based line of the key at ``parts`` in the YAML ``text``, or of the deepest part of it that exists."""
+    import yaml
+
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for part in parts:
+        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+            match = next(((k, v) for k, v in node.value if getattr(k, "value", None) == part), None)
+            if match is None:
+                break
+            line, node = match[0].start_mark.line + 1, match[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
 
 
 def read_text(path: Path, environ: Mapping[str, str]) -> str:
@@ -366,6 +427,12 @@ def _interpolate_string(text: str, environ: Mapping[str, str], path: str) -> str
 
     text = _LIQUID.sub(lambda m: replace(m, 3), text)
     return _SHELL.sub(lambda m: replace(m, 2), text)
+
+
+def parse_duration(value: object, where: str) -> float:
+    """A duration (``90s``, ``15m``, ``2h``, ``1d`` or seconds) given outside a config; ``where`` names it."""
+    parent, _, key = where.rpartition(".")
+    return _Section({key: value}, parent).duration(key, None)
 
 
 def _name_from_path(path: Path) -> str:

@@ -156,6 +156,19 @@ def output_columns(columns: Sequence[Column], filters: Sequence[Filter]) -> list
     return out
 
 
+def lineage(columns: Sequence[Column], filters: Sequence[Filter]) -> dict[str, list[str]]:
+    """Which source columns each output column comes from, through ``filters`` (a uuid comes from none)."""
+    sources: dict[str, list[str]] = {c.name: [c.name] for c in columns}
+    for item in filters:
+        if isinstance(item, AddUuid):
+            sources[item.column] = []
+        elif isinstance(item, DropFields):
+            sources = {name: deps for name, deps in sources.items() if name not in item.fields}
+        elif isinstance(item, Rename):
+            sources = {item.renames.get(name, name): deps for name, deps in sources.items()}
+    return sources
+
+
 def apply(filters: Sequence[Filter], record: dict[str, Any], identity: str) -> dict[str, Any]:
     """Run ``filters`` on ``record`` in place and return it."""
     for item in filters:

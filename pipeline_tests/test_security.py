@@ -425,7 +425,7 @@ def test_dagster_runs_store_no_secret(leak: Leak, stack: Any, monkeypatch: pytes
                                       capfd: pytest.CaptureFixture[str]):
     import dagster as dg
 
-    from pipeline.defs.factory import build_definitions, read_pipeline
+    from pipeline.orchestration.factory import build_definitions, read_pipeline
 
     for name, value in leak.environ().items():
         monkeypatch.setenv(name, value)

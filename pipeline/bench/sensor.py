@@ -149,8 +149,8 @@ def _dagster_sensor(bench: Bench, section: Section, bucket: str) -> Callable[[st
     try:
         import dagster as dg
 
-        from pipeline.defs import sensors
-        from pipeline.defs.factory import build_definitions
+        from pipeline.orchestration import sensors
+        from pipeline.orchestration.factory import build_definitions
     except ImportError as error:
         section.notes.append(f"Dagster sensor not timed: {error}")
         return None

@@ -384,7 +384,7 @@ def _sensor_latency(bench: Bench, section: Section) -> None:
 
 
 def _sensor_interval() -> float:
-    from pipeline.defs.streams import MINIMUM_INTERVAL_SECONDS
+    from pipeline.orchestration.streams import MINIMUM_INTERVAL_SECONDS
 
     return MINIMUM_INTERVAL_SECONDS
 

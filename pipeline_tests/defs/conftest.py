@@ -16,7 +16,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from pipeline.defs.factory import DEFAULT_CONFIG_DIR, Pipeline, build_definitions, read_pipeline
+from pipeline.orchestration.factory import DEFAULT_CONFIG_DIR, Pipeline, build_definitions, read_pipeline
 
 HEADER = "order_id,user_id,book_id,book_name,order_cnt,order_amt\n"
 

@@ -29,7 +29,8 @@ def materialize_with_all_checks(book_order: Any, key: str, instance: dg.DagsterI
 
 
 def materialized(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
-    (event,) = result.get_asset_materialization_events()
+    """The table's materialization (a load that rejects records also materializes ``<table>_rejected``)."""
+    (event,) = [e for e in result.get_asset_materialization_events() if not e.asset_key.path[-1].endswith("_rejected")]
     return {name: value.value for name, value in event.materialization.metadata.items()}
 
 
@@ -147,6 +148,10 @@ def test_rejected_records_are_accounted_for_by_the_object_check(book_order, s3, 
     check = checks(result)["rows_accounted_for"]
     assert check.passed
     assert check.metadata["rejected_table_rows"].value == 2
+    # The rejected table is an asset of its own, materialized for the partition by the load that rejected.
+    (rejected,) = [e for e in result.get_asset_materialization_events() if e.asset_key.path[-1].endswith("_rejected")]
+    assert rejected.partition == key
+    assert rejected.materialization.metadata["dagster/row_count"].value == 2
 
 
 def test_the_object_check_fails_when_rejected_records_went_missing(book_order, s3, hologres):

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 import dagster as dg
 import pytest
 
-from pipeline.defs.factory import DEFAULT_CONFIG_DIR, build_definitions
+from pipeline.orchestration.factory import DEFAULT_CONFIG_DIR, build_definitions
 from pipeline_tests.defs.conftest import orders_csv, put_objects
 
 pytestmark = pytest.mark.stack

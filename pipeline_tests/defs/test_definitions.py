@@ -11,8 +11,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from pipeline.defs.factory import DEFAULT_CONFIG_DIR, build_definitions
 from pipeline.errors import ConfigError
+from pipeline.orchestration.factory import DEFAULT_CONFIG_DIR, build_definitions
 from pipeline_tests.defs.conftest import book_order_document, write_pipeline
 
 SECRETS = ("HOLOGRES_URL", "REDSHIFT_URL", "PIPELINE_BUCKET", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
@@ -62,8 +62,8 @@ def test_the_table_asset_says_what_it_is_in_the_ui(shipped):
 
 
 def test_the_objects_are_an_external_asset_partitioned_by_object_key(shipped):
-    spec = shipped.resolve_assets_def("book_order_objects").specs
-    (objects,) = spec
+    specs = shipped.resolve_assets_def("book_order_objects").specs
+    (objects,) = [spec for spec in specs if spec.key == dg.AssetKey("book_order_objects")]
 
     assert objects.kinds == {"s3"}
     assert objects.partitions_def == dg.DynamicPartitionsDefinition(name="book_order_objects")

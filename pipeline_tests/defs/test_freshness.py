@@ -9,7 +9,7 @@ import dagster as dg
 import pytest
 
 from pipeline.batch import BatchLoad
-from pipeline.defs.freshness import FRESHNESS_CHECK, judge, sensor_interval, span
+from pipeline.orchestration.freshness import FRESHNESS_CHECK, judge, sensor_interval, span
 from pipeline_tests.defs.conftest import orders_csv, put_objects
 
 pytestmark = pytest.mark.stack
@@ -101,7 +101,7 @@ def sensor_stream_with(stack: Any, kinesis: Any, tmp_path: Any) -> Any:
 
     class Stream(SensorStream):
         def config(self) -> Any:
-            from pipeline.defs.factory import read_pipeline
+            from pipeline.orchestration.factory import read_pipeline
 
             return read_pipeline(self.directory / f"{self.name}.yml").resolve()
 

@@ -14,7 +14,7 @@ import dagster as dg
 import pytest
 
 from pipeline.batch import BatchLoad
-from pipeline.defs import runs
+from pipeline.orchestration import runs
 from pipeline_tests.defs.conftest import orders_csv, put_objects
 from pipeline_tests.defs.test_sensors import tick
 

@@ -20,7 +20,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pipeline.defs.sensors import Cursor
+from pipeline.orchestration.sensors import Cursor
 from pipeline.sources.s3 import list_objects
 from pipeline.warehouse import state
 from pipeline.warehouse.dialects import LEDGER_TABLE, dialect_for

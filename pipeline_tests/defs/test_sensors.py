@@ -9,7 +9,7 @@ import dagster as dg
 import pytest
 
 from pipeline.batch import BatchLoad
-from pipeline.defs import sensors
+from pipeline.orchestration import sensors
 from pipeline_tests.defs.conftest import delete_objects, orders_csv, put_objects
 
 pytestmark = pytest.mark.stack

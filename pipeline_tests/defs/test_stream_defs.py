@@ -13,7 +13,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from pipeline.defs.factory import DEFAULT_CONFIG_DIR, build_definitions
+from pipeline.orchestration.factory import DEFAULT_CONFIG_DIR, build_definitions
 from pipeline_tests.defs.conftest import write_pipeline
 
 

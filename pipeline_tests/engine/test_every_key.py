@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from pipeline import config
-from pipeline.defs.factory import DEFAULT_CONFIG_DIR
 from pipeline.errors import ConfigError
+from pipeline.orchestration.factory import DEFAULT_CONFIG_DIR
 
 ENV = {"HOLOGRES_URL": "postgresql://u:p@127.0.0.1:5432/h", "REDSHIFT_URL": "postgresql://u:p@127.0.0.1:5439/r",
        "PIPELINE_BUCKET": "b", "PIPELINE_STREAM": "s", "PIPELINE_KMS_KEY": "alias/k", "REDSHIFT_IAM_ROLE": "arn:r"}

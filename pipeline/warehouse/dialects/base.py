@@ -113,6 +113,18 @@ class Dialect:
     def text(self) -> str:
         return self.types["string"]
 
+    # The rejected table's columns and what they hold, as the Dagster asset of it describes them.
+    REJECTED_COLUMNS = (
+        ("pipeline", "text", "the pipeline that refused the record"),
+        ("source", "text", "s3://bucket/key of the object, or stream/shard"),
+        ("line_number", "bigint", "the record's first physical line in the object"),
+        ("sequence_number", "text", "the Kinesis record's sequence number"),
+        ("column_name", "text", "the column whose value was refused, when one was"),
+        ("raw_record", "text", "the record as it was read"),
+        ("error", "text", "why it was refused"),
+        ("rejected_at", "timestamp with time zone", "when"),
+    )
+
     def rejected_table(self, schema: str, table: str) -> sql.Composed:
         return sql.SQL(
             "CREATE TABLE IF NOT EXISTS {} ("

@@ -21,6 +21,9 @@ SENSOR_NAME_TAG = "dagster/sensor_name"
 PARTITION_TAG = "dagster/partition"
 ETAG_TAG = "pipeline/etag"
 ATTEMPT_TAG = "pipeline/attempt"
+# The sensor retries the runs it launched (exec.retries, with a doubling wait); dagster.yaml's run_retries,
+# for runs launched otherwise (automation conditions, the UI), must not retry those a second time.
+NO_RUN_RETRIES = {"dagster/max_retries": "0"}
 # Failed runs older than every wait plus this are no longer looked at.
 HORIZON_AFTER_LAST_WAIT = timedelta(days=1)
 MAX_FAILED_RUNS_PER_TICK = 500
@@ -46,7 +49,7 @@ def object_run_key(key: str, etag: str, attempt: int = 1) -> str:
 
 
 def object_tags(etag: str, attempt: int = 1) -> dict[str, str]:
-    return {ETAG_TAG: etag, ATTEMPT_TAG: str(attempt)}
+    return {ETAG_TAG: etag, ATTEMPT_TAG: str(attempt), **NO_RUN_RETRIES}
 
 
 @dataclass

@@ -12,20 +12,27 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import dagster as dg
+import yaml
 
 from pipeline import config as pipeline_config
 from pipeline.config import KinesisInputConfig, PipelineConfig, S3InputConfig
 from pipeline.errors import ConfigError
+from pipeline.orchestration.translation import PipelineTranslator, Translation, check_names, freshness_policy
 
 log = logging.getLogger(__name__)
 
 CONFIG_DIR_VARIABLE = "PIPELINE_CONFIG_DIR"
-DEFAULT_CONFIG_DIR = Path(__file__).resolve().parents[2] / "pipelines"
+# Configs are the project's, never the installed package's: $PIPELINE_CONFIG_DIR, else pipelines/ in the
+# directory Dagster runs from (the project directory: dg, `dagster dev` and workspace.yaml start there).
+DEFAULT_CONFIG_DIR = Path("pipelines")
+# How an S3 pipeline's loads are launched: the object sensor requests a run per new object, or it only
+# registers the objects and the table's automation condition launches the loads.
+TRIGGERS = ("sensor", "automation")
 # The run tag the QueuedRunCoordinator limits concurrency by (dagster.yaml), one value per warehouse.
 WAREHOUSE_TAG = "pipeline/warehouse"
 
@@ -47,22 +54,38 @@ class Pipeline:
     warehouse: str  # names the target in run tags, pools and resource keys
     sweep: bool  # in.incremental: false, so the sensor also sweeps the prefix for changed objects
     stream_mode: str = "micro_batch"  # a Kinesis pipeline's STREAM_MODES entry (see stream_mode_of)
+    translation: Translation = field(default_factory=Translation)
+    keys: Mapping[str, dg.AssetKey] = field(default_factory=dict)  # by role, from the translator
+    trigger: str = "sensor"  # an S3 pipeline's TRIGGERS entry
+    section: tuple[str, ...] = ()  # where the config sits in ``path`` (a component's attributes.config)
+    default_name: str | None = None  # the name when the config sets none: the component's, else the file's
 
     @property
     def name(self) -> str:
         return self.config.name
 
+    def key(self, role: str) -> dg.AssetKey:
+        return self.keys.get(role) or PipelineTranslator().get_asset_key(self, role)
+
     @property
     def objects_key(self) -> dg.AssetKey:
-        return dg.AssetKey(f"{self.name}_objects")
+        return self.key("objects")
 
     @property
     def stream_key(self) -> dg.AssetKey:
-        return dg.AssetKey(f"{self.name}_stream")
+        return self.key("stream")
 
     @property
     def table_key(self) -> dg.AssetKey:
-        return dg.AssetKey(self.name)
+        return self.key("table")
+
+    @property
+    def rejected_key(self) -> dg.AssetKey:
+        return self.key("rejected")
+
+    @property
+    def freshness_policy(self) -> dg.FreshnessPolicy:
+        return freshness_policy(self.translation, self.config.exec.expect_within)
 
     @property
     def partitions_name(self) -> str:
@@ -78,7 +101,7 @@ class Pipeline:
 
     @property
     def pool(self) -> str:
-        return f"warehouse/{self.warehouse}"
+        return self.translation.pool or f"warehouse/{self.warehouse}"
 
     @property
     def run_tags(self) -> dict[str, str]:
@@ -93,7 +116,7 @@ class Pipeline:
         environ: dict[str, str] = dict(os.environ)
         if conninfo is not None and self.conninfo_variable:
             environ[self.conninfo_variable] = conninfo
-        resolved = pipeline_config.load(self.path, environ=environ)
+        resolved = self._load(environ)
         if conninfo is not None and not self.conninfo_variable:
             resolved = replace(resolved, output=replace(resolved.output, conninfo=conninfo))
         return resolved
@@ -106,11 +129,14 @@ class Pipeline:
         environ: dict[str, str] = dict(os.environ)
         if self.conninfo_variable and self.conninfo_variable not in environ:
             environ[self.conninfo_variable] = _PLACEHOLDERS[0].format(name=self.conninfo_variable)
-        return pipeline_config.load(self.path, environ=environ)
+        return self._load(environ)
+
+    def _load(self, environ: Mapping[str, str]) -> PipelineConfig:
+        return pipeline_config.load(self.path, environ=environ, section=self.section, name=self.default_name)
 
 
 def config_dir() -> Path:
-    return Path(os.environ.get(CONFIG_DIR_VARIABLE) or DEFAULT_CONFIG_DIR)
+    return Path(os.environ.get(CONFIG_DIR_VARIABLE) or DEFAULT_CONFIG_DIR).absolute()
 
 
 def discover(directory: Path | None = None) -> list[Pipeline]:
@@ -129,13 +155,19 @@ def discover(directory: Path | None = None) -> list[Pipeline]:
     return list(pipelines.values())
 
 
-def read_pipeline(path: Path) -> Pipeline:
-    """Read ``path`` for its structure, without failing on unset environment variables."""
+def read_pipeline(path: Path, *, section: Sequence[str] = (), name: str | None = None) -> Pipeline:
+    """Read ``path`` for its structure, without failing on unset environment variables.
+
+    ``section`` and ``name`` as for ``pipeline.config.load``: a component's inline config and its name.
+    """
     text = path.read_text(encoding="utf-8")
-    structure = _load_structure(path, text)
+    structure = _load_structure(path, text, tuple(section), name)
     unset = pipeline_config.unset_variables(text, os.environ)
     placeholders = {name: _PLACEHOLDERS[0].format(name=name) for name in unset}
-    raw = pipeline_config.load_yaml(pipeline_config.read_text(path, {**os.environ, **placeholders}), str(path))
+    raw: object = yaml.safe_load(pipeline_config.read_text(path, {**os.environ, **placeholders}))
+    for key in section:
+        raw = raw.get(key) if isinstance(raw, Mapping) else None
+    raw = raw if isinstance(raw, Mapping) else {}
     output = raw.get("out") if isinstance(raw.get("out"), Mapping) else {}
     variable = pipeline_config.sole_variable(output.get("url"))
     return Pipeline(
@@ -145,6 +177,8 @@ def read_pipeline(path: Path) -> Pipeline:
         warehouse=_warehouse_name(structure, variable),
         sweep=isinstance(structure.input, S3InputConfig) and not structure.input.incremental,
         stream_mode=stream_mode_of(structure),
+        section=tuple(section),
+        default_name=name,
     )
 
 
@@ -161,13 +195,13 @@ def stream_mode_of(config: PipelineConfig) -> str:
     return mode
 
 
-def _load_structure(path: Path, text: str) -> PipelineConfig:
+def _load_structure(path: Path, text: str, section: tuple[str, ...] = (), name: str | None = None) -> PipelineConfig:
     unset = pipeline_config.unset_variables(text, os.environ)
     first_error: ConfigError | None = None
     for placeholder in _PLACEHOLDERS:
         environ = {**os.environ, **{name: placeholder.format(name=name) for name in unset}}
         try:
-            return pipeline_config.load(path, environ=environ)
+            return pipeline_config.load(path, environ=environ, section=section, name=name)
         except ConfigError as error:
             if not unset:
                 raise
@@ -191,38 +225,101 @@ def _warehouse_name(config: PipelineConfig, variable: str | None) -> str:
 # --------------------------------------------------------------------------- definitions
 
 
-def build_definitions(directory: Path | None = None) -> dg.Definitions:
-    """The code location: every pipeline's assets, checks, sensors and jobs, and shared resources."""
-    from pipeline.defs.check_jobs import check_job
-    from pipeline.defs.resources import KinesisResource, KmsResource, S3Resource, WarehouseResource
-    from pipeline.defs.streams import stream_pipeline_definitions
+def build_definitions(directory: Path | None = None, *, translator: PipelineTranslator | None = None,
+                      translation: Translation | None = None, trigger: str = "sensor") -> dg.Definitions:
+    """The code location: every pipeline's assets, checks, sensors and jobs, and shared resources.
 
-    resources: dict[str, object] = {"s3": S3Resource(), "kms": KmsResource(), "kinesis": KinesisResource()}
+    ``pipeline.EmbulkLoadCollection`` calls this for a folder of configs; Python users may too, with a
+    translator of their own.
+    """
+    return definitions_for([prepare(p, translator, translation, trigger) for p in discover(directory)], translator)
+
+
+def prepare(pipeline: Pipeline, translator: PipelineTranslator | None = None,
+            translation: Translation | None = None, trigger: str = "sensor") -> Pipeline:
+    """``pipeline`` with its translation, its trigger, and its keys as the translator names them."""
+    if trigger not in TRIGGERS:
+        raise ConfigError("trigger", f"{trigger!r} is not one of {', '.join(TRIGGERS)}")
+    if trigger != "sensor" and isinstance(pipeline.config.input, KinesisInputConfig):
+        raise ConfigError("trigger", f"{pipeline.name} reads a Kinesis stream, whose loads its stream sensor or "
+                                     "continuous job drives; trigger: automation is for S3 pipelines")
+    prepared = replace(pipeline, translation=translation or Translation(), trigger=trigger)
+    translator = translator or PipelineTranslator()
+    return replace(prepared, keys={role: translator.get_asset_key(prepared, role) for role in roles_of(prepared)})
+
+
+def roles_of(pipeline: Pipeline) -> tuple[str, ...]:
+    source = "stream" if isinstance(pipeline.config.input, KinesisInputConfig) else "objects"
+    return ("table", source, "rejected")
+
+
+def definitions_for(pipelines: list[Pipeline], translator: PipelineTranslator | None = None) -> dg.Definitions:
+    """The definitions of ``pipelines`` (already prepared), with the resources they share."""
+    from pipeline.orchestration.check_jobs import check_job
+    from pipeline.orchestration.streams import stream_pipeline_definitions
+
+    translator = translator or PipelineTranslator()
     parts: list[dg.Definitions] = []
-    for pipeline in discover(directory):
-        variable = pipeline.conninfo_variable
-        resources[pipeline.warehouse_resource_key] = WarehouseResource(
-            conninfo=dg.EnvVar(variable) if variable else None)
+    names: dict[str, Path] = {}
+    for pipeline in pipelines:
+        if pipeline.name in names:
+            raise ConfigError("name", f"{pipeline.path} and {names[pipeline.name]} both define pipeline "
+                                      f"{pipeline.name!r}")
+        names[pipeline.name] = pipeline.path
         if isinstance(pipeline.config.input, KinesisInputConfig):
-            parts.append(stream_pipeline_definitions(pipeline))
+            built = stream_pipeline_definitions(pipeline)
         else:
-            parts.append(s3_pipeline_definitions(pipeline))
+            built = s3_pipeline_definitions(pipeline)
+        if type(translator) is not PipelineTranslator or pipeline.translation != Translation():
+            roles = {key: role for role, key in pipeline.keys.items()}
+            built = built.map_asset_specs(
+                func=lambda spec, p=pipeline, r=roles: translator.get_asset_spec(p, r.get(spec.key, "table"), spec))
+        parts.append(built)
         parts.append(dg.Definitions(jobs=[check_job(pipeline)]))
     # A run is one object and its checks: one process is faster than a process per step.
-    return dg.Definitions.merge(*parts, dg.Definitions(resources=resources, executor=dg.in_process_executor))
+    return dg.Definitions.merge(*parts, dg.Definitions(resources=shared_resources(pipelines),
+                                                       executor=dg.in_process_executor))
+
+
+_RESOURCES: dict[tuple[str, str | None], object] = {}
+
+
+def shared_resources(pipelines: list[Pipeline]) -> dict[str, object]:
+    """The resources ``pipelines`` need, one instance per key in the process.
+
+    Components merge their definitions, and Dagster takes two resources under one key as the same only
+    when they are the same object: every component asks here, so they are.
+    """
+    from pipeline.orchestration.resources import KinesisResource, KmsResource, S3Resource, WarehouseResource
+
+    def shared(key: str, variable: str | None, make) -> object:
+        return _RESOURCES.setdefault((key, variable), make())
+
+    resources: dict[str, object] = {
+        "s3": shared("s3", None, S3Resource), "kms": shared("kms", None, KmsResource),
+        "kinesis": shared("kinesis", None, KinesisResource)}
+    for pipeline in pipelines:
+        variable = pipeline.conninfo_variable
+        resources[pipeline.warehouse_resource_key] = shared(
+            pipeline.warehouse_resource_key, variable,
+            lambda v=variable: WarehouseResource(conninfo=dg.EnvVar(v) if v else None))
+    return resources
 
 
 def s3_pipeline_definitions(pipeline: Pipeline) -> dg.Definitions:
     """An S3 pipeline: objects and table assets, checks, the load job and its sensor."""
-    from pipeline.defs import assets, checks, sensors
+    from pipeline.orchestration import assets, checks, sensors
 
     objects = assets.objects_spec(pipeline)
     table = assets.table_asset(pipeline)
     table_checks = checks.table_checks(pipeline)
+    with_each = check_names(pipeline.translation.object_checks, [c.check_key.name for c in table_checks],
+                            f"{pipeline.name}: translation.checks.with_each_object")
     load_job = dg.define_asset_job(
         f"{pipeline.name}_load",
         selection=dg.AssetSelection.assets(pipeline.table_key).without_checks()
-        | dg.AssetSelection.checks(checks.object_check_key(pipeline)),
+        | dg.AssetSelection.checks(checks.object_check_key(pipeline),
+                                   *[c.check_key for c in table_checks if c.check_key.name in with_each]),
         tags=pipeline.run_tags,
         description=f"Load one S3 object (one partition) into {pipeline.config.output.qualified_table}.",
     )
@@ -233,28 +330,35 @@ def s3_pipeline_definitions(pipeline: Pipeline) -> dg.Definitions:
         description=f"Whole-table checks of {pipeline.config.output.qualified_table}; each scans the table, "
                     "so they run on a schedule rather than with every object.",
     )
+    schedule = pipeline.translation.check_schedule
+    automation = [dg.AutomationConditionSensorDefinition(
+        f"{pipeline.name}_automation", target=dg.AssetSelection.assets(pipeline.table_key),
+        default_status=sensors.default_status(), minimum_interval_seconds=sensors.MINIMUM_INTERVAL_SECONDS,
+        description=f"Evaluates the automation condition of {pipeline.table_key.to_user_string()}: launches the "
+                    f"load of each object {pipeline.name}_sensor registers (trigger: automation).",
+    )] if pipeline.trigger == "automation" else []
     return dg.Definitions(
-        assets=[objects, table],
+        assets=[objects, table, assets.rejected_spec(pipeline)],
         asset_checks=table_checks + freshness_checks(pipeline),
         jobs=[load_job, check_job],
-        sensors=[sensors.object_sensor(pipeline, load_job), *freshness_sensors(pipeline)],
+        sensors=[sensors.object_sensor(pipeline, load_job), *automation, *freshness_sensors(pipeline)],
         schedules=[dg.ScheduleDefinition(
             name=f"{pipeline.name}_table_checks_schedule",
             job=check_job,
-            cron_schedule="0 * * * *",
+            cron_schedule=schedule,
             default_status=dg.DefaultScheduleStatus(sensors.default_status().value),
-        )],
+        )] if schedule else [],
     )
 
 
 def freshness_checks(pipeline: Pipeline) -> list[dg.AssetChecksDefinition]:
     """The ``freshness`` check, when the config sets ``exec.expect_within``."""
-    from pipeline.defs.freshness import freshness_check
+    from pipeline.orchestration.freshness import freshness_check
 
     return [freshness_check(pipeline)] if pipeline.config.exec.expect_within is not None else []
 
 
 def freshness_sensors(pipeline: Pipeline) -> list[dg.SensorDefinition]:
-    from pipeline.defs.freshness import freshness_sensor
+    from pipeline.orchestration.freshness import freshness_sensor
 
     return [freshness_sensor(pipeline)] if pipeline.config.exec.expect_within is not None else []

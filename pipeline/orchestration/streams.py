@@ -23,10 +23,10 @@ import dagster as dg
 import psycopg
 
 from pipeline.config import ExecConfig, KinesisInputConfig, PipelineConfig
-from pipeline.defs import check_jobs
-from pipeline.defs.factory import Pipeline, stream_mode_variable
-from pipeline.defs.runs import RUN_KEY_TAG, SENSOR_NAME_TAG, failure_text
 from pipeline.errors import PipelineError
+from pipeline.orchestration import check_jobs
+from pipeline.orchestration.factory import Pipeline, stream_mode_variable
+from pipeline.orchestration.runs import RUN_KEY_TAG, SENSOR_NAME_TAG, failure_text
 
 # A run reads at most this many batches (10 x exec.max_records); the sensor requests the next run.
 MAX_BATCHES_PER_RUN = 10
@@ -57,12 +57,13 @@ def stream_pipeline_definitions(pipeline: Pipeline) -> dg.Definitions:
         description=f"One bounded micro-batch run: {_stream(pipeline.config).stream} from the checkpoints "
                     f"into {pipeline.config.output.qualified_table}.",
     )
-    from pipeline.defs import checks
-    from pipeline.defs.factory import freshness_checks, freshness_sensors
+    from pipeline.orchestration import checks
+    from pipeline.orchestration.assets import rejected_spec
+    from pipeline.orchestration.factory import freshness_checks, freshness_sensors
 
     follow = continuous_job(pipeline)
     return dg.Definitions(
-        assets=[stream_spec(pipeline), table_asset(pipeline)],
+        assets=[stream_spec(pipeline), table_asset(pipeline), rejected_spec(pipeline)],
         # The uuid key being unique is the table-side proof that every record landed once.
         asset_checks=checks.table_checks(pipeline) + freshness_checks(pipeline),
         jobs=[load_job, follow],
@@ -75,6 +76,8 @@ def stream_pipeline_definitions(pipeline: Pipeline) -> dg.Definitions:
 
 def stream_spec(pipeline: Pipeline) -> dg.AssetSpec:
     """The Kinesis stream, an external asset: Dagster observes it and never writes it."""
+    from pipeline.orchestration.assets import code_references
+
     source = _stream(pipeline.config)
     return dg.AssetSpec(
         key=pipeline.stream_key,
@@ -83,13 +86,13 @@ def stream_spec(pipeline: Pipeline) -> dg.AssetSpec:
                      "checkpoint is behind the tip."),
         group_name=pipeline.name,
         kinds={"kinesis"},
-        metadata={"stream": source.stream, "starting_position": source.starting_position},
+        metadata={"stream": source.stream, "starting_position": source.starting_position, **code_references(pipeline)},
     )
 
 
 def table_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
     """The warehouse table; materializing it is one bounded micro-batch run."""
-    from pipeline.defs.assets import WAREHOUSE_NAMES, column_schema, freshness_policy, table_metadata
+    from pipeline.orchestration.assets import WAREHOUSE_NAMES, column_schema, table_metadata
 
     config = pipeline.config
     out = config.output
@@ -115,7 +118,9 @@ def table_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
         # One pool per warehouse, as the S3 loads: Dagster caps concurrent loads into it.
         pool=pipeline.pool,
         check_specs=stream_check_specs(pipeline),
-        freshness_policy=freshness_policy(config) if execution.expect_within is not None else None,
+        freshness_policy=pipeline.freshness_policy
+        if execution.expect_within is not None or pipeline.translation.fail_within is not None else None,
+        retry_policy=pipeline.translation.retry_policy,
     )
     def load_stream(context: dg.AssetExecutionContext) -> Iterator[Any]:
         yield from materialize_stream(context, pipeline)
@@ -143,7 +148,7 @@ def stream_check_specs(pipeline: Pipeline) -> list[dg.AssetCheckSpec]:
 
 def materialize_stream(context: dg.AssetExecutionContext, pipeline: Pipeline) -> Iterator[Any]:
     """Read from the checkpoints towards the tip, at most MAX_BATCHES_PER_RUN committed batches."""
-    from pipeline.defs.assets import column_schema
+    from pipeline.orchestration.assets import column_schema
     from pipeline.stream import DataLossError
 
     try:
@@ -474,7 +479,7 @@ def _latest_run(instance: dg.DagsterInstance, *, job_names: list[str], statuses:
 
 
 def _default_status() -> dg.DefaultSensorStatus:
-    from pipeline.defs.sensors import default_status
+    from pipeline.orchestration.sensors import default_status
 
     return default_status()
 

@@ -15,7 +15,7 @@ Its JSON cursor holds two keys at most, never a list of what exists:
 Every run request has ``run_key = "<key>:<ETag>"``, so Dagster launches each object version at
 most once however often it is seen, and a re-uploaded object (new ETag) runs again. A run that
 failed is run again under a key of its own (``...:retry-<n>``), at most ``exec.retries`` times
-with a doubling wait (``pipeline.defs.runs``); an object that loaded meanwhile is not.
+with a doubling wait (``pipeline.orchestration.runs``); an object that loaded meanwhile is not.
 """
 
 
@@ -31,10 +31,10 @@ import dagster as dg
 import psycopg
 
 from pipeline.config import S3InputConfig
-from pipeline.defs import check_jobs, runs
-from pipeline.defs.factory import Pipeline
 from pipeline.errors import PipelineError, SourceError
 from pipeline.inspect import CheckResult
+from pipeline.orchestration import check_jobs, runs
+from pipeline.orchestration.factory import Pipeline
 from pipeline.warehouse import state
 
 MAX_KEYS_PER_TICK = 1000  # one ListObjectsV2 page: a backlog is worked off a page per tick
@@ -182,6 +182,8 @@ def object_sensor(pipeline: Pipeline, job: Any, *, max_keys: int = MAX_KEYS_PER_
         for key in found.unusable:
             context.log.warning(f"s3://{source.bucket}/{key}: Dagster cannot use this key as a partition key; "
                                 "load it with `pipeline run`")
+        if pipeline.trigger == "automation":
+            return register_objects(pipeline, found, source, cursor=found.cursor.to_json(), sweep=sweep)
         try:
             retried = runs.object_retries(context.instance, sensor_name=name, job_name=job.name,
                                           execution=config.exec, tags=pipeline.run_tags, loaded=ledger)
@@ -211,3 +213,25 @@ def object_sensor(pipeline: Pipeline, job: Any, *, max_keys: int = MAX_KEYS_PER_
         )
 
     return watch_objects
+
+
+def register_objects(pipeline: Pipeline, found: Scan, source: S3InputConfig, *, cursor: str,
+                     sweep: bool) -> dg.SensorResult:
+    """trigger: automation: add the partitions and observe each object version; the table's condition loads them.
+
+    The observation carries the ETag as the objects partition's data version, so a re-uploaded object is an
+    update of its partition and an eager condition loads it again.
+    """
+    keys = list(dict.fromkeys(obj.key for obj in found.to_run))
+    if not keys:
+        return dg.SensorResult(cursor=cursor, skip_reason=(
+            f"nothing new under {source.uri} ({found.listed} keys listed after the cursor"
+            + (f", {found.swept} swept)" if sweep else ")")))
+    return dg.SensorResult(
+        dynamic_partitions_requests=[dg.AddDynamicPartitionsRequest(pipeline.partitions_name, keys)],
+        asset_events=[dg.AssetObservation(
+            asset_key=pipeline.objects_key, partition=obj.key, tags={runs.ETAG_TAG: obj.etag},
+            metadata={"etag": obj.etag, "size_bytes": obj.size, "uri": dg.MetadataValue.url(f"s3://{source.bucket}/{obj.key}")},
+            data_version=dg.DataVersion(obj.etag)) for obj in found.to_run],
+        cursor=cursor,
+    )

@@ -21,8 +21,8 @@ import dagster as dg
 import psycopg
 
 from pipeline.config import KinesisInputConfig, PipelineConfig
-from pipeline.defs.factory import Pipeline
 from pipeline.errors import PipelineError
+from pipeline.orchestration.factory import Pipeline
 
 FRESHNESS_CHECK = "freshness"
 
@@ -123,7 +123,7 @@ def sensor_interval(expect_within: float) -> int:
 
 def freshness_sensor(pipeline: Pipeline) -> dg.SensorDefinition:
     """``<pipeline>_freshness_sensor``: judge freshness each tick; report a result when it changes."""
-    from pipeline.defs.sensors import default_status
+    from pipeline.orchestration.sensors import default_status
 
     limit = pipeline.config.exec.expect_within
     assert limit is not None

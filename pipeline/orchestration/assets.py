@@ -8,17 +8,14 @@ ledger and the same exactly-once guarantee as ``pipeline run``.
 
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
 
 from pipeline.config import PipelineConfig, S3InputConfig
-from pipeline.defs.factory import REBUILDING_MODES, Pipeline
 from pipeline.errors import PipelineError
-
-# The table is stale when no object has been loaded for a day; a warning after half of that.
-FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=24), warn_window=timedelta(hours=12))
+from pipeline.orchestration.factory import REBUILDING_MODES, Pipeline
 
 WAREHOUSE_NAMES = {"hologres": "Hologres", "redshift": "Redshift", "postgresql": "PostgreSQL"}
 
@@ -41,13 +38,15 @@ def objects_spec(pipeline: Pipeline) -> dg.AssetSpec:
             "path_prefix": source.path_prefix,
             "path_match_pattern": source.path_match_pattern or "(all keys)",
             "dagster/uri": source.uri,
+            "dagster/column_schema": source_schema(config_columns(pipeline.config)),
+            **code_references(pipeline),
         },
     )
 
 
 def table_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
     """The warehouse table; a partition is the rows of one object."""
-    from pipeline.defs.checks import object_check_spec
+    from pipeline.orchestration.checks import object_check_spec
 
     config = pipeline.config
     out = config.output
@@ -67,12 +66,17 @@ def table_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
         kinds={out.type},
         partitions_def=pipeline.partitions_def,
         deps=[pipeline.objects_key],
-        metadata=table_metadata(pipeline, column_schema(config)),
+        metadata={**table_metadata(pipeline, column_schema(config)),
+                  "dagster/column_lineage": column_lineage(pipeline, pipeline.objects_key)},
         required_resource_keys={"s3", "kms", pipeline.warehouse_resource_key},
         check_specs=[object_check_spec(pipeline)],
         # One pool per warehouse: Dagster then caps concurrent loads into it, however they were launched.
         pool=pipeline.pool,
-        freshness_policy=freshness_policy(config),
+        freshness_policy=pipeline.freshness_policy,
+        # trigger: automation: the sensor registers each object, and this condition launches its load.
+        automation_condition=(pipeline.translation.automation_condition or dg.AutomationCondition.eager())
+        if pipeline.trigger == "automation" else None,
+        retry_policy=pipeline.translation.retry_policy,
     )
     def load_object(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         return materialize_object(context, pipeline)
@@ -80,17 +84,60 @@ def table_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
     return load_object
 
 
-def freshness_policy(config: PipelineConfig) -> dg.FreshnessPolicy:
-    """Dagster's view of the same promise as the freshness check: exec.expect_within, else a day."""
-    if config.exec.expect_within is None:
-        return FRESHNESS
-    return dg.FreshnessPolicy.time_window(fail_window=timedelta(seconds=max(config.exec.expect_within, 60)))
+def rejected_spec(pipeline: Pipeline) -> dg.AssetSpec:
+    """``<table>_rejected``: what the loads refused, with where each record came from and why."""
+    from pipeline.warehouse.dialects.base import Dialect
+
+    out = pipeline.config.output
+    return dg.AssetSpec(
+        key=pipeline.rejected_key,
+        description=(f"Records the loads into {out.qualified_table} refused (they failed to parse, or the warehouse "
+                     f"refused a value), one row each with the source, the line or sequence number, the column, "
+                     f"the raw record and the error. Written in the same transaction as the rows it sits beside; "
+                     f"each load that rejects records reports a materialization of it."),
+        group_name=pipeline.name,
+        kinds={out.type},
+        deps=[pipeline.table_key],
+        partitions_def=pipeline.partitions_def if isinstance(pipeline.config.input, S3InputConfig) else None,
+        metadata={"dagster/table_name": f"{out.schema}.{out.rejected}",
+                  "dagster/column_schema": dg.TableSchema(columns=[
+                      dg.TableColumn(name=name, type=kind, description=what)
+                      for name, kind, what in Dialect.REJECTED_COLUMNS]),
+                  **code_references(pipeline)},
+    )
+
+
+def code_references(pipeline: Pipeline) -> dict[str, Any]:
+    """A link from the asset to the config file that defines it (the UI's "code" link)."""
+    return {"dagster/code_references": dg.CodeReferencesMetadataValue(code_references=[
+        dg.LocalFileCodeReference(file_path=str(pipeline.path.absolute()), line_number=1,
+                                  label=f"config {pipeline.path.name}")])}
+
+
+def config_columns(config: PipelineConfig) -> list[Any]:
+    parser = config.input.parser
+    return list(parser.columns) if parser else []
+
+
+def source_schema(columns: Sequence[Any]) -> dg.TableSchema:
+    """The source's columns in Embulk's types, before filters."""
+    return dg.TableSchema(columns=[dg.TableColumn(name=c.name, type=c.type) for c in columns])
+
+
+def column_lineage(pipeline: Pipeline, source_key: dg.AssetKey) -> dg.TableColumnLineage:
+    """Each table column from the source column it came from, through ``rename`` (``add_uuid``: from none)."""
+    from pipeline.filters import build_filters, lineage
+
+    sources = lineage(config_columns(pipeline.config), build_filters(list(pipeline.config.filters)))
+    return dg.TableColumnLineage(deps_by_column={
+        column: [dg.TableColumnDep(asset_key=source_key, column_name=name) for name in deps]
+        for column, deps in sources.items()})
 
 
 def materialize_object(context: dg.AssetExecutionContext, pipeline: Pipeline) -> dg.MaterializeResult:
     """Load the object named by the partition key; a version already in the ledger loads nothing."""
     from pipeline.batch import BatchLoad
-    from pipeline.defs.checks import evaluate_object
+    from pipeline.orchestration.checks import evaluate_object
     from pipeline.progress import to_dagster
     from pipeline.sources.s3 import S3Object, describe
     from pipeline.warehouse import state
@@ -136,6 +183,11 @@ def materialize_object(context: dg.AssetExecutionContext, pipeline: Pipeline) ->
         "duration_seconds": round(seconds, 3),
         "load_path": loaded.path if loaded else "already loaded",
     }
+    if loaded and loaded.rejected:
+        context.log_event(dg.AssetMaterialization(
+            asset_key=pipeline.rejected_key, partition=key,
+            description=f"{loaded.rejected:,} records of {obj.uri} refused",
+            metadata={"dagster/row_count": loaded.rejected, "object": dg.MetadataValue.url(obj.uri), "etag": etag}))
     if loaded:
         metadata["parsed_records"] = loaded.parsed
         metadata["bytes_loaded"] = loaded.bytes
@@ -179,6 +231,7 @@ def table_metadata(pipeline: Pipeline, schema: dg.TableSchema) -> dict[str, Any]
         "mode": out.mode,
         "warehouse": pipeline.warehouse,
         "rejected_table": f"{out.schema}.{out.rejected}",
+        **code_references(pipeline),
     }
 
 
