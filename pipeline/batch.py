@@ -108,6 +108,16 @@ class RowRefused(Exception):
         self.error = error
 
 
+def _connection_lost(error: BaseException) -> bool:
+    """A connection that dropped, or could not be made: no statement's fault, so running it again may work."""
+    if isinstance(error, WarehouseError):
+        return str(error).startswith("cannot connect")
+    if isinstance(error, psycopg.errors.QueryCanceled) or not isinstance(error, psycopg.OperationalError):
+        return False
+    state = error.sqlstate or ""
+    return state == "" or state.startswith("08") or state in ("57P01", "57P02", "57P03")
+
+
 def _mb(nbytes: float) -> str:
     return f"{nbytes / 1e6:.1f} MB"
 
@@ -256,13 +266,32 @@ class BatchLoad:
                     raise refusal.error from None
                 refused[line] = refusal.error
                 path = "checked"
-            except psycopg.Error as error:
-                if not self.dialect.retryable(error) or conflicts >= RETRIES:
+            except (psycopg.Error, WarehouseError) as error:
+                wait = self._retry_wait(error, conflicts)
+                if wait is None:
                     raise
                 conflicts += 1
-                log.info("s3://%s/%s: %s; running its transaction again", self.input.bucket, obj.key,
-                         _first_line(error))
-                time.sleep(min(2.0, 0.1 * 2 ** conflicts))
+                self.emit(f"s3://{self.input.bucket}/{obj.key}: {_first_line(error)}; nothing of it was committed, "
+                          f"running its transaction again in {wait:.1f} s (retry {conflicts})")
+                time.sleep(wait)
+
+    def _retry_wait(self, error: BaseException, failures: int) -> float | None:
+        """Seconds to wait before running a failed object transaction again, or None to give up.
+
+        A serialization conflict is always retried (RETRIES times, briefly). A lost or refused connection is
+        retried only with Embulk's out.retry_limit / retry_wait / max_retry_wait, as Embulk's JDBC outputs
+        retry the errors they deem retryable: retry_wait, doubling, at most max_retry_wait.
+        """
+        out = self.config.output
+        if isinstance(error, psycopg.Error) and self.dialect.retryable(error):
+            limit = RETRIES if out.retry_limit is None else out.retry_limit
+            if failures >= limit:
+                return None
+            if out.retry_limit is None:
+                return min(2.0, 0.1 * 2 ** (failures + 1))
+        elif out.retry_limit is None or failures >= out.retry_limit or not _connection_lost(error):
+            return None
+        return min(out.retry_wait_ms * 2 ** failures, out.max_retry_wait_ms) / 1000
 
     # ----------------------------------------------------------------- modes
 

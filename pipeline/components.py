@@ -32,11 +32,13 @@ from dagster.components import (
     ScaffoldRequest,
     scaffold_with,
 )
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline.config import MODES, OUTPUT_TYPES
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.orchestration import factory
 from pipeline.orchestration.translation import DEFAULT_CHECK_SCHEDULE, PipelineTranslator, Translation
+from pipeline.schema import COLUMN_TYPES
 
 CONFIG_SECTION = ("attributes", "config")
 
@@ -128,6 +130,45 @@ def _raw(context: Any, value: Any) -> Any:
     return value
 
 
+# The inline config's JSON schema, for `dg check yaml` and editors: the keys whose values are from a fixed
+# set, checked before anything loads. `dg check defs` (and `pipeline run`) then validate every key.
+_OPEN = ConfigDict(extra="allow")
+
+
+class _ColumnSchema(BaseModel):
+    model_config = _OPEN
+    name: str
+    type: Literal[COLUMN_TYPES] = "string"  # type: ignore[valid-type]
+
+
+class _ParserSchema(BaseModel):
+    model_config = _OPEN
+    type: Literal["csv", "json"] = "csv"
+    columns: list[_ColumnSchema] | None = None
+
+
+class _InSchema(BaseModel):
+    model_config = _OPEN
+    type: Literal["s3", "kinesis"]
+    parser: _ParserSchema | None = None
+
+
+class _OutSchema(BaseModel):
+    model_config = _OPEN
+    type: Literal[OUTPUT_TYPES]  # type: ignore[valid-type]
+    table: str
+    mode: Literal[MODES] = "insert"  # type: ignore[valid-type]
+
+
+class _ConfigSchema(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    name: str | None = None
+    in_: _InSchema = Field(alias="in")
+    filters: list[dict[str, Any]] | None = None
+    exec: dict[str, Any] | None = None
+    out: _OutSchema
+
+
 # --------------------------------------------------------------------------- scaffolding
 
 
@@ -148,12 +189,26 @@ class EmbulkLoadScaffolder(Scaffolder[ScaffoldParams]):
         return ScaffoldParams
 
     def scaffold(self, request: ScaffoldRequest[ScaffoldParams]) -> None:
-        from pipeline.scaffold import write_component
+        from pipeline.commands.guess import scaffold_component
 
-        params = request.params or ScaffoldParams(seed="")
-        write_component(Path(request.target_path), type_name=request.type_name, seed=params.seed,
-                        table=params.table, target=params.target, url_variable=params.url_variable,
-                        mode=params.mode)
+        if request.params is None:
+            raise ConfigError("seed", "pass --seed s3://bucket/prefix/ (or a seed config file) to guess from")
+        params = request.params
+        try:
+            written = scaffold_component(Path(request.target_path), type_name=request.type_name, seed=params.seed,
+                                         table=params.table, target=params.target,
+                                         url_variable=params.url_variable, mode=params.mode)
+        except PipelineError as error:
+            import click
+
+            target = Path(request.target_path)
+            if target.is_dir() and not any(target.iterdir()):
+                target.rmdir()  # dg made it for us: leave nothing behind, so the same command can run again
+
+            # dg prints this as a one-line error, not a traceback: the seed or the bucket is the user's to fix.
+            raise click.ClickException(str(error)) from None
+        for path in written:
+            print(f"wrote {path}")
 
 
 # --------------------------------------------------------------------------- the components
@@ -172,7 +227,7 @@ class EmbulkLoad(Component, Resolvable):
     path: str | None = None
     config: Annotated[
         Mapping[str, Any] | None,
-        Resolver(_raw, model_field_type=dict[str, Any] | None,
+        Resolver(_raw, model_field_type=_ConfigSchema,
                  description="The config inline (in, filters, exec, out), as in a config file."),
     ] = None
     name: str | None = None  # the pipeline's name; default: the config's `name:`, else the file or folder name

@@ -201,6 +201,12 @@ class OutputConfig:
     state_schema: str | None = None
     allow_insecure: bool = False
     truncate_columns: bool = False  # cut over-long strings to the column's length (Redshift's TRUNCATECOLUMNS)
+    # Embulk's retry_limit / retry_wait / max_retry_wait (milliseconds, as Embulk's): when any is set, an
+    # object's transaction that lost its connection, or could not connect, is run again that many times,
+    # waiting retry_wait, doubling, at most max_retry_wait. None: only serialization conflicts are retried.
+    retry_limit: int | None = None
+    retry_wait_ms: int = 1000
+    max_retry_wait_ms: int = 1_800_000
 
     @property
     def qualified_table(self) -> str:
@@ -377,6 +383,11 @@ def parse(
         build_filters(list(filters))  # validates, raising ConfigError with the filters[i] path
     exec_config = _exec(top.section("exec", default={}))
     output = _output(top.section("out", required=True), os.environ if environ is None else environ)
+    if output.retry_limit is not None and isinstance(source, KinesisInputConfig):
+        given = next(k for k in ("retry_limit", "retry_wait", "max_retry_wait") if data["out"].get(k) is not None)
+        raise ConfigError(f"out.{given}", "retries an object's transaction, and a stream has none: a batch that "
+                                          "fails is read again from its checkpoints by the next run (the sensor "
+                                          "retries it, exec.retries) or when the continuous job restarts")
     top.done()
     config = PipelineConfig(name=name, input=source, output=output, filters=filters, exec=exec_config, path=path,
                             warnings=tuple(dict.fromkeys(top.notes)))
@@ -427,6 +438,20 @@ def _interpolate_string(text: str, environ: Mapping[str, str], path: str) -> str
 
     text = _LIQUID.sub(lambda m: replace(m, 3), text)
     return _SHELL.sub(lambda m: replace(m, 2), text)
+
+
+def _retries(section: _Section) -> dict[str, Any]:
+    """Embulk's output retry keys; any of them set turns on the retry of lost connections (Embulk's defaults)."""
+    given = [key for key in ("retry_limit", "retry_wait", "max_retry_wait") if section.get(key, None) is not None]
+    if not given:
+        return {}
+    retries = {"retry_limit": section.int("retry_limit", 12),
+               "retry_wait_ms": section.int("retry_wait", 1000),
+               "max_retry_wait_ms": section.int("max_retry_wait", 1_800_000)}
+    if retries["max_retry_wait_ms"] < retries["retry_wait_ms"]:
+        raise ConfigError(section.at("max_retry_wait"), f"must be at least retry_wait ({retries['retry_wait_ms']} "
+                                                        f"ms), got {retries['max_retry_wait_ms']}")
+    return retries
 
 
 def parse_duration(value: object, where: str) -> float:
@@ -987,12 +1012,10 @@ def _output(section: _Section, environ: Mapping[str, str]) -> OutputConfig:
         state_schema=section.str("state_schema"),
         allow_insecure=section.bool("allow_insecure", False),
         truncate_columns=section.bool("truncate_columns", False),
+        **_retries(section),
     )
-    retries = ("Embulk's PostgreSQL output retries no SQL error either; a failed load is retried by the sensor "
-               "(exec.retries, exec.retry_wait) and by the next `pipeline run`")
     section.done(no_effect={
         "batch_size": "rows stream to the server in one COPY per object, so there is no batch to size",
-        "retry_limit": retries, "retry_wait": retries, "max_retry_wait": retries,
         "socket_timeout": "libpq has no read timeout; long statements end by the server's statement_timeout",
     }, refused={
         "merge_rule": "merge updates every column but the merge keys from the new row",

@@ -94,3 +94,65 @@ def create_table_sql(config) -> str:
 
         target = BatchLoad(config).target
     return render(target.create_statements())
+
+
+# The warehouse URL's variable a scaffolded config reads, by out.type (as `pipeline local env` exports them).
+URL_VARIABLES = {"hologres": "HOLOGRES_URL", "redshift": "REDSHIFT_URL", "postgresql": "POSTGRES_URL"}
+
+
+def scaffold_component(directory: Path, *, type_name: str, seed: str, table: str | None = None,
+                       target: str = "hologres", url_variable: str | None = None,
+                       mode: str = "insert_direct") -> list[Path]:
+    """``dg scaffold defs pipeline.EmbulkLoad NAME --seed ...``: a guessed config and the defs.yaml that points at it.
+
+    ``seed`` is ``s3://bucket/prefix/`` (the config's in and out are written from it and the options) or a
+    seed config file, as ``pipeline guess`` takes. The config is complete: ``pipeline run`` and the
+    component load it as written, its warehouse URL read from ``url_variable`` at run time.
+    """
+    import os
+    import re
+
+    import yaml
+
+    from pipeline import config as config_module
+
+    name = re.sub(r"[^A-Za-z0-9_]", "_", directory.name) or "pipeline"
+    if seed.startswith("s3://"):
+        bucket, _, prefix = seed[len("s3://"):].partition("/")
+        if not bucket:
+            raise config_module.ConfigError("", f"--seed {seed}: name a bucket, s3://bucket/prefix/")
+        variable = url_variable or URL_VARIABLES.get(target)
+        if variable is None:
+            raise config_module.ConfigError("out.type", f"{target!r} is not one of {', '.join(URL_VARIABLES)}")
+        raw: dict = {"in": {"type": "s3", "bucket": bucket, "path_prefix": prefix},
+                     "out": {"type": target, "url": f"{{{{ env.{variable} }}}}", "table": table or f"public.{name}",
+                             "mode": mode}}
+    else:
+        seed_path = Path(seed)
+        try:
+            raw = config_module.load_yaml(seed_path.read_text(encoding="utf-8"), str(seed_path))
+        except FileNotFoundError:
+            raise config_module.ConfigError("", f"no seed config at {seed_path}") from None
+    # Guessing reads S3 only: the warehouse's variable may be unset while scaffolding.
+    unset = config_module.unset_variables(yaml.safe_dump(raw), os.environ)
+    environ = {**os.environ, **{variable: f"postgresql://unset.invalid/{variable}" for variable in unset}}
+    parsed = config_module.parse(raw, name=name, require_parser=False, environ=environ)
+    completed = guess_config(parsed, raw, all_strings="csv_all_strings" in parsed.exec.guess_plugins)
+    config_module.parse(completed, name=name, environ=environ)  # what the component will read must be valid
+    directory.mkdir(parents=True, exist_ok=True)
+    config_path = directory / f"{name}.yml"
+    config_path.write_text(
+        f"# Guessed by `dg scaffold defs {type_name}` from {seed}; edit freely, `pipeline guess` rewrites in.parser.\n"
+        + yaml.safe_dump(completed, sort_keys=False, allow_unicode=True, default_flow_style=False, width=110),
+        encoding="utf-8")
+    defs_path = directory / "defs.yaml"
+    defs_path.write_text(
+        f"type: {type_name}\n"
+        "attributes:\n"
+        f"  path: {config_path.name}\n"
+        "  # trigger: automation          # the sensor registers objects, an automation condition loads them\n"
+        "  # translation:                 # keys, group, owners, tags, checks, freshness, retries\n"
+        "  #   group: my_group\n"
+        "  #   owners: [team:data]\n",
+        encoding="utf-8")
+    return [defs_path, config_path]

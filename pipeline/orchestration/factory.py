@@ -309,6 +309,7 @@ def shared_resources(pipelines: list[Pipeline]) -> dict[str, object]:
 def s3_pipeline_definitions(pipeline: Pipeline) -> dg.Definitions:
     """An S3 pipeline: objects and table assets, checks, the load job and its sensor."""
     from pipeline.orchestration import assets, checks, sensors
+    from pipeline.orchestration.partitions import sync_partitions_job
 
     objects = assets.objects_spec(pipeline)
     table = assets.table_asset(pipeline)
@@ -340,7 +341,7 @@ def s3_pipeline_definitions(pipeline: Pipeline) -> dg.Definitions:
     return dg.Definitions(
         assets=[objects, table, assets.rejected_spec(pipeline)],
         asset_checks=table_checks + freshness_checks(pipeline),
-        jobs=[load_job, check_job],
+        jobs=[load_job, check_job, sync_partitions_job(pipeline)],
         sensors=[sensors.object_sensor(pipeline, load_job), *automation, *freshness_sensors(pipeline)],
         schedules=[dg.ScheduleDefinition(
             name=f"{pipeline.name}_table_checks_schedule",

@@ -228,3 +228,34 @@ def test_failed_loads_are_retried_five_times_from_a_minute_doubling_up_to_an_hou
     tuned = parse(TUTORIAL + "exec: {retries: 0, retry_wait: 2h}\n").exec
     assert tuned.retries == 0 and tuned.wait_before_retry(3) == 7200  # a first wait above the cap is kept
     assert error_of(TUTORIAL + "exec: {retries: -1}\n").path == "exec.retries"
+
+
+def test_embulks_retry_keys_turn_on_connection_retries_with_embulks_defaults_for_the_rest():
+    plain = parse(TUTORIAL)
+    assert plain.output.retry_limit is None  # none given: only serialization conflicts are retried
+    some = parse(TUTORIAL + "  retry_limit: 3\n")
+    assert (some.output.retry_limit, some.output.retry_wait_ms, some.output.max_retry_wait_ms) == (3, 1000, 1_800_000)
+    waited = parse(TUTORIAL + "  retry_wait: 250\n")
+    assert (waited.output.retry_limit, waited.output.retry_wait_ms) == (12, 250)
+    error = error_of(TUTORIAL + "  retry_wait: 5000\n  max_retry_wait: 100\n")
+    assert error.path == "out.max_retry_wait"
+
+
+def test_a_stream_refuses_the_retry_keys_it_could_not_honour():
+    stream = TUTORIAL.replace("  type: s3\n  bucket: bob-embulk-demo\n  path_prefix: original-data/\n",
+                              "  type: kinesis\n  stream: sensors\n")
+    stream = stream.replace("    type: csv\n", "    type: json\n")
+    error = error_of(stream.split("    charset")[0] + "    type: json\n    columns:\n    - {name: a, type: string}\n"
+                     + "out:" + stream.split("out:")[1] + "  retry_wait: 10\n")
+    assert error.path == "out.retry_wait"
+    assert "a stream has none" in error.message
+
+
+def test_a_config_error_names_the_line_of_the_bad_key(tmp_path):
+    path = tmp_path / "orders.yml"
+    path.write_text(TUTORIAL.replace("{name: user_id, type: long}", "{name: user_id, type: lng}"), encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        config.load(path, environ=ENV)
+    line = TUTORIAL.splitlines().index("    - {name: user_id, type: long}") + 1
+    assert caught.value.path == "in.parser.columns[1].type"
+    assert str(caught.value).endswith(f"({path}, line {line})")

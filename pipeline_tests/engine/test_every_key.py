@@ -142,7 +142,7 @@ S3: dict[str, dict[str, Any]] = {
     "out.batch_size": {"out.batch_size": 100},
     "out.retry_limit": {"out.retry_limit": 1},
     "out.retry_wait": {"out.retry_wait": 1},
-    "out.max_retry_wait": {"out.max_retry_wait": 1},
+    "out.max_retry_wait": {"out.max_retry_wait": 5000},
     "out.socket_timeout": {"out.socket_timeout": 1},
     "out.merge_rule": {"out.merge_rule": ["a = b"]},
     "out.before_load": {"out.before_load": "DELETE FROM t"},

@@ -101,6 +101,26 @@ def test_a_warehouse_connection_cut_mid_load_is_a_clear_error_and_the_rerun_comp
     assert_exactly_the_source(hologres, unique, unique, truths)
 
 
+def test_with_embulks_retry_limit_a_connection_cut_mid_load_is_retried_and_every_row_lands_once(
+        stack, s3, hologres, tmp_path, unique):
+    """out.retry_limit / retry_wait (Embulk's keys, milliseconds): the object's transaction runs again."""
+    truths = upload_books(s3, stack.bucket, f"{unique}/", objects=6, rows=20_000)
+    with TcpProxy("127.0.0.1", stack.standin_port) as proxy:
+        url = stack.hologres_url.replace(f":{stack.standin_port}/", f":{proxy.port}/")
+        config = write_config(tmp_path / f"{unique}.yml", f"{unique}/", unique, url=url, threads=1,
+                              retry_limit=3, retry_wait=50, max_retry_wait=200)
+        process = pipeline_popen("run", str(config))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not ledger(hologres, unique):
+            time.sleep(0.01)
+        proxy.cut_after(300_000)  # mid-COPY of a later object, after at least one committed
+        stdout, stderr = process.communicate(timeout=120)
+        assert proxy.cut_done.is_set()
+    assert process.returncode == 0, stderr
+    assert "running its transaction again in 0.1 s (retry 1)" in stdout + stderr
+    assert_exactly_the_source(hologres, unique, unique, truths)
+
+
 @pytest.mark.slow
 def test_postgresql_restarted_mid_load_is_a_clear_error_and_the_rerun_completes(
         stack, s3, own_stack, tmp_path, unique):
