@@ -16,6 +16,7 @@ import dagster as dg
 from pipeline.config import PipelineConfig, S3InputConfig
 from pipeline.errors import PipelineError
 from pipeline.orchestration.factory import REBUILDING_MODES, Pipeline
+from pipeline.orchestration.translation import object_loads
 
 WAREHOUSE_NAMES = {"hologres": "Hologres", "redshift": "Redshift", "postgresql": "PostgreSQL"}
 
@@ -74,7 +75,7 @@ def table_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
         pool=pipeline.pool,
         freshness_policy=pipeline.freshness_policy,
         # trigger: automation: the sensor registers each object, and this condition launches its load.
-        automation_condition=(pipeline.translation.automation_condition or dg.AutomationCondition.eager())
+        automation_condition=(pipeline.translation.automation_condition or object_loads())
         if pipeline.trigger == "automation" else None,
         retry_policy=pipeline.translation.retry_policy,
     )

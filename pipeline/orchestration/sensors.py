@@ -29,6 +29,7 @@ from typing import Any
 
 import dagster as dg
 import psycopg
+from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
 from pipeline.config import S3InputConfig
 from pipeline.errors import PipelineError, SourceError
@@ -182,8 +183,6 @@ def object_sensor(pipeline: Pipeline, job: Any, *, max_keys: int = MAX_KEYS_PER_
         for key in found.unusable:
             context.log.warning(f"s3://{source.bucket}/{key}: Dagster cannot use this key as a partition key; "
                                 "load it with `pipeline run`")
-        if pipeline.trigger == "automation":
-            return register_objects(pipeline, found, source, cursor=found.cursor.to_json(), sweep=sweep)
         try:
             retried = runs.object_retries(context.instance, sensor_name=name, job_name=job.name,
                                           execution=config.exec, tags=pipeline.run_tags, loaded=ledger)
@@ -203,35 +202,28 @@ def object_sensor(pipeline: Pipeline, job: Any, *, max_keys: int = MAX_KEYS_PER_
             return closed
         if about_retries:
             context.log.info(about_retries)
+        # trigger: automation: the table's condition loads each new object (a missing partition); an object
+        # swept with a new ETag already has its partition, so the sensor requests its run as in sensor mode.
+        automated = pipeline.trigger == "automation"
+        requested = found.changed if automated else found.to_run
         return dg.SensorResult(
             run_requests=[dg.RunRequest(run_key=runs.object_run_key(obj.key, obj.etag), partition_key=obj.key,
                                         tags={**pipeline.run_tags, **runs.object_tags(obj.etag)})
-                          for obj in found.to_run] + retried.requests,
+                          for obj in requested] + retried.requests,
             dynamic_partitions_requests=[dg.AddDynamicPartitionsRequest(pipeline.partitions_name, keys)] if keys
             else [],
+            asset_events=observations(pipeline, found.new, source.bucket) if automated else [],
             cursor=cursor,
         )
 
     return watch_objects
 
 
-def register_objects(pipeline: Pipeline, found: Scan, source: S3InputConfig, *, cursor: str,
-                     sweep: bool) -> dg.SensorResult:
-    """trigger: automation: add the partitions and observe each object version; the table's condition loads them.
+def observations(pipeline: Pipeline, objects: Sequence[Any], bucket: str) -> list[dg.AssetObservation]:
+    """What the sensor saw of each new object version, as an observation of its partition of the objects asset."""
+    return [dg.AssetObservation(
+        asset_key=pipeline.objects_key, partition=obj.key,
+        tags={runs.ETAG_TAG: obj.etag, DATA_VERSION_TAG: obj.etag},
+        metadata={"etag": obj.etag, "size_bytes": obj.size, "uri": dg.MetadataValue.url(f"s3://{bucket}/{obj.key}")})
+        for obj in objects]
 
-    The observation carries the ETag as the objects partition's data version, so a re-uploaded object is an
-    update of its partition and an eager condition loads it again.
-    """
-    keys = list(dict.fromkeys(obj.key for obj in found.to_run))
-    if not keys:
-        return dg.SensorResult(cursor=cursor, skip_reason=(
-            f"nothing new under {source.uri} ({found.listed} keys listed after the cursor"
-            + (f", {found.swept} swept)" if sweep else ")")))
-    return dg.SensorResult(
-        dynamic_partitions_requests=[dg.AddDynamicPartitionsRequest(pipeline.partitions_name, keys)],
-        asset_events=[dg.AssetObservation(
-            asset_key=pipeline.objects_key, partition=obj.key, tags={runs.ETAG_TAG: obj.etag},
-            metadata={"etag": obj.etag, "size_bytes": obj.size, "uri": dg.MetadataValue.url(f"s3://{source.bucket}/{obj.key}")},
-            data_version=dg.DataVersion(obj.etag)) for obj in found.to_run],
-        cursor=cursor,
-    )

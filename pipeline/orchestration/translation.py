@@ -86,6 +86,19 @@ class PipelineTranslator:
         return spec.replace_attributes(**changes) if changes else spec
 
 
+def object_loads() -> dg.AutomationCondition:
+    """trigger: automation's default condition: load each object partition the sensor registered, once.
+
+    Unlike ``eager()``, which takes what exists at its first evaluation as handled, an object registered
+    before the automation sensor first ran is loaded too. A partition whose last run failed is left to run
+    retries (dagster.yaml's run_retries) rather than requested every tick. (A re-uploaded object already has
+    its partition: the object sensor's sweep requests its run.)
+    """
+    # No any_deps_missing: the objects asset is external, and the sensor registers only objects that exist.
+    return (dg.AutomationCondition.missing() & ~dg.AutomationCondition.execution_failed()
+            & ~dg.AutomationCondition.in_progress()).with_label("object_loads")
+
+
 def freshness_policy(translation: Translation, expect_within: float | None) -> dg.FreshnessPolicy:
     """The table's freshness policy: the translation's windows, else exec.expect_within, else a day."""
     if translation.fail_within is not None:

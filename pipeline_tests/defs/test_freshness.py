@@ -97,7 +97,7 @@ def test_a_stream_pipeline_is_judged_by_its_newest_checkpoint_move(sensor_stream
 
 @pytest.fixture
 def sensor_stream_with(stack: Any, kinesis: Any, tmp_path: Any) -> Any:
-    from pipeline_tests.defs.test_stream_defs import SensorStream
+    from pipeline_tests.defs.conftest import SensorStream
 
     class Stream(SensorStream):
         def config(self) -> Any:

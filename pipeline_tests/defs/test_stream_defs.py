@@ -5,68 +5,11 @@ from __future__ import annotations
 import json
 import threading
 import time
-import uuid
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import pytest
-import yaml
 
 from pipeline.orchestration.factory import DEFAULT_CONFIG_DIR, build_definitions
-from pipeline_tests.defs.conftest import write_pipeline
-
-
-class SensorStream:
-    """One test's stream pipeline: its own Kinesis stream, table, config directory and Definitions."""
-
-    def __init__(self, directory: Path, kinesis: Any, **changes: Any):
-        self.name = f"s{uuid.uuid4().hex[:10]}"
-        self.kinesis = kinesis
-        kinesis.create_stream(StreamName=self.name, ShardCount=2)
-        kinesis.get_waiter("stream_exists").wait(StreamName=self.name, WaiterConfig={"Delay": 0.2})
-        document = yaml.safe_load((DEFAULT_CONFIG_DIR / "sensor_data.yml").read_text(encoding="utf-8"))
-        document["in"]["stream"] = self.name
-        document["out"]["table"] = f"sensor_schema.{self.name}"
-        for dotted, value in changes.items():
-            section, key = dotted.split("__")
-            document[section][key] = value
-        self.directory = directory
-        write_pipeline(directory, self.name, document)
-        self.defs = build_definitions(directory)
-
-    def put(self, count: int, offset: int = 0) -> None:
-        entries = [{"Data": json.dumps({"sensorId": (i + offset) % 101, "currentTemperature": 10 + i % 141,
-                                        "status": "OK", "$record_timestamp": "2024-01-01T00:00:00Z"}).encode(),
-                    "PartitionKey": str(i)} for i in range(count)]
-        for start in range(0, len(entries), 500):
-            response = self.kinesis.put_records(StreamName=self.name, Records=entries[start:start + 500])
-            assert response["FailedRecordCount"] == 0
-
-    def tick(self, instance: dg.DagsterInstance) -> dg.SensorResult | dg.SkipReason:
-        sensor = self.defs.resolve_sensor_def(f"{self.name}_sensor")
-        with dg.build_sensor_context(resources=self.defs.resources, instance=instance) as context:
-            return sensor(context)
-
-    def materialize(self, instance: dg.DagsterInstance, tags: dict[str, str] | None = None
-                    ) -> dg.ExecuteInProcessResult:
-        table = next(a for a in self.defs.assets if isinstance(a, dg.AssetsDefinition)
-                     and dg.AssetKey(self.name) in a.keys)
-        return dg.materialize([table], resources=self.defs.resources,
-                              instance=instance, raise_on_error=False, tags=tags)
-
-    def launched_by_sensor(self, instance: dg.DagsterInstance, run_key: str) -> dg.ExecuteInProcessResult:
-        """A run as the sensor launches it: tagged with its run key and the sensor's name."""
-        return self.materialize(instance, tags={"dagster/run_key": run_key,
-                                                "dagster/sensor_name": f"{self.name}_sensor"})
-
-
-@pytest.fixture
-def sensor_stream(stack: Any, kinesis: Any, tmp_path: Path) -> Any:
-    def make(**changes: Any) -> SensorStream:
-        return SensorStream(tmp_path / "pipelines", kinesis, **changes)
-
-    return make
 
 
 def run_keys(result: dg.SensorResult | dg.SkipReason) -> list[str]:
