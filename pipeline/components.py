@@ -248,7 +248,8 @@ class EmbulkLoadCollection(Component, Resolvable):
     """Every config in a folder becomes a pipeline: ``*.yml``, ``*.yaml``, ``*.yml.liquid`` (not ``_partials``).
 
     ``directory`` is relative to this ``defs.yaml``; without it, ``$PIPELINE_CONFIG_DIR``, else
-    ``pipelines/`` in the project directory (where Dagster runs), never the installed package.
+    ``pipelines/`` in the project's root directory (an installed package's: where Dagster runs), never
+    the installed package.
     """
 
     directory: str | None = None
@@ -259,10 +260,16 @@ class EmbulkLoadCollection(Component, Resolvable):
         return PipelineTranslator()
 
     def build_defs(self, context: ComponentLoadContext) -> dg.Definitions:
-        directory = None
+        import os
+
         if self.directory is not None:
             directory = Path(self.directory)
             directory = directory if directory.is_absolute() else context.path / directory
+        elif os.environ.get(factory.CONFIG_DIR_VARIABLE):
+            directory = factory.config_dir()
+        else:
+            # The project's, wherever Dagster runs from: a code server's working directory is not the project.
+            directory = Path(context.project_root) / factory.DEFAULT_CONFIG_DIR
         translation = self.translation.resolved("translation") if self.translation else None
         try:
             return factory.build_definitions(directory, translator=self.get_translator(), translation=translation,

@@ -160,3 +160,25 @@ def test_the_asset_page_shows_the_row_count_and_column_schema(dagster_ui, browse
     wait_for(lambda: "Row count" in page_text(browser) and all(name in page_text(browser) for name in COLUMNS),
              "the row count and every column on the asset page")
     browser.save_screenshot(str(screenshots / "ui-asset.png"))
+
+
+def test_the_component_that_defines_the_pipeline_reaches_the_ui(dagster_ui, browser, screenshots: Path):
+    """book_order comes from pipeline/defs/pipelines/defs.yaml (EmbulkLoadCollection): its translation's owner
+    and tag are on the asset page, and the asset links to the config file it was built from."""
+    data = graphql(dagster_ui, "{ assetNodeOrError(assetKey: {path: [\"book_order\"]}) { ... on AssetNode { "
+                               "owners { ... on TeamAssetOwner { team } } tags { key value } "
+                               "metadataEntries { label ... on CodeReferencesMetadataEntry { codeReferences { "
+                               "... on LocalFileCodeReference { filePath lineNumber } } } } } } }")
+    node = data["assetNodeOrError"]
+    assert node["owners"] == [{"team": "data-platform"}]
+    assert {"key": "product", "value": "pipeline"} in node["tags"]
+    (references,) = [e for e in node["metadataEntries"] if e["label"] == "dagster/code_references"]
+    files = sorted(r["filePath"] for r in references["codeReferences"])
+    assert [f.endswith(("pipelines/book_order.yml", "pipeline/defs/pipelines/defs.yaml")) for f in files] == [True] * 2
+    assert {f.rsplit("/", 1)[1] for f in files} == {"book_order.yml", "defs.yaml"}  # the config, and its component
+
+    open_page(browser, dagster_ui, "/assets/book_order")
+    wait_for(lambda: all(text in " ".join(page_text(browser).split()) for text in (
+        "data-platform", "product: pipeline", "Open config book_order.yml in editor", "Open defs.yaml in editor")),
+        "the component's owner, tag and source files on the asset page")
+    browser.save_screenshot(str(screenshots / "ui-component.png"))
