@@ -26,7 +26,7 @@ from pipeline.config import ExecConfig, KinesisInputConfig, PipelineConfig
 from pipeline.errors import PipelineError
 from pipeline.orchestration import check_jobs
 from pipeline.orchestration.factory import Pipeline, stream_mode_variable
-from pipeline.orchestration.runs import RUN_KEY_TAG, SENSOR_NAME_TAG, failure_text
+from pipeline.orchestration.runs import NO_RUN_RETRIES, RUN_KEY_TAG, SENSOR_NAME_TAG, failure_text
 
 # A run reads at most this many batches (10 x exec.max_records); the sensor requests the next run.
 MAX_BATCHES_PER_RUN = 10
@@ -383,8 +383,9 @@ def stream_sensor(pipeline: Pipeline, load_job: Any, follow_job: dg.JobDefinitio
         if why:
             reason += f"; {why} ({last_failure(instance, name, base)})"
         context.log.info(f"{reason}: requesting {job_name} with run_key {run_key}")
+        # The sensor retries (exec.retries) and keeps one continuous run alive: no daemon run retry beside it.
         return dg.SensorResult(run_requests=[dg.RunRequest(run_key=run_key, job_name=job_name,
-                                                           tags=pipeline.run_tags)])
+                                                           tags={**pipeline.run_tags, **NO_RUN_RETRIES})])
 
     return watch_stream
 

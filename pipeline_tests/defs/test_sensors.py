@@ -68,6 +68,8 @@ def test_each_new_object_gets_a_partition_and_a_run_keyed_by_key_and_etag(book_o
     assert run_keys(result) == [f"{key}:{tags[key]}" for key in keys]
     assert [request.partition_key for request in result.run_requests] == keys
     assert all(request.tags["pipeline/warehouse"] == "hologres" for request in result.run_requests)
+    # The sensor retries its own runs; dagster.yaml's run_retries must not retry them a second time.
+    assert all(request.tags["dagster/max_retries"] == "0" for request in result.run_requests)
     (request,) = result.dynamic_partitions_requests
     assert isinstance(request, dg.AddDynamicPartitionsRequest)
     assert request.partitions_def_name == f"{pipeline.name}_objects"
