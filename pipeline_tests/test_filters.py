@@ -15,6 +15,7 @@ from pipeline.filters import (
     apply,
     build_filters,
     deterministic_uuid,
+    lineage,
     output_columns,
     projector,
     s3_identity,
@@ -250,3 +251,14 @@ def test_an_invalid_filter_spec_is_a_config_error_at_the_yaml_path_of_the_bad_ke
 
     assert caught.value.path == path
     assert message in caught.value.message
+
+
+def test_lineage_maps_each_output_column_to_the_source_columns_it_came_from():
+    from pipeline.schema import Column
+
+    columns = [Column("a", "long"), Column("b", "string"), Column("$record_timestamp", "string")]
+    filters = build_filters([{"type": "add_uuid", "column": "id"},
+                             {"type": "drop_fields", "fields": ["$record_timestamp"]},
+                             {"type": "rename", "columns": {"a": "b", "b": "a"}}])
+    assert lineage(columns, filters) == {"b": ["a"], "a": ["b"], "id": []}
+    assert list(lineage(columns, filters)) == [c.name for c in output_columns(columns, filters)]

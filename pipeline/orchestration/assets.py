@@ -125,11 +125,14 @@ def source_schema(columns: Sequence[Any]) -> dg.TableSchema:
     return dg.TableSchema(columns=[dg.TableColumn(name=c.name, type=c.type) for c in columns])
 
 
-def column_lineage(pipeline: Pipeline, source_key: dg.AssetKey) -> dg.TableColumnLineage:
-    """Each table column from the source column it came from, through ``rename`` (``add_uuid``: from none)."""
+def column_lineage(pipeline: Pipeline, source_key: dg.AssetKey,
+                   columns: Sequence[Any] | None = None) -> dg.TableColumnLineage:
+    """Each table column from the source column it came from (``columns``, else the parser's), through ``rename``
+    and ``drop_fields``; an ``add_uuid`` column comes from none (it is derived from where the record was read)."""
     from pipeline.filters import build_filters, lineage
 
-    sources = lineage(config_columns(pipeline.config), build_filters(list(pipeline.config.filters)))
+    sources = lineage(config_columns(pipeline.config) if columns is None else columns,
+                      build_filters(list(pipeline.config.filters)))
     return dg.TableColumnLineage(deps_by_column={
         column: [dg.TableColumnDep(asset_key=source_key, column_name=name) for name in deps]
         for column, deps in sources.items()})

@@ -76,7 +76,7 @@ def stream_pipeline_definitions(pipeline: Pipeline) -> dg.Definitions:
 
 def stream_spec(pipeline: Pipeline) -> dg.AssetSpec:
     """The Kinesis stream, an external asset: Dagster observes it and never writes it."""
-    from pipeline.orchestration.assets import code_references
+    from pipeline.orchestration.assets import code_references, source_schema
 
     source = _stream(pipeline.config)
     return dg.AssetSpec(
@@ -86,13 +86,14 @@ def stream_spec(pipeline: Pipeline) -> dg.AssetSpec:
                      "checkpoint is behind the tip."),
         group_name=pipeline.name,
         kinds={"kinesis"},
-        metadata={"stream": source.stream, "starting_position": source.starting_position, **code_references(pipeline)},
+        metadata={"stream": source.stream, "starting_position": source.starting_position,
+                  "dagster/column_schema": source_schema(record_columns(pipeline.config)), **code_references(pipeline)},
     )
 
 
 def table_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
     """The warehouse table; materializing it is one bounded micro-batch run."""
-    from pipeline.orchestration.assets import WAREHOUSE_NAMES, column_schema, table_metadata
+    from pipeline.orchestration.assets import WAREHOUSE_NAMES, column_lineage, column_schema, table_metadata
 
     config = pipeline.config
     out = config.output
@@ -113,7 +114,8 @@ def table_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
         kinds={out.type},
         deps=[pipeline.stream_key],
         metadata={**table_metadata(pipeline, column_schema(config, output_columns(config))),
-                  "stream": source.stream},
+                  "stream": source.stream,
+                  "dagster/column_lineage": column_lineage(pipeline, pipeline.stream_key, record_columns(config))},
         required_resource_keys={"kinesis", "s3", pipeline.warehouse_resource_key},
         # One pool per warehouse, as the S3 loads: Dagster caps concurrent loads into it.
         pool=pipeline.pool,
@@ -504,6 +506,13 @@ def output_columns(config: PipelineConfig) -> list[Any]:
     from pipeline.stream import StreamLoad
 
     return list(StreamLoad(config).columns)
+
+
+def record_columns(config: PipelineConfig) -> list[Any]:
+    """A record's fields as the parser reads them (its columns, then the Kinesis metadata it uses), before filters."""
+    from pipeline.stream import StreamLoad
+
+    return list(StreamLoad(config).record_columns)
 
 
 def _stream(config: PipelineConfig) -> KinesisInputConfig:

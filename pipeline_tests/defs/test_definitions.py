@@ -157,3 +157,19 @@ def test_the_code_location_imports_in_a_bare_environment():
 
     assert result.returncode == 0, result.stderr
     assert "'book_order'" in result.stdout and "'book_order_objects'" in result.stdout
+
+
+def test_column_lineage_follows_rename_and_drop_fields_and_a_uuid_comes_from_no_column(shipped):
+    specs = {spec.key.to_user_string(): spec for spec in shipped.resolve_all_asset_specs()}
+    lineage = specs["sensor_data"].metadata["dagster/column_lineage"].deps_by_column
+    assert {column: [(dep.asset_key.to_user_string(), dep.column_name) for dep in deps]
+            for column, deps in lineage.items()} == {
+        "sensorid": [("sensor_data_stream", "sensorId")],
+        "currenttemperature": [("sensor_data_stream", "currentTemperature")],
+        "status": [("sensor_data_stream", "status")],
+        "uuid": []}
+    book = specs["book_order"].metadata["dagster/column_lineage"].deps_by_column
+    assert [dep.asset_key.to_user_string() for deps in book.values() for dep in deps] == ["book_order_objects"] * 6
+    # The rejected table is an asset of its own, downstream of the table whose loads write it.
+    assert specs["book_order_rejected"].deps[0].asset_key == dg.AssetKey("book_order")
+    assert specs["book_order_rejected"].metadata["dagster/table_name"] == "public.book_order_rejected"
