@@ -91,7 +91,8 @@ class TranslationAttributes(Resolvable):
         dg.AutomationCondition | None,
         Resolver.default(model_field_type=str | None,
                          description="The table's condition, e.g. \"{{ automation_condition.eager() }}\"; "
-                                     "with trigger: automation it launches the loads (eager by default)."),
+                                     "with trigger: automation it launches the loads (by default each "
+                                     "registered object's, once)."),
     ] = None
     pool: str | None = None
     checks: CheckAttributes | None = None

@@ -173,3 +173,26 @@ def test_column_lineage_follows_rename_and_drop_fields_and_a_uuid_comes_from_no_
     # The rejected table is an asset of its own, downstream of the table whose loads write it.
     assert specs["book_order_rejected"].deps[0].asset_key == dg.AssetKey("book_order")
     assert specs["book_order_rejected"].metadata["dagster/table_name"] == "public.book_order_rejected"
+
+
+def test_a_translator_subclass_renames_every_asset_and_everything_that_refers_to_them(bare_environment):
+    from pipeline.orchestration.translation import PipelineTranslator
+
+    class Warehouse(PipelineTranslator):
+        def get_asset_key(self, pipeline, role):
+            return super().get_asset_key(pipeline, role).with_prefix("lake")
+
+        def get_asset_spec(self, pipeline, role, spec):
+            return spec.replace_attributes(owners=["team:loaders"], group_name=f"lake_{pipeline.name}")
+
+    defs = build_definitions(DEFAULT_CONFIG_DIR, translator=Warehouse())
+    specs = {spec.key.to_user_string(): spec for spec in defs.resolve_all_asset_specs()}
+    assert {"lake/book_order", "lake/book_order_objects", "lake/book_order_rejected", "lake/sensor_data",
+            "lake/sensor_data_stream", "lake/sensor_data_rejected"} == set(specs)
+    assert [dep.asset_key for dep in specs["lake/book_order"].deps] == [dg.AssetKey(["lake", "book_order_objects"])]
+    assert {spec.owners[0] for spec in specs.values()} == {"team:loaders"}
+    assert specs["lake/sensor_data"].group_name == "lake_sensor_data"
+    checks = {key.asset_key.to_user_string() for check in defs.asset_checks for key in check.check_keys}
+    assert checks == {"lake/book_order", "lake/sensor_data"}
+    loads = defs.resolve_job_def("book_order_load").asset_layer.selected_asset_keys
+    assert loads == {dg.AssetKey(["lake", "book_order"])}
