@@ -231,3 +231,19 @@ def test_percentiles_are_nearest_rank():
     samples = [float(i) for i in range(1, 101)]
 
     assert (percentile(samples, 0.5), percentile(samples, 0.95), percentile(samples, 1.0)) == (50.0, 95.0, 100.0)
+
+
+def test_the_bench_extra_resolves_as_a_fresh_venv_would_with_a_boto3_its_botocore_matches(tmp_path: Path):
+    """`pip install '.[bench]'` once took 14 minutes to resolve, or broke boto3: dlt's s3 extra pins botocore."""
+    root = Path(__file__).resolve().parents[1]
+    report_path = tmp_path / "report.json"
+    result = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--ignore-installed",
+                             "--report", str(report_path), f"{root}[bench]"],
+                            capture_output=True, text=True, timeout=120)  # "under two minutes"
+    assert result.returncode == 0, result.stderr[-3000:]
+    chosen = {item["metadata"]["name"].lower().replace("_", "-"): item["metadata"]["version"]
+              for item in json.loads(report_path.read_text())["install"]}
+    assert {"dlt", "sling-linux-amd64", "matplotlib", "boto3", "botocore"} <= set(chosen)
+    # boto3 x.y.z needs botocore x.y.*: a resolver that downgrades one alone leaves boto3 broken.
+    assert chosen["boto3"].split(".")[:2] == chosen["botocore"].split(".")[:2]
+    assert "aiobotocore" not in chosen

@@ -173,6 +173,16 @@ class Bench:
 
     # ----------------------------------------------------------------- names and clients
 
+    def direct_url(self, url: str) -> str:
+        """``url``'s database on PostgreSQL itself, past the stand-in's rules (the stack's DAGSTER_PG_* point there)."""
+        from urllib.parse import urlsplit, urlunsplit
+
+        parts = urlsplit(url)
+        credentials = parts.netloc.rpartition("@")[0]
+        netloc = f"{credentials}@" if credentials else ""
+        netloc += f"{self.env['DAGSTER_PG_HOST']}:{self.env['DAGSTER_PG_PORT']}"
+        return urlunsplit(parts._replace(netloc=netloc))
+
     def name(self, what: str) -> str:
         name = f"bench_{self.run_id}_{what}"
         if not _SAFE_NAME.fullmatch(name):
