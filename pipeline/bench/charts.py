@@ -72,10 +72,12 @@ def _load(section: Section, axes: Any) -> bool:
     if not figures:
         return False
     names = {"psql": "psql \\copy\n(floor)", "ours_plain": "pipeline\nplaintext", "ours_kms": "pipeline\nSSE-KMS",
-             "bare": "bare boto3\n+ COPY", "dlt": "dlt", "sling": "sling"}
-    labels = [names.get(f.key.rsplit(".", 1)[1], f.key) for f in figures]
-    colors = ["#888888" if f.key.endswith("psql") else "#2b6cb0" if "ours" in f.key else "#a0aec0" for f in figures]
+             "ours_merge": "pipeline\nmerge", "ours_redshift": "pipeline\nRedshift", "bare": "bare boto3\n+ COPY",
+             "psql_quoted": "psql \\copy\nquoted", "ours_quoted": "pipeline\nquoted", "dlt": "dlt", "sling": "sling"}
+    labels = [names.get(f.key.rsplit(".", 1)[1], f.key.rsplit(".", 1)[1]) for f in figures]
+    colors = ["#888888" if ".psql" in f.key else "#2b6cb0" if "ours" in f.key else "#a0aec0" for f in figures]
     bars = axes.bar(labels, [f.value for f in figures], color=colors)
+    axes.tick_params(axis="x", labelsize=7)
     _bar_labels(axes, bars, [f"{f.value:,.0f}" + (f"\n{f.ratio:.2f}×" if f.ratio else "") for f in figures])
     rows = figures[0].detail.get("rows")
     axes.set_ylabel("rows/s (best round)")
