@@ -34,6 +34,7 @@ from dagster.components import (
 )
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline.config import identifier
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.orchestration import factory
 from pipeline.orchestration.translation import DEFAULT_CHECK_SCHEDULE, PipelineTranslator, Translation
@@ -42,12 +43,6 @@ CONFIG_SECTION = ("attributes", "config")
 
 
 # --------------------------------------------------------------------------- translation block
-
-
-def _duration(value: str | float | int | None, where: str) -> float | None:
-    from pipeline.config import parse_duration
-
-    return None if value is None else parse_duration(value, where)
 
 
 @dataclass
@@ -99,18 +94,21 @@ class TranslationAttributes(Resolvable):
     retry_policy: RetryAttributes | None = None
 
     def resolved(self, where: str) -> Translation:
+        from datetime import timedelta
+
+        from pipeline.config import parse_duration
+
         fail = warn = None
         if self.freshness is not None:
-            from datetime import timedelta
-
-            fail = timedelta(seconds=_duration(self.freshness.fail_within, f"{where}.freshness.fail_within") or 0)
+            fail = timedelta(seconds=parse_duration(self.freshness.fail_within, f"{where}.freshness.fail_within"))
             if self.freshness.warn_within is not None:
-                warn = timedelta(seconds=_duration(self.freshness.warn_within, f"{where}.freshness.warn_within") or 0)
+                warn = timedelta(seconds=parse_duration(self.freshness.warn_within, f"{where}.freshness.warn_within"))
         retry = None
         if self.retry_policy is not None:
+            delay = self.retry_policy.delay
             retry = dg.RetryPolicy(
                 max_retries=self.retry_policy.max_retries,
-                delay=_duration(self.retry_policy.delay, f"{where}.retry_policy.delay"),
+                delay=None if delay is None else parse_duration(delay, f"{where}.retry_policy.delay"),
                 backoff=dg.Backoff(self.retry_policy.backoff.upper()) if self.retry_policy.backoff else None)
         prefix = [self.key_prefix] if isinstance(self.key_prefix, str) else list(self.key_prefix or ())
         checks = self.checks or CheckAttributes()
@@ -233,7 +231,7 @@ class EmbulkLoad(Component, Resolvable):
             pipeline = factory.read_pipeline(path, name=self.name)
         else:
             pipeline = factory.read_pipeline(_defs_file(context), section=CONFIG_SECTION,
-                                             name=self.name or _identifier(context.path.name))
+                                             name=self.name or identifier(context.path.name))
         translation = self.translation.resolved("translation") if self.translation else None
         return factory.prepare(pipeline, self.get_translator(), translation, self.trigger)
 
@@ -284,9 +282,3 @@ def _defs_file(context: ComponentLoadContext) -> Path:
         if (context.path / name).is_file():
             return context.path / name
     raise ConfigError("", f"no defs.yaml in {context.path}")
-
-
-def _identifier(text: str) -> str:
-    import re
-
-    return re.sub(r"[^A-Za-z0-9_]", "_", text) or "pipeline"

@@ -249,23 +249,28 @@ def load(path: str | Path, *, require_parser: bool = True, environ: Mapping[str,
     """
     path = Path(path)
     text = read_text(path, os.environ if environ is None else environ)
-    raw: Any = load_yaml(text, str(path)) if not section else _load_any(text, str(path))
-    for index, key in enumerate(section):
-        raw = raw.get(key) if isinstance(raw, Mapping) else None
-        if raw is None:
-            raise ConfigError("", f"{path} has no {'.'.join(section[:index + 1])} mapping")
-    if not isinstance(raw, Mapping):
-        raise ConfigError("", f"{path}: {'.'.join(section)} must be a mapping with 'in' and 'out' keys")
+    raw = select_section(_load_any(text, str(path)), section, str(path))
     try:
         return parse(raw, name=name or _name_from_path(path), path=path, require_parser=require_parser,
                      environ=environ)
     except ConfigError as error:
         line = line_of(text, [*section, *_path_parts(error.path)]) if error.path else None
-        if line is None or error.located:
+        if line is None:
             raise
-        error.located = f"{path}, line {line}"
-        error.args = (f"{error.args[0]} ({error.located})",)
-        raise
+        raise ConfigError(error.path, f"{error.message} ({path}, line {line})") from None
+
+
+def select_section(document: Any, section: Sequence[str], origin: str) -> dict[str, Any]:
+    """The config mapping at ``section`` (keys from the top) of a YAML ``document``; all of it for none."""
+    raw = document
+    for index, key in enumerate(section):
+        raw = raw.get(key) if isinstance(raw, Mapping) else None
+        if raw is None:
+            raise ConfigError("", f"{origin} has no {'.'.join(section[:index + 1])} mapping")
+    if not isinstance(raw, dict):
+        where = f"{'.'.join(section)} in {origin}" if section else origin
+        raise ConfigError("", f"{where} must be a mapping with 'in' and 'out' keys")
+    return raw
 
 
 def _load_any(text: str, origin: str) -> Any:
@@ -348,17 +353,7 @@ def read_text(path: Path, environ: Mapping[str, str]) -> str:
 
 
 def load_yaml(text: str, origin: str = "<config>") -> dict[str, Any]:
-    import yaml
-
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError("", f"{origin} is not valid YAML{where}: {getattr(error, 'problem', error)}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError("", f"{origin} must be a mapping with 'in' and 'out' keys")
-    return raw
+    return select_section(_load_any(text, origin), (), origin)
 
 
 def parse(
@@ -442,8 +437,7 @@ def _interpolate_string(text: str, environ: Mapping[str, str], path: str) -> str
 
 def _retries(section: _Section) -> dict[str, Any]:
     """Embulk's output retry keys; any of them set turns on the retry of lost connections (Embulk's defaults)."""
-    given = [key for key in ("retry_limit", "retry_wait", "max_retry_wait") if section.get(key, None) is not None]
-    if not given:
+    if all(section.get(key) is None for key in ("retry_limit", "retry_wait", "max_retry_wait")):
         return {}
     retries = {"retry_limit": section.int("retry_limit", 12),
                "retry_wait_ms": section.int("retry_wait", 1000),
@@ -461,8 +455,12 @@ def parse_duration(value: object, where: str) -> float:
 
 
 def _name_from_path(path: Path) -> str:
-    stem = path.name.split(".")[0]
-    return re.sub(r"[^A-Za-z0-9_]", "_", stem) or "pipeline"
+    return identifier(path.name.split(".")[0])
+
+
+def identifier(text: str) -> str:
+    """``text`` as a pipeline name: letters, digits and underscores (a file's or a folder's name)."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", text) or "pipeline"
 
 
 def _join(path: str, key: str) -> str:

@@ -17,7 +17,6 @@ class ConfigError(PipelineError):
     def __init__(self, path: str, message: str):
         self.path = path
         self.message = message
-        self.located = ""  # "<file>, line <n>" once the loader has found the key in the file
         super().__init__(f"config {path}: {message}" if path else f"config: {message}")
 
 

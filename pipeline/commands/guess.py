@@ -110,13 +110,12 @@ def scaffold_component(directory: Path, *, type_name: str, seed: str, table: str
     component load it as written, its warehouse URL read from ``url_variable`` at run time.
     """
     import os
-    import re
 
     import yaml
 
     from pipeline import config as config_module
 
-    name = re.sub(r"[^A-Za-z0-9_]", "_", directory.name) or "pipeline"
+    name = config_module.identifier(directory.name)
     if seed.startswith("s3://"):
         bucket, _, prefix = seed[len("s3://"):].partition("/")
         if not bucket:

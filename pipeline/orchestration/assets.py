@@ -39,7 +39,7 @@ def objects_spec(pipeline: Pipeline) -> dg.AssetSpec:
             "path_prefix": source.path_prefix,
             "path_match_pattern": source.path_match_pattern or "(all keys)",
             "dagster/uri": source.uri,
-            "dagster/column_schema": source_schema(config_columns(pipeline.config)),
+            "dagster/column_schema": source_schema(config_columns(source)),
             **code_references(pipeline),
         },
     )
@@ -115,9 +115,9 @@ def code_references(pipeline: Pipeline) -> dict[str, Any]:
                                   label=f"config {pipeline.path.name}")])}
 
 
-def config_columns(config: PipelineConfig) -> list[Any]:
-    parser = config.input.parser
-    return list(parser.columns) if parser else []
+def config_columns(source: Any) -> list[Any]:
+    """The columns an input's parser reads, before filters."""
+    return list(source.parser.columns) if source.parser else []
 
 
 def source_schema(columns: Sequence[Any]) -> dg.TableSchema:
@@ -131,7 +131,7 @@ def column_lineage(pipeline: Pipeline, source_key: dg.AssetKey,
     and ``drop_fields``; an ``add_uuid`` column comes from none (it is derived from where the record was read)."""
     from pipeline.filters import build_filters, lineage
 
-    sources = lineage(config_columns(pipeline.config) if columns is None else columns,
+    sources = lineage(config_columns(pipeline.config.input) if columns is None else columns,
                       build_filters(list(pipeline.config.filters)))
     return dg.TableColumnLineage(deps_by_column={
         column: [dg.TableColumnDep(asset_key=source_key, column_name=name) for name in deps]
@@ -245,8 +245,7 @@ def column_schema(config: PipelineConfig, columns: Sequence[Any] | None = None) 
 
     out = config.output
     if columns is None:
-        parser = _s3_input(config).parser
-        columns = parser.columns if parser else ()
+        columns = config_columns(_s3_input(config))
     single_key = len(out.primary_key) == 1
     return dg.TableSchema(
         columns=[

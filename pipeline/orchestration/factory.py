@@ -144,15 +144,9 @@ def discover(directory: Path | None = None) -> list[Pipeline]:
     directory = directory or config_dir()
     if not directory.is_dir():
         raise ConfigError("", f"no pipeline config directory at {directory} (set {CONFIG_DIR_VARIABLE})")
-    pipelines: dict[str, Pipeline] = {}
     configs = [*directory.glob("*.yml"), *directory.glob("*.yaml"), *directory.glob("*.yml.liquid")]
-    for path in sorted(p for p in configs if not p.name.startswith("_")):
-        pipeline = read_pipeline(path)
-        if pipeline.name in pipelines:
-            raise ConfigError("name", f"{path} and {pipelines[pipeline.name].path} both define "
-                                      f"pipeline {pipeline.name!r}")
-        pipelines[pipeline.name] = pipeline
-    return list(pipelines.values())
+    # Two configs of one name are refused where the definitions are built (definitions_for), across components too.
+    return [read_pipeline(path) for path in sorted(p for p in configs if not p.name.startswith("_"))]
 
 
 def read_pipeline(path: Path, *, section: Sequence[str] = (), name: str | None = None) -> Pipeline:
@@ -164,10 +158,8 @@ def read_pipeline(path: Path, *, section: Sequence[str] = (), name: str | None =
     structure = _load_structure(path, text, tuple(section), name)
     unset = pipeline_config.unset_variables(text, os.environ)
     placeholders = {name: _PLACEHOLDERS[0].format(name=name) for name in unset}
-    raw: object = yaml.safe_load(pipeline_config.read_text(path, {**os.environ, **placeholders}))
-    for key in section:
-        raw = raw.get(key) if isinstance(raw, Mapping) else None
-    raw = raw if isinstance(raw, Mapping) else {}
+    raw = pipeline_config.select_section(
+        yaml.safe_load(pipeline_config.read_text(path, {**os.environ, **placeholders})), section, str(path))
     output = raw.get("out") if isinstance(raw.get("out"), Mapping) else {}
     variable = pipeline_config.sole_variable(output.get("url"))
     return Pipeline(
@@ -270,6 +262,7 @@ def definitions_for(pipelines: list[Pipeline], translator: PipelineTranslator | 
             built = stream_pipeline_definitions(pipeline)
         else:
             built = s3_pipeline_definitions(pipeline)
+        # The default translator with no translation changes nothing: skip the pass over every spec.
         if type(translator) is not PipelineTranslator or pipeline.translation != Translation():
             roles = {key: role for role, key in pipeline.keys.items()}
             built = built.map_asset_specs(

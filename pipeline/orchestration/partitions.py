@@ -19,7 +19,7 @@ class SyncConfig(dg.Config):
 
 
 def sync_partitions_job(pipeline: Pipeline) -> dg.JobDefinition:
-    from pipeline.orchestration.sensors import _usable
+    from pipeline.orchestration.sensors import usable_partition_key
 
     @dg.op(name=f"{pipeline.name}_sync_partitions_op", required_resource_keys={"s3"},
            description=f"Adds a partition of {pipeline.table_key.to_user_string()} for each object under the "
@@ -33,7 +33,7 @@ def sync_partitions_job(pipeline: Pipeline) -> dg.JobDefinition:
         accept = acceptor(source, context.log.warning)
         listed = [obj.key for obj in list_objects(context.resources.s3.client(source.aws), source.bucket,
                                                   source.path_prefix, pattern=source.path_match_pattern)
-                  if accept(obj) and _usable(obj.key)]
+                  if accept(obj) and usable_partition_key(obj.key)]
         known = set(context.instance.get_dynamic_partitions(pipeline.partitions_name))
         added = [key for key in listed if key not in known]
         gone = sorted(known - set(listed)) if config.delete_missing else []

@@ -129,13 +129,13 @@ def scan(client: Any, source: S3InputConfig, cursor: Cursor, *, max_keys: int = 
             result.cursor.sweep_after = None if finished else page[-1].key
             result.cursor.sweeps += int(finished)
 
-    result.unusable = [obj.key for obj in result.to_run if not _usable(obj.key)]
-    result.new = [obj for obj in result.new if _usable(obj.key)]
-    result.changed = [obj for obj in result.changed if _usable(obj.key)]
+    result.unusable = [obj.key for obj in result.to_run if not usable_partition_key(obj.key)]
+    result.new = [obj for obj in result.new if usable_partition_key(obj.key)]
+    result.changed = [obj for obj in result.changed if usable_partition_key(obj.key)]
     return result
 
 
-def _usable(key: str) -> bool:
+def usable_partition_key(key: str) -> bool:
     return not any(part in key for part in _INVALID_IN_PARTITION_KEYS)
 
 

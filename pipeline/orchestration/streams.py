@@ -87,7 +87,8 @@ def stream_spec(pipeline: Pipeline) -> dg.AssetSpec:
         group_name=pipeline.name,
         kinds={"kinesis"},
         metadata={"stream": source.stream, "starting_position": source.starting_position,
-                  "dagster/column_schema": source_schema(record_columns(pipeline.config)), **code_references(pipeline)},
+                  "dagster/column_schema": source_schema(stream_columns(pipeline.config)[0]),
+                  **code_references(pipeline)},
     )
 
 
@@ -99,6 +100,7 @@ def table_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
     out = config.output
     source = _stream(config)
     execution = config.exec
+    fields, columns = stream_columns(config)
     description = (
         f"Records of the Kinesis stream {source.stream}, loaded into {WAREHOUSE_NAMES[out.type]} "
         f"table {out.qualified_table} (mode {out.mode}). A materialization reads from the shard checkpoints "
@@ -113,9 +115,9 @@ def table_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
         group_name=pipeline.name,
         kinds={out.type},
         deps=[pipeline.stream_key],
-        metadata={**table_metadata(pipeline, column_schema(config, output_columns(config))),
+        metadata={**table_metadata(pipeline, column_schema(config, columns)),
                   "stream": source.stream,
-                  "dagster/column_lineage": column_lineage(pipeline, pipeline.stream_key, record_columns(config))},
+                  "dagster/column_lineage": column_lineage(pipeline, pipeline.stream_key, fields)},
         required_resource_keys={"kinesis", "s3", pipeline.warehouse_resource_key},
         # One pool per warehouse, as the S3 loads: Dagster caps concurrent loads into it.
         pool=pipeline.pool,
@@ -501,18 +503,13 @@ def _stream_load(context: Any, pipeline: Pipeline) -> Any:
                       s3_client=context.resources.s3.client(source.aws), emit=context.log.info)
 
 
-def output_columns(config: PipelineConfig) -> list[Any]:
-    """The table's columns as the engine writes them (metadata fields, then the filters); no I/O."""
+def stream_columns(config: PipelineConfig) -> tuple[list[Any], list[Any]]:
+    """A record's fields as the parser reads them (its columns, then the Kinesis metadata it uses), and the
+    table's columns as the engine writes them (after the filters); no I/O."""
     from pipeline.stream import StreamLoad
 
-    return list(StreamLoad(config).columns)
-
-
-def record_columns(config: PipelineConfig) -> list[Any]:
-    """A record's fields as the parser reads them (its columns, then the Kinesis metadata it uses), before filters."""
-    from pipeline.stream import StreamLoad
-
-    return list(StreamLoad(config).record_columns)
+    loader = StreamLoad(config)
+    return list(loader.record_columns), list(loader.columns)
 
 
 def _stream(config: PipelineConfig) -> KinesisInputConfig:
