@@ -60,6 +60,7 @@ class ObjectResult:
     parsed: int = 0
     path: str = "fast"  # fast: the server parsed the CSV; checked: our reader did
     skipped: bool = False
+    writers: int = 1  # COPY writers its pages were dealt to (exec.min_output_tasks)
 
 
 @dataclass
@@ -98,6 +99,10 @@ class RunSummary:
 
 class FastPathRefused(Exception):
     """The server refused the object's bytes as they are: read it again with row checks."""
+
+
+class _PartsCommitted(Exception):
+    """An interrupted scattered load committed parts of the object: only the rest may be sent."""
 
 
 class RowRefused(Exception):
@@ -147,6 +152,9 @@ class BatchLoad:
         self.fast_path = self._fast_path_possible()
         # (schema, table) -> its column types, read outside the load transactions (see warehouse/fit.py).
         self._types: dict[tuple[str, str], dict] = {}
+        self._at_once = 1  # objects loading side by side in this run (they share exec.min_output_tasks)
+        self._keyed = True  # the target has a primary key (read when an object is large enough to scatter)
+        self._single_writer_said = False
 
     @property
     def dialect(self):
@@ -200,6 +208,10 @@ class BatchLoad:
             if mode == "replace":
                 self._settle_pending(conn)
             self._read_types(conn, out.schema, out.table)
+            from pipeline.warehouse.scatter import SCATTER_BYTES_PER_WRITER
+
+            if any(o.size >= 2 * SCATTER_BYTES_PER_WRITER for o in objects):  # only then can pages scatter
+                self._keyed = bool(dialect.primary_key(conn, out.schema, out.table))
             named = None if keys is None or mode in ("replace", "truncate_insert") else [o.key for o in objects]
             loaded = state.loaded_objects(conn, out.state, self.config.name, named)
         summary = RunSummary(self.config.name, mode)
@@ -211,6 +223,7 @@ class BatchLoad:
         else:
             todo = [o for o in objects if o.etag not in loaded.get(o.key, ())]
         summary.up_to_date = len(objects) - len(todo)
+        self._at_once = min(self.config.exec.max_threads, max(len(todo), 1))
         if todo:
             self.emit(f"{self.config.name}: {len(todo)} object(s) to load, {_mb(sum(o.size for o in todo))}, "
                       f"mode {mode}, into {out.qualified_table} at {describe_target(out.conninfo)} "
@@ -305,12 +318,33 @@ class BatchLoad:
                 keys = self.target.merge_keys(conn)
 
         def load_one(obj) -> ObjectResult:
+            writers = self._writer_count(obj, out.mode, primary_key=self._keyed)
+
             def attempt(path: str, refused: dict[int, RecordError]) -> ObjectResult:
+                if path == "fast" and writers > 1:
+                    return self._scattered(obj, writers, progress)
+                try:
+                    return single(path, refused)
+                except _PartsCommitted:
+                    if path != "fast" or merge:
+                        raise WarehouseError(
+                            f"{self._source(obj)}: an interrupted load with several writers committed part of "
+                            f"this object ({state.PART_TABLE} says which bytes), and this load "
+                            f"({'mode merge' if merge else 'the server refused the rest as CSV'}) cannot send "
+                            "only the rest: load it again as before (mode insert_direct or append, the same "
+                            f"table), or delete the object's rows and its {state.PART_TABLE} rows to start over"
+                        ) from None
+                    return self._scattered(obj, writers, progress)  # the parts say what is left to send
+
+            def single(path: str, refused: dict[int, RecordError]) -> ObjectResult:
                 with self.target.connect() as conn, self._staged_files() as files, self._named_refusals(conn):
                     with self.dialect.atomic(conn) as cur:
                         self.dialect.lock_first(cur, state.ledger_ident(out.state))
                         if not state.claim_object(cur, self.dialect, out.state, self.config.name, obj.key, obj.etag):
                             return ObjectResult(obj.key, obj.etag, skipped=True)
+                        if self.dialect.capabilities.copy_from_stdin and state.has_parts(
+                                cur, out.state, self.config.name, obj.key, obj.etag):
+                            raise _PartsCommitted()
                         if merge:
                             result = self._merge_object(cur, obj, keys, progress, refused, files)
                         else:
@@ -323,6 +357,96 @@ class BatchLoad:
             return self._load_and_log(obj, attempt, progress)
 
         return self._parallel(objects, load_one)
+
+    def _writer_count(self, obj, mode: str, *, primary_key: bool) -> int:
+        """COPY writers for ``obj`` (exec.min_output_tasks; see warehouse/scatter.py), 1 where they cannot help."""
+        from pipeline.warehouse.scatter import writers_for
+
+        if not self.fast_path or not self.dialect.capabilities.copy_from_stdin:
+            return 1
+        writers = writers_for(obj.size, self.config.exec.min_output_tasks, self._at_once)
+        if writers > 1:
+            reason = self.dialect.single_writer(mode, primary_key=primary_key)
+            if reason is not None:
+                if not self._single_writer_said:
+                    self._single_writer_said = True
+                    message = f"{self.config.name}: one COPY writer per object: {reason}"
+                    if self.config.exec.min_output_tasks is not None:  # asked for: say why not, where the user looks
+                        self.emit(f"exec.min_output_tasks: {message}")
+                    else:
+                        log.info(message)
+                return 1
+        return writers
+
+    def _scattered(self, obj, writers: int, progress: Progress) -> ObjectResult:
+        """insert_direct and append with the object's pages dealt to ``writers`` COPYs, exactly once.
+
+        The claim on the object's ledger row is held (uncommitted) while the writers load, so a concurrent
+        run waits. Once every writer's COPY has ended, each commits with its part (the byte ranges it
+        holds), then the ledger row commits with the totals. A run that stops in between leaves parts
+        whose rows are in; the next one sends only the ranges no part holds.
+        """
+        from pipeline.warehouse.scatter import scatter, unsent
+
+        out = self.config.output
+        with (self.target.connect() as conn, contextlib.ExitStack() as connections,
+              self.dialect.atomic(conn) as cur):
+            self.dialect.lock_first(cur, state.ledger_ident(out.state))
+            if not state.claim_object(cur, self.dialect, out.state, self.config.name, obj.key, obj.etag):
+                return ObjectResult(obj.key, obj.etag, skipped=True)
+            conns = [connections.enter_context(self.target.connect()) for _ in range(writers)]
+            # Read apart from the claim's transaction: on Hologres a read there would lock the part table.
+            done = state.read_parts(conns[0], out.state, self.config.name, obj.key, obj.etag)
+            conns[0].commit()
+            if done:
+                self.emit(f"{self._source(obj)}: {sum(p.rows for p in done):,} rows were committed by an "
+                          f"interrupted load; sending the rest")
+            size = [0]
+            pages = unsent(self._body(obj, progress), [r for p in done for r in p.ranges], size)
+            try:
+                loaded = scatter(conns, self._fast_statement(self.target.ident), pages)
+            except (psycopg.errors.DataError, psycopg.errors.IntegrityError, UnicodeError, ValueError) as error:
+                raise FastPathRefused(_first_line(error)) from None
+            for writer in loaded:
+                if writer.ranges:
+                    with writer.conn.cursor() as part_cur:
+                        state.write_part(part_cur, out.state, self.config.name, obj.key, obj.etag,
+                                         writer.part_id, writer.part)
+                writer.conn.commit()
+            rows = sum(w.rows for w in loaded) + sum(p.rows for p in done)
+            state.complete_object(cur, out.state, self.config.name, obj.key, obj.etag, rows=rows, rejected=0,
+                                  nbytes=size[0])
+            # With the ledger row, so parts never outlive it (every writer has committed: no lock is waited for).
+            state.forget_parts(cur, out.state, self.config.name, obj.key, obj.etag)
+        return ObjectResult(obj.key, obj.etag, rows=rows, parsed=rows, bytes=size[0], writers=writers)
+
+    def _scattered_into_stage(self, obj, writers: int, stage: sql.Identifier, progress: Progress) -> ObjectResult:
+        """Staged modes: the pages dealt to ``writers`` COPYs into the run's stage, committed when all ended.
+
+        Nothing is published before every object is staged, so no part is recorded; a commit that fails
+        after others succeeded leaves part of the object in the stage, and the run stops (dropping it).
+        """
+        from pipeline.warehouse.scatter import scatter, unsent
+
+        with contextlib.ExitStack() as connections:
+            conns = [connections.enter_context(self.target.connect()) for _ in range(writers)]
+            size = [0]
+            try:
+                loaded = scatter(conns, self._fast_statement(stage), unsent(self._body(obj, progress), (), size))
+            except (psycopg.errors.DataError, psycopg.errors.IntegrityError, UnicodeError, ValueError) as error:
+                raise FastPathRefused(_first_line(error)) from None
+            for index, writer in enumerate(loaded):
+                try:
+                    writer.conn.commit()
+                except psycopg.Error as error:
+                    if index == 0:
+                        raise
+                    raise WarehouseError(
+                        f"{self._source(obj)}: {index} of its {writers} writers committed into this run's stage "
+                        f"and the next failed ({_first_line(error)}); the run stops and drops its stage, so "
+                        "nothing of it is published: run it again") from None
+            rows = sum(w.rows for w in loaded)
+        return ObjectResult(obj.key, obj.etag, rows=rows, parsed=rows, bytes=size[0], writers=writers)
 
     def _each_upserted(self, objects: list, progress: Progress) -> list[ObjectResult]:
         """merge on a target with an idempotent upsert COPY (Hologres' fixed copy): rows, then the ledger row.
@@ -418,7 +542,12 @@ class BatchLoad:
             self._read_types(conn, out.schema, name)  # replace builds the table anew, from the config's DDL
         try:
             def load_one(obj) -> ObjectResult:
+                # A replace builds the table with the config's key; the other stages have none.
+                writers = self._writer_count(obj, mode, primary_key=mode == "replace" and bool(out.primary_key))
+
                 def attempt(path: str, refused: dict[int, RecordError]) -> ObjectResult:
+                    if path == "fast" and writers > 1:
+                        return self._scattered_into_stage(obj, writers, stage, progress)
                     with (self.target.connect() as conn, self._staged_files() as files, self._named_refusals(conn),
                           self.dialect.atomic(conn) as cur):
                         return self._write_object(cur, obj, stage, stage_rejected, progress, path, refused, files,
@@ -598,8 +727,9 @@ class BatchLoad:
         return guarded
 
     def _log_object(self, result: ObjectResult) -> None:
+        writers = f" by {result.writers} COPY writers" if result.writers > 1 else ""
         self.emit(f"loaded s3://{self.input.bucket}/{result.key}: {result.rows:,} rows, "
-                  f"{result.rejected:,} rejected, {_mb(result.bytes)} in {result.seconds:.2f} s")
+                  f"{result.rejected:,} rejected, {_mb(result.bytes)} in {result.seconds:.2f} s{writers}")
 
     def _source(self, obj) -> str:
         return f"s3://{self.input.bucket}/{obj.key}"
@@ -668,16 +798,23 @@ class BatchLoad:
 
     def _copy_fast(self, cur: psycopg.Cursor, obj, table: sql.Identifier, progress: Progress,
                    extra: Sequence[sql.Composable]) -> tuple[int, int]:
+        return copy_bytes(cur, self._fast_statement(table, extra), self._body(obj, progress))
+
+    def _body(self, obj, progress: Progress) -> Iterator[bytes]:
+        """The object's records as the fast path sends them: in UTF-8, past the header, through the guard,
+        in record-aligned chunks (a chunk never ends inside a quoted field)."""
         from pipeline.formats.decode import split_header, to_utf8
 
         p = self.parser
         _, body = split_header(to_utf8(self._object_bytes(obj, progress), p.charset), p.skip_header_lines)
-        body = _refuse_end_of_data_marker(self._plain(body))
+        return _refuse_end_of_data_marker(self._plain(body))
+
+    def _fast_statement(self, table: sql.Identifier, extra: Sequence[sql.Composable] = ()) -> sql.Composed:
+        p = self.parser
         # The guard lets no escape sequence through, so the server's escape is the quote, as in RFC 4180.
-        statement = copy_csv_statement(table, self.target.column_names, delimiter=p.delimiter,
-                                       quote=p.quote or '"', escape=p.quote or '"', null_string=p.null_string,
-                                       extra_options=extra)
-        return copy_bytes(cur, statement, body)
+        return copy_csv_statement(table, self.target.column_names, delimiter=p.delimiter,
+                                  quote=p.quote or '"', escape=p.quote or '"', null_string=p.null_string,
+                                  extra_options=extra)
 
     def _plain(self, body: Iterable[bytes]) -> Iterator[bytes]:
         """``body``, raising NotPlain (a ValueError: the fast path is refused) where Embulk would read it otherwise."""

@@ -167,6 +167,9 @@ class ExecConfig:
     retry_wait: float = 60.0
     # Embulk's guess_plugins: what `pipeline guess` adds to its csv guess (csv_all_strings: every column a string).
     guess_plugins: tuple[str, ...] = ()
+    # Embulk's min_output_tasks: COPY writers one object's pages are dealt to (page scattering); None: one per
+    # CPU core for objects large enough (SCATTER_BYTES_PER_WRITER each), as Embulk's default of 1x the cores.
+    min_output_tasks: int | None = None
 
     def wait_before_retry(self, failures: int) -> float:
         """Seconds to wait after the ``failures``-th failed attempt before the next one."""
@@ -383,6 +386,10 @@ def parse(
         raise ConfigError(f"out.{given}", "retries an object's transaction, and a stream has none: a batch that "
                                           "fails is read again from its checkpoints by the next run (the sensor "
                                           "retries it, exec.retries) or when the continuous job restarts")
+    if exec_config.min_output_tasks is not None and isinstance(source, KinesisInputConfig):
+        raise ConfigError("exec.min_output_tasks", "deals one object's pages to several COPY writers, and a stream "
+                                                   "has no objects: each batch commits with its shard checkpoints "
+                                                   "in one transaction")
     top.done()
     config = PipelineConfig(name=name, input=source, output=output, filters=filters, exec=exec_config, path=path,
                             warnings=tuple(dict.fromkeys(top.notes)))
@@ -938,10 +945,10 @@ def _exec(section: _Section) -> ExecConfig:
         retries=section.int("retries", 5, minimum=0),
         retry_wait=section.duration("retry_wait", 60.0, minimum=0.0),
         guess_plugins=_guess_plugins(section),
+        min_output_tasks=section.int("min_output_tasks", None, minimum=1),
     )
     section.str("type", "local", choices=("local",))  # Embulk's executor: this is the local one
-    section.done(no_effect={"min_output_tasks": "each object loads in one COPY of its own, on up to "
-                                                "exec.max_threads threads; Embulk's task split is not done"})
+    section.done()
     return config
 
 

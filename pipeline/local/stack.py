@@ -44,7 +44,8 @@ DEFAULT_SHARDS = 2
 HOST = "127.0.0.1"
 PG_USER = "pipeline"
 PG_PASSWORD = "pipeline"
-DATABASES = ("hologres", "redshift", "dagster")
+# "postgres_target": plain PostgreSQL as a target (out.type: postgresql), reached directly.
+DATABASES = ("hologres", "redshift", "dagster", "postgres_target")
 # The databases clients reach through the stand-in proxy, with that target's rules in front of PostgreSQL.
 STANDINS = {"hologres": "hologres", "redshift": "redshift"}
 HOLOGRES_VERSION = "2.2.11"
@@ -90,6 +91,7 @@ class StackEndpoints:
     hologres_url: str
     redshift_url: str
     dagster_url: str
+    postgresql_url: str  # a plain PostgreSQL database for out.type: postgresql (no stand-in rules)
     aws_endpoint: str
     region: str
     bucket: str
@@ -182,6 +184,7 @@ class LocalStack:
             "AWS_DEFAULT_REGION": AWS_REGION,
             "HOLOGRES_URL": self.target_url("hologres"),
             "REDSHIFT_URL": self.target_url("redshift"),
+            "POSTGRESQL_URL": self.database_url("postgres_target"),
             "PIPELINE_KMS_KEY": KMS_ALIAS,
             "PIPELINE_BUCKET": BUCKET,
             "PIPELINE_STREAM": STREAM,
@@ -205,6 +208,7 @@ class LocalStack:
             hologres_url=self.target_url("hologres"),
             redshift_url=self.target_url("redshift"),
             dagster_url=self.database_url("dagster"),
+            postgresql_url=self.database_url("postgres_target"),
             aws_endpoint=self.aws_endpoint,
             region=AWS_REGION,
             bucket=BUCKET,

@@ -186,7 +186,7 @@ def describe(client: Any, obj: S3Object) -> S3Object:
 
 
 def read_object(
-    client: Any, obj: S3Object, *, chunk_size: int = CHUNK_SIZE, attempts: int = READ_ATTEMPTS
+    client: Any, obj: S3Object, *, chunk_size: int | None = None, attempts: int = READ_ATTEMPTS
 ) -> Iterator[bytes]:
     """Yield the bytes of ``obj`` in chunks of at most ``chunk_size``.
 
@@ -195,7 +195,7 @@ def read_object(
     Every GET carries ``If-Match`` with the object's ETag, so a changed object is an error and
     never a mix of two versions.
     """
-    yield from _RangeReader(client, obj, attempts).chunks(0, None, chunk_size)
+    yield from _RangeReader(client, obj, attempts).chunks(0, None, chunk_size or CHUNK_SIZE)
 
 
 def read_sample(client: Any, obj: S3Object, nbytes: int) -> tuple[bytes, bool]:

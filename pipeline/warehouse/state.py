@@ -14,7 +14,7 @@ import psycopg
 from psycopg import sql
 
 from pipeline.warehouse.dialects import CHECKPOINT_TABLE, LEDGER_TABLE, PENDING_TABLE, Dialect
-from pipeline.warehouse.dialects.base import WATCH_TABLE
+from pipeline.warehouse.dialects.base import PART_TABLE, WATCH_TABLE
 
 
 def ensure_state_tables(conn: psycopg.Connection, schema: str, dialect: Dialect) -> None:
@@ -25,6 +25,7 @@ def ensure_state_tables(conn: psycopg.Connection, schema: str, dialect: Dialect)
         cur.execute(dialect.checkpoint_table(schema))
         cur.execute(dialect.pending_table(schema))
         cur.execute(dialect.watch_table(schema))
+        cur.execute(dialect.part_table(schema))
 
 
 def ledger_ident(schema: str) -> sql.Identifier:
@@ -80,6 +81,60 @@ def complete_object(cur: psycopg.Cursor, schema: str, pipeline: str, key: str, e
                 "WHERE pipeline = %s AND object_key = %s AND etag = %s").format(ledger_ident(schema)),
         (rows, rejected, nbytes, pipeline, key, etag),
     )
+
+
+# --------------------------------------------------------------------------- parts of a scattered load
+
+
+@dataclass(frozen=True)
+class Part:
+    """Byte ranges of an object's body (after decompression and the header) that one writer committed."""
+
+    ranges: tuple[tuple[int, int], ...]
+    rows: int
+    nbytes: int
+
+    def encode(self) -> str:
+        return ",".join(f"{start}-{end}" for start, end in self.ranges)
+
+    @staticmethod
+    def decode(text: str) -> tuple[tuple[int, int], ...]:
+        return tuple((int(a), int(b)) for a, b in (item.split("-") for item in text.split(",") if item))
+
+
+PART_TABLE = PART_TABLE  # for messages: where a scattered load's committed parts are
+
+
+def _parts(schema: str) -> sql.Identifier:
+    return sql.Identifier(schema, PART_TABLE)
+
+
+def read_parts(conn: psycopg.Connection, schema: str, pipeline: str, key: str, etag: str) -> list[Part]:
+    """The parts of this object version that writers of an interrupted scattered load committed."""
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("SELECT ranges, rows, bytes FROM {} WHERE pipeline = %s AND object_key = %s "
+                            "AND etag = %s").format(_parts(schema)), (pipeline, key, etag))
+        return [Part(Part.decode(ranges), rows, nbytes) for ranges, rows, nbytes in cur.fetchall()]
+
+
+def has_parts(cur: psycopg.Cursor, schema: str, pipeline: str, key: str, etag: str) -> bool:
+    cur.execute(sql.SQL("SELECT 1 FROM {} WHERE pipeline = %s AND object_key = %s AND etag = %s LIMIT 1").format(
+        _parts(schema)), (pipeline, key, etag))
+    return cur.fetchone() is not None
+
+
+def write_part(cur: psycopg.Cursor, schema: str, pipeline: str, key: str, etag: str, part_id: str,
+               part: Part) -> None:
+    """One writer's part, in that writer's transaction (the one holding its rows)."""
+    cur.execute(sql.SQL("INSERT INTO {} (pipeline, object_key, etag, part, ranges, rows, bytes) "
+                        "VALUES (%s, %s, %s, %s, %s, %s, %s)").format(_parts(schema)),
+                (pipeline, key, etag, part_id, part.encode(), part.rows, part.nbytes))
+
+
+def forget_parts(cur: psycopg.Cursor, schema: str, pipeline: str, key: str, etag: str) -> None:
+    """An object's parts, once its ledger row has committed (they say nothing the ledger does not)."""
+    cur.execute(sql.SQL("DELETE FROM {} WHERE pipeline = %s AND object_key = %s AND etag = %s").format(
+        _parts(schema)), (pipeline, key, etag))
 
 
 def forget_pipeline(cur: psycopg.Cursor, schema: str, pipeline: str) -> None:

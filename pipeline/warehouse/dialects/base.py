@@ -23,6 +23,8 @@ CHECKPOINT_TABLE = "pipeline_shard_checkpoint"
 PENDING_TABLE = "pipeline_pending_run"  # a replace run's ledger rows, until its table swap is settled
 # Per shard: which incarnation of the stream the checkpoint belongs to, and until when every record is known read.
 WATCH_TABLE = "pipeline_stream_watch"
+# The byte ranges of an object's body that a scattered load's writers committed, until the object's ledger row does.
+PART_TABLE = "pipeline_object_part"
 REJECTED_COLUMNS = ("pipeline", "source", "line_number", "sequence_number", "column_name", "raw_record", "error")
 
 
@@ -168,10 +170,29 @@ class Dialect:
             "PRIMARY KEY (pipeline, stream, shard_id))"
         ).format(sql.Identifier(schema, WATCH_TABLE), t=sql.SQL(self.text))
 
+    def part_table(self, schema: str) -> sql.Composed:
+        return sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} ("
+            "pipeline {t} NOT NULL, object_key {t} NOT NULL, etag {t} NOT NULL, part {t} NOT NULL, "
+            "ranges {t} NOT NULL, rows bigint NOT NULL, bytes bigint NOT NULL, "
+            "loaded_at timestamp with time zone NOT NULL DEFAULT now(), "
+            "PRIMARY KEY (pipeline, object_key, etag, part))"
+        ).format(sql.Identifier(schema, PART_TABLE), t=sql.SQL(self.text))
+
     def stage_like(self, schema: str, stage: str, target: sql.Identifier, columns: Sequence[Column],
                    column_options: Mapping[str, str] | None = None) -> sql.Composed:
         """A table of the target's columns (no keys, no data) for staged modes."""
         return sql.SQL("CREATE TABLE {} (LIKE {})").format(sql.Identifier(schema, stage), target)
+
+    # ----------------------------------------------------------------- page scattering
+
+    def single_writer(self, mode: str, *, primary_key: bool) -> str | None:
+        """Why an object loads through one COPY writer here although exec.min_output_tasks asks for more
+        (None: writers work side by side). ``primary_key``: the table the rows go into has one."""
+        if mode == "merge":
+            return ("mode merge keeps the last row of a key in the object's order, which writers side by side "
+                    "would not")
+        return None
 
     # ----------------------------------------------------------------- transactions
 

@@ -102,6 +102,13 @@ class Hologres(Dialect):
                         f"{'deletes the old rows, ' if mode == 'truncate_insert' else ''}publishes the rows, "
                         "the rejected records and the ledger")
 
+    def single_writer(self, mode: str, *, primary_key: bool) -> str | None:
+        if primary_key and mode != "merge":
+            return ("Hologres' COPY holds a table lock on a table with a primary key until it ends, so writers "
+                    "would take turns (fixed copy takes row locks but is not atomic: a crash would leave part of "
+                    "a COPY in, which a rerun of an insert could not tell from rows loaded before)")
+        return super().single_writer(mode, primary_key=primary_key)
+
     @contextlib.contextmanager
     def atomic(self, conn: psycopg.Connection) -> Iterator[psycopg.Cursor]:
         if not self.multi_dml:

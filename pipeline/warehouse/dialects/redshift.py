@@ -91,6 +91,10 @@ class Redshift(Dialect):
                             + ("; merge deletes and inserts the batch's keys" if mode == "merge" else ""))
         return Strategy(mode, "COPY FROM S3 in a transaction", _STRATEGIES[mode])
 
+    def single_writer(self, mode: str, *, primary_key: bool) -> str | None:
+        return ("Redshift loads with COPY FROM S3, which splits an object's load across the warehouse's slices "
+                "itself")
+
     # ----------------------------------------------------------------- DDL
 
     def create_table(self, schema: str, table: str, columns: Sequence[Column], *, primary_key: Sequence[str] = (),
