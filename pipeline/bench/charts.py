@@ -73,9 +73,12 @@ def _load(section: Section, axes: Any) -> bool:
         return False
     names = {"psql": "psql \\copy\n(floor)", "ours_plain": "pipeline\nplaintext", "ours_kms": "pipeline\nSSE-KMS",
              "ours_merge": "pipeline\nmerge", "ours_redshift": "pipeline\nRedshift", "bare": "bare boto3\n+ COPY",
-             "psql_quoted": "psql \\copy\nquoted", "ours_quoted": "pipeline\nquoted", "dlt": "dlt", "sling": "sling"}
+             "psql_quoted": "psql \\copy\nquoted", "ours_quoted": "pipeline\nquoted", "dlt": "dlt", "sling": "sling",
+             "psql_postgresql": "psql \\copy\nPostgreSQL", "scatter_1": "PostgreSQL\n1 writer",
+             "scatter_2": "PostgreSQL\n2 writers", "scatter_4": "PostgreSQL\n4 writers"}
     labels = [names.get(f.key.rsplit(".", 1)[1], f.key.rsplit(".", 1)[1]) for f in figures]
-    colors = ["#888888" if ".psql" in f.key else "#2b6cb0" if "ours" in f.key else "#a0aec0" for f in figures]
+    colors = ["#888888" if ".psql" in f.key else "#2b6cb0" if "ours" in f.key or "scatter" in f.key else "#a0aec0"
+              for f in figures]
     bars = axes.bar(labels, [f.value for f in figures], color=colors)
     axes.tick_params(axis="x", labelsize=7)
     _bar_labels(axes, bars, [f"{f.value:,.0f}" + (f"\n{f.ratio:.2f}×" if f.ratio else "") for f in figures])

@@ -168,6 +168,8 @@ class Bench:
         self.kms_key = self.env.get("PIPELINE_KMS_KEY") or KMS_ALIAS
         self.hologres_url = self.env["HOLOGRES_URL"]
         self.redshift_url = self.env["REDSHIFT_URL"]
+        # Plain PostgreSQL as a target (out.type: postgresql): the stack's postgres_target database.
+        self.postgresql_url = self.env.get("POSTGRESQL_URL") or self._database_url("postgres_target")
         self._cleanups: list[tuple[str, Callable[[], None]]] = []
         self._checkpoint_refused = False
 
@@ -182,6 +184,11 @@ class Bench:
         netloc = f"{credentials}@" if credentials else ""
         netloc += f"{self.env['DAGSTER_PG_HOST']}:{self.env['DAGSTER_PG_PORT']}"
         return urlunsplit(parts._replace(netloc=netloc))
+
+    def _database_url(self, database: str) -> str:
+        from urllib.parse import urlsplit, urlunsplit
+
+        return urlunsplit(urlsplit(self.direct_url(self.hologres_url))._replace(path=f"/{database}"))
 
     def name(self, what: str) -> str:
         name = f"bench_{self.run_id}_{what}"
@@ -232,12 +239,12 @@ class Bench:
     def forget_state_on_cleanup(self, conninfo: str, schema: str) -> None:
         """Remove the ledger rows and shard checkpoints of this run's pipelines (all named bench_<id>_...)."""
         from pipeline.warehouse.dialects import CHECKPOINT_TABLE, LEDGER_TABLE
-        from pipeline.warehouse.dialects.base import WATCH_TABLE
+        from pipeline.warehouse.dialects.base import PART_TABLE, WATCH_TABLE
 
         def forget() -> None:
             pattern = f"bench\\_{self.run_id}\\_%"
             with psycopg.connect(conninfo, autocommit=True) as conn:
-                for table in (LEDGER_TABLE, CHECKPOINT_TABLE, WATCH_TABLE):
+                for table in (LEDGER_TABLE, CHECKPOINT_TABLE, WATCH_TABLE, PART_TABLE):
                     exists = conn.execute("SELECT to_regclass(%s)", (f"{schema}.{table}",)).fetchone()
                     if exists and exists[0]:
                         conn.execute(sql.SQL("DELETE FROM {} WHERE pipeline LIKE %s").format(
@@ -258,14 +265,15 @@ class Bench:
 
     # ----------------------------------------------------------------- tables
 
-    def recreate_book_order(self, table: str, *, primary_key: bool = True) -> None:
+    def recreate_book_order(self, table: str, *, primary_key: bool = True, conninfo: str | None = None) -> None:
         """A fresh, empty book_order table, then a CHECKPOINT so no load pays for the previous one's writes."""
         columns = BOOK_ORDER_COLUMNS_SQL.format(key=" PRIMARY KEY" if primary_key else "")
-        with psycopg.connect(self.hologres_url, autocommit=True) as conn:
+        conninfo = conninfo or self.hologres_url
+        with psycopg.connect(conninfo, autocommit=True) as conn:
             ident = sql.Identifier("public", table)
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ident))
             conn.execute(sql.SQL("CREATE TABLE {} (" + columns + ")").format(ident))
-        self.checkpoint(self.hologres_url)
+        self.checkpoint(conninfo)
 
     def checkpoint(self, conninfo: str) -> None:
         if self._checkpoint_refused:
@@ -291,9 +299,18 @@ class Bench:
 
     def book_order_config(self, name: str, prefix: str, table: str, *, threads: int = 1,
                           primary_key: bool = True, bucket: str | None = None,
-                          directory: Path | None = None, target: str = "hologres") -> Path:
-        """The shipped book_order.yml, pointed at ``prefix`` and ``public.<table>`` (on Redshift: through S3)."""
+                          directory: Path | None = None, target: str = "hologres",
+                          output_tasks: int | None = None) -> Path:
+        """The shipped book_order.yml, pointed at ``prefix`` and ``public.<table>`` (on Redshift: through S3).
+
+        ``output_tasks`` sets exec.min_output_tasks; unset, the config's own (none: the automatic choice).
+        """
         document = _reference_config("book_order.yml")
+        if output_tasks is not None:
+            document.setdefault("exec", {})["min_output_tasks"] = output_tasks
+        if target == "postgresql":
+            document["out"] = {**{k: v for k, v in document["out"].items() if k != "table_properties"},
+                               "type": "postgresql", "url": self.postgresql_url}
         if target == "redshift":
             stream = _reference_config("sensor_data.yml")["out"]
             document["out"] = {**{k: v for k, v in document["out"].items() if k != "table_properties"},

@@ -70,27 +70,49 @@ class BookOrderLoads:
 
     # ----------------------------------------------------------------- the paths, each timed alone
 
-    def timed(self, load: Callable[[], None], what: str) -> float:
-        self.bench.recreate_book_order(self.table)
+    def timed(self, load: Callable[[], None], what: str, conninfo: str | None = None) -> float:
+        conninfo = conninfo or self.bench.hologres_url
+        self.bench.recreate_book_order(self.table, conninfo=conninfo)
         started = time.perf_counter()
         load()
         seconds = time.perf_counter() - started
-        self.bench.expect_rows(self.bench.hologres_url, "public", self.table, self.rows, what)
+        self.bench.expect_rows(conninfo, "public", self.table, self.rows, what)
         return seconds
 
-    def psql(self, quoted: bool = False) -> float:
+    def psql(self, quoted: bool = False, conninfo: str | None = None) -> float:
         """psql's client-side COPY of the local file: no S3, no Python, the server parses the CSV."""
         command = (f"\\copy public.{self.table} FROM '{self.quoted_file if quoted else self.local_file}' "
                    "WITH (FORMAT csv, HEADER true, ENCODING 'UTF8')")
+        conninfo = conninfo or self.bench.hologres_url
 
         def load() -> None:
             result = subprocess.run([psql_binary(), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d",
-                                     self.bench.hologres_url, "-c", command],
+                                     conninfo, "-c", command],
                                     capture_output=True, text=True, check=False)
             if result.returncode != 0:
                 raise BenchError(f"psql \\copy failed: {result.stderr.strip()}")
 
-        return self.timed(load, "psql \\copy")
+        return self.timed(load, "psql \\copy", conninfo)
+
+    def scattered(self, writers: int) -> float:
+        """BatchLoad into plain PostgreSQL, exec.min_output_tasks ``writers``: the pages dealt to that many COPYs."""
+        from pipeline import config as config_module
+        from pipeline.batch import BatchLoad
+
+        loaded: list = []
+        self.runs += 1
+        name = self.bench.name(f"load_{self.rows}_scatter{writers}_{self.runs}")
+        path = self.bench.book_order_config(name, f"{self.prefix}plain/", self.table, target="postgresql",
+                                            output_tasks=writers)
+
+        def load() -> None:
+            loaded.extend(BatchLoad(config_module.load(path), emit=lambda _: None).run().loaded)
+
+        seconds = self.timed(load, f"BatchLoad (PostgreSQL, min_output_tasks {writers})", self.bench.postgresql_url)
+        how = [(r.path, r.writers) for r in loaded]
+        if how != [("fast", writers)]:
+            raise BenchError(f"BatchLoad with min_output_tasks {writers} loaded (path, writers) {how}")
+        return seconds
 
     def config(self, encrypted: bool, *, threads: int = 1, quoted: bool = False) -> Path:
         """A fresh pipeline name for each run, so the ledger never says 'already loaded'."""
@@ -304,7 +326,8 @@ def _others_available() -> dict[str, str | None]:
 def measure(bench: Bench, section: Section) -> None:
     sizes = bench.sizes
     table = bench.name("book_order")
-    for url in (bench.hologres_url, bench.redshift_url):  # the Redshift path loads the same object there
+    # The Redshift path loads the same object there, the scatter paths into plain PostgreSQL.
+    for url in (bench.hologres_url, bench.redshift_url, bench.postgresql_url):
         bench.drop_on_cleanup(url, "public", table, f"{table}_rejected")
         bench.forget_state_on_cleanup(url, "public")
 
@@ -363,10 +386,24 @@ def _bulk_load(bench: Bench, section: Section, loads: BookOrderLoads) -> None:
         "ours_redshift": ("this project into Redshift (COPY FROM S3 of the object, through a manifest)",
                           loads.ours_redshift),
         "bare": ("bare boto3 get_object into psycopg COPY", loads.bare),
+        "psql_postgresql": (f"{FLOOR}, into plain PostgreSQL (out.type postgresql)",
+                            lambda: loads.psql(conninfo=bench.postgresql_url)),
+        "scatter_1": ("this project into plain PostgreSQL, exec.min_output_tasks 1", lambda: loads.scattered(1)),
+        "scatter_2": ("this project into plain PostgreSQL, exec.min_output_tasks 2: pages dealt to 2 COPY writers",
+                      lambda: loads.scattered(2)),
+        "scatter_4": ("this project into plain PostgreSQL, exec.min_output_tasks 4: pages dealt to 4 COPY writers",
+                      lambda: loads.scattered(4)),
         "psql_quoted": (f"{FLOOR}, every field quoted", lambda: loads.psql(quoted=True)),
         "ours_quoted": ("this project (BatchLoad, insert_direct), every field quoted: the guard judges each quote",
                         lambda: loads.ours(False, quoted=True)),
     }
+    from pipeline.warehouse.scatter import SCATTER_BYTES_PER_WRITER
+
+    for writers in (2, 4):
+        if loads.bytes < writers * SCATTER_BYTES_PER_WRITER:  # --quick sizes: too small to be dealt to them
+            del paths[f"scatter_{writers}"]
+            section.notes.append(f"min_output_tasks {writers} skipped: a {loads.bytes / 1e6:.0f} MB object gets at "
+                                 f"most one writer per {SCATTER_BYTES_PER_WRITER >> 20} MB")
     for name, reason in _others_available().items():
         if reason is None:
             paths[name] = (f"{name}, the same object", getattr(loads, name))
@@ -400,12 +437,20 @@ def _bulk_load(bench: Bench, section: Section, loads: BookOrderLoads) -> None:
                   "rows_per_s_median": round(loads.rows / median(samples[name]))}
         figure = Figure(f"load.bulk.{name}", f"{label}, {loads.rows:,} rows ({mb:.0f} MB)",
                         loads.rows / seconds, "rows/s", detail=detail)
-        if name == "ours_quoted" and samples.get("psql_quoted"):
+        if name.startswith("scatter_") and samples.get("psql_postgresql"):
+            plain_floor = best(samples["psql_postgresql"])
+            figure.ratio = plain_floor / seconds
+            figure.compared_with = f"psql \\copy into the same PostgreSQL, {loads.rows / plain_floor:,.0f} rows/s"
+            figure.ratio_meaning = "that floor's rows/s:"
+            if name != "scatter_1":
+                figure.target = ">= 1.3x"
+                figure.meets = figure.ratio >= 1.3
+        elif name == "ours_quoted" and samples.get("psql_quoted"):
             quoted_floor = best(samples["psql_quoted"])
             figure.ratio = quoted_floor / seconds
             figure.compared_with = f"psql \\copy of the quoted file, {loads.rows / quoted_floor:,.0f} rows/s"
             figure.ratio_meaning = "that floor's rows/s:"
-        elif name not in ("psql", "psql_quoted"):
+        elif name not in ("psql", "psql_quoted", "psql_postgresql"):
             figure.ratio = floor / seconds
             figure.compared_with = f"psql \\copy, {loads.rows / floor:,.0f} rows/s"
             figure.ratio_meaning = "the floor's rows/s:"
