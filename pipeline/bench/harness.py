@@ -345,13 +345,31 @@ class Bench:
         return path
 
 
-def _reference_config(filename: str) -> dict[str, Any]:
+# What the bench measures with: the reference pipelines, and the Dagster files the sensor-mode daemon runs.
+CHECKOUT_FILES = ("pipelines/book_order.yml", "pipelines/sensor_data.yml", "workspace.yaml", "dagster.yaml")
+
+
+def checkout() -> Path:
+    """The project checkout the bench runs in: the package's own (an editable install), or the working directory.
+
+    The bench is a checkout tool: it measures the shipped reference configs with the checkout's
+    dagster.yaml and workspace.yaml, which a wheel does not hold.
+    """
     from pipeline.local.stack import REPO_ROOT
 
-    path = REPO_ROOT / "pipelines" / filename
-    if not path.is_file():
-        raise BenchError(f"the reference config {path} is missing: run the bench from a checkout of the project")
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
+    roots = list(dict.fromkeys((REPO_ROOT, Path.cwd().resolve())))
+    for root in roots:
+        if all((root / name).is_file() for name in CHECKOUT_FILES):
+            return root
+    raise BenchError(
+        "pipeline bench runs in a checkout of the project: it measures the reference configs "
+        f"({', '.join(CHECKOUT_FILES[:2])}) with the checkout's {CHECKOUT_FILES[2]} and {CHECKOUT_FILES[3]}, which "
+        f"an installed package does not hold; none in {' or '.join(map(str, roots))}. Clone the project and run "
+        "`make venv && .venv/bin/pipeline bench` there, or run this one from the clone's directory")
+
+
+def _reference_config(filename: str) -> dict[str, Any]:
+    return yaml.safe_load((checkout() / "pipelines" / filename).read_text(encoding="utf-8"))
 
 
 # --------------------------------------------------------------------------- child processes

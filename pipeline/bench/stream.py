@@ -317,8 +317,8 @@ def _produce_and_watch(bench: Bench, stream: str, table: str, rate: int, seconds
 
 
 def _sensor_latency(bench: Bench, section: Section) -> None:
+    from pipeline.bench.harness import checkout
     from pipeline.local.dagster_process import dagster_command, dagster_process
-    from pipeline.local.stack import REPO_ROOT
 
     sizes = bench.sizes
     name = bench.name("sensor_mode")
@@ -329,7 +329,7 @@ def _sensor_latency(bench: Bench, section: Section) -> None:
                              directory=config_dir)
     env, dagster_db = _daemon_environment(bench, config_dir)
     log_path = bench.workdir / "dagster-daemon.log"
-    args = [dagster_command("dagster-daemon"), "run", "-w", str(REPO_ROOT / "workspace.yaml")]
+    args = [dagster_command("dagster-daemon"), "run", "-w", str(checkout() / "workspace.yaml")]
     started = time.monotonic()
     with dagster_process(args, env, log_path) as daemon:
         # One record first: the daemon has started, the sensor ticks and a run lands it before timing starts.
@@ -397,7 +397,7 @@ def _daemon_environment(bench: Bench, config_dir) -> tuple[dict[str, str], str]:
 
     from psycopg import conninfo
 
-    from pipeline.local.stack import REPO_ROOT
+    from pipeline.bench.harness import checkout
 
     database = bench.name("dagster")
     params = conninfo.conninfo_to_dict(bench.redshift_url)
@@ -411,7 +411,7 @@ def _daemon_environment(bench: Bench, config_dir) -> tuple[dict[str, str], str]:
     bench.on_cleanup(f"database {database}", drop)
     home = bench.workdir / "dagster-home"
     home.mkdir(parents=True, exist_ok=True)
-    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(checkout() / "dagster.yaml", home / "dagster.yaml")
     # The Dagster database sits beside the Redshift stand-in's, on the same server.
     server = {f"DAGSTER_PG_{name.upper()}": str(params.get(name) or default)
               for name, default in (("host", "127.0.0.1"), ("port", 5432), ("user", ""), ("password", ""))}

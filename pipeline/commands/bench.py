@@ -72,6 +72,9 @@ def run(args: argparse.Namespace) -> int:
         results = Results.read(args.from_json)
         full = True
     else:
+        from pipeline.bench.harness import checkout
+
+        checkout()  # before any stack starts: the bench needs a checkout's reference configs
         sizes = _sizes(args, QUICK_SIZES if args.quick else DEFAULT_SIZES)
         if not logging.getLogger().isEnabledFor(logging.DEBUG):
             logging.getLogger("pipeline").setLevel(logging.WARNING)  # the engine's INFO lines would drown the table

@@ -66,3 +66,13 @@ def test_run_from_a_directory_without_pipelines_the_error_says_where_it_looked(i
                             env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     assert f"no pipeline config directory at {tmp_path}/pipelines (set PIPELINE_CONFIG_DIR)" in result.stderr
+
+
+def test_the_bench_from_an_installed_package_outside_a_checkout_says_it_runs_in_a_checkout(installed, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(installed)}
+    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "bench", "--quick", "--only", "load"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "pipeline bench runs in a checkout of the project" in result.stderr
+    assert f"{installed}" in result.stderr and "make venv && .venv/bin/pipeline bench" in result.stderr
+    assert "Traceback" not in result.stderr
