@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# The package's bytecode, as a pip install of the wheel writes it (PYTHONDONTWRITEBYTECODE would
+	# otherwise make every command compile every module again).
+	$(BIN)/python -m compileall -q pipeline
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import threading
 import time
 import uuid
 from array import array
@@ -25,6 +26,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -97,6 +99,32 @@ class RunSummary:
                 f"({rate:,.0f} rows/s; mode {self.mode}; {self.up_to_date} already loaded)")
 
 
+class _Background:
+    """``work()`` on a daemon thread; ``result()`` waits for it and returns its value or raises its error.
+
+    A daemon, so a run that fails before asking (the warehouse refused) does not wait for a long listing.
+    """
+
+    def __init__(self, work: Callable[[], object]):
+        self._value: object = None
+        self._error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                self._value = work()
+            except BaseException as error:  # handed to result()
+                self._error = error
+
+        self._thread = threading.Thread(target=run, name="listing", daemon=True)
+        self._thread.start()
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
 class FastPathRefused(Exception):
     """The server refused the object's bytes as they are: read it again with row checks."""
 
@@ -152,6 +180,8 @@ class BatchLoad:
         self.fast_path = self._fast_path_possible()
         # (schema, table) -> its column types, read outside the load transactions (see warehouse/fit.py).
         self._types: dict[tuple[str, str], dict] = {}
+        self._idle: list[psycopg.Connection] = []  # connections between two transactions (see _connection)
+        self._idle_lock = threading.Lock()
         self._at_once = 1  # objects loading side by side in this run (they share exec.min_output_tasks)
         self._keyed = True  # the target has a primary key (read when an object is large enough to scatter)
         self._single_writer_said = False
@@ -197,9 +227,13 @@ class BatchLoad:
         out = self.config.output
         mode = out.mode
         # Named keys cost one HeadObject each: a one-object run (a Dagster partition) must not list the prefix.
-        objects = self.list() if keys is None else [self._named(key) for key in dict.fromkeys(keys)]
-        with self.target.connect(autocommit=True) as conn:
+        # The listing runs while the warehouse is prepared: both are mostly waiting on the network.
+        listing = _Background(lambda: self.list() if keys is None else [self._named(key)
+                                                                         for key in dict.fromkeys(keys)])
+        conn = self.target.connect(autocommit=True)  # kept for the first object's transaction (see _connection)
+        try:
             dialect = self.target.prepare(conn)
+            objects = listing.result()
             strategy = dialect.strategy(mode)
             if not strategy.exact:
                 raise WarehouseError(f"{self.config.name}: {strategy.fix}")
@@ -207,13 +241,31 @@ class BatchLoad:
                 self._staging()  # fail before reading anything when Redshift's S3 staging is not configured
             if mode == "replace":
                 self._settle_pending(conn)
-            self._read_types(conn, out.schema, out.table)
+            if self.target.column_types is not None:  # prepare() read them
+                self._types[(out.schema, out.table)] = self.target.column_types
+            else:
+                self._read_types(conn, out.schema, out.table)
             from pipeline.warehouse.scatter import SCATTER_BYTES_PER_WRITER
 
             if any(o.size >= 2 * SCATTER_BYTES_PER_WRITER for o in objects):  # only then can pages scatter
                 self._keyed = bool(dialect.primary_key(conn, out.schema, out.table))
             named = None if keys is None or mode in ("replace", "truncate_insert") else [o.key for o in objects]
             loaded = state.loaded_objects(conn, out.state, self.config.name, named)
+            conn.autocommit = False
+        except BaseException:
+            conn.close()
+            raise
+        self._idle.append(conn)
+        try:
+            return self._load(objects, loaded, keys, dialect, strategy, started)
+        finally:
+            while self._idle:
+                self._idle.pop().close()
+
+    def _load(self, objects: list, loaded: dict[str, set[str]], keys: Sequence[str] | None, dialect, strategy,
+              started: float) -> RunSummary:
+        out = self.config.output
+        mode = out.mode
         summary = RunSummary(self.config.name, mode)
         if mode in ("replace", "truncate_insert"):
             # These modes rebuild the table from every object, so any change means a full reload.
@@ -241,6 +293,27 @@ class BatchLoad:
                 progress.close()
         summary.seconds = time.monotonic() - started
         return summary
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection]:
+        """A connection for one object's transaction: an idle one of this run's when there is one.
+
+        It goes back for the next object only when its transaction ended cleanly; else it is closed.
+        """
+        with self._idle_lock:
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            conn = self.target.connect()
+        try:
+            yield conn
+        except BaseException:
+            conn.close()
+            raise
+        if conn.closed or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            conn.close()
+            return
+        with self._idle_lock:
+            self._idle.append(conn)
 
     def _read_types(self, conn: psycopg.Connection, schema: str, table: str) -> None:
         from pipeline.warehouse.fit import column_types
@@ -337,7 +410,7 @@ class BatchLoad:
                     return self._scattered(obj, writers, progress)  # the parts say what is left to send
 
             def single(path: str, refused: dict[int, RecordError]) -> ObjectResult:
-                with self.target.connect() as conn, self._staged_files() as files, self._named_refusals(conn):
+                with self._connection() as conn, self._staged_files() as files, self._named_refusals(conn):
                     with self.dialect.atomic(conn) as cur:
                         self.dialect.lock_first(cur, state.ledger_ident(out.state))
                         if not state.claim_object(cur, self.dialect, out.state, self.config.name, obj.key, obj.etag):

@@ -259,6 +259,7 @@ def _upload(
     client: Any, uri: str, chunks: Iterable[bytes], content_type: str, sse_kms_key_id: str | None
 ) -> None:
     from boto3.exceptions import S3UploadFailedError
+    from boto3.s3.inject import upload_fileobj
     from boto3.s3.transfer import TransferConfig
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -277,7 +278,7 @@ def _upload(
         max_io_queue=8,
     )
     try:
-        client.upload_fileobj(body, bucket, key, ExtraArgs=extra, Config=transfer)
+        upload_fileobj(client, body, bucket, key, ExtraArgs=extra, Config=transfer)  # a botocore client too
     except (S3UploadFailedError, ClientError, BotoCoreError) as error:
         raise PipelineError(f"uploading {uri} failed: {error}") from error
 

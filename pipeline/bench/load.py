@@ -62,7 +62,9 @@ class BookOrderLoads:
             for line in plain:
                 fields = line.rstrip(b"\n").split(b",")
                 quoted.write(b",".join(b'"' + field.replace(b'"', b'""') + b'"' for field in fields) + b"\n")
-        self.bench.s3.upload_file(str(self.quoted_file), self.bench.bucket, self.quoted_key)
+        from boto3.s3.inject import upload_file
+
+        upload_file(self.bench.s3, str(self.quoted_file), self.bench.bucket, self.quoted_key)
         head = self.bench.s3.head_object(Bucket=self.bench.bucket, Key=self.kms_key)
         if head.get("ServerSideEncryption") != "aws:kms":
             raise BenchError(f"s3://{self.bench.bucket}/{self.kms_key} was not stored with SSE-KMS")

@@ -49,9 +49,11 @@ class ColumnType:
 
 
 def column_types(cur: psycopg.Cursor, schema: str, table: str) -> dict[str, ColumnType]:
+    """The table's columns in their order, with their types (empty when there is no such table)."""
     cur.execute(
         "SELECT column_name, data_type, character_maximum_length, numeric_precision, numeric_scale, is_nullable "
-        "FROM information_schema.columns WHERE table_schema = %s AND table_name = %s", (schema, table))
+        "FROM information_schema.columns WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
+        (schema, table))
     return {name: ColumnType(name, data_type, length, precision, scale, nullable == "YES")
             for name, data_type, length, precision, scale, nullable in cur.fetchall()}
 

@@ -18,7 +18,7 @@ from pipeline.warehouse.fit import ColumnType, Fitter
 
 log = logging.getLogger(__name__)
 
-__all__ = ["REJECTED_COLUMNS", "Target", "table_columns"]
+__all__ = ["REJECTED_COLUMNS", "Target"]
 
 
 class Target:
@@ -34,6 +34,7 @@ class Target:
         self.pipeline = pipeline
         self.dialect: Dialect = dialect_for(output.type)
         self._detected = False
+        self.column_types: dict | None = None  # the target table's, as prepare() found them
 
     # ----------------------------------------------------------------- names
 
@@ -99,7 +100,11 @@ class Target:
         state.ensure_state_tables(conn, self.output.state, self.dialect)
         with conn.transaction(), conn.cursor() as cur:
             cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.output.schema)))
-            existing = table_columns(cur, self.output.schema, self.output.table)
+            from pipeline.warehouse.fit import column_types
+
+            existing = column_types(cur, self.output.schema, self.output.table)
+            # Read once here, for the load's type checks too (None: created now, read when needed).
+            self.column_types = existing or None
             if not existing:
                 if not self.output.create_table:
                     raise WarehouseError(f"table {self.output.qualified_table} does not exist "
@@ -147,13 +152,6 @@ class Target:
         fit = self.dialect.fit_text
         return (self.pipeline, fit(error.source), line, sequence, fit(error.column), fit(_printable(error.raw)),
                 fit(error.describe()))
-
-
-def table_columns(cur: psycopg.Cursor, schema: str, table: str) -> list[str]:
-    cur.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
-        "ORDER BY ordinal_position", (schema, table))
-    return [row[0] for row in cur.fetchall()]
 
 
 def _printable(raw: str | None) -> str | None:
