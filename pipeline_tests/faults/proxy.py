@@ -156,6 +156,7 @@ class TcpProxy:
         self.closed = threading.Event()
         self.armed: int | None = None
         self.cut_done = threading.Event()
+        self.hold_bytes: int | None = None
         self.hold_patterns: list[bytes] = []
         self.held = threading.Event()
         self.release = threading.Event()
@@ -187,6 +188,12 @@ class TcpProxy:
     def cut_after(self, nbytes: int) -> None:
         with self.lock:
             self.armed = nbytes
+
+    def hold_after(self, nbytes: int) -> None:
+        """Stop forwarding to the server once the connections have sent ``nbytes`` more to it (``held``
+        is set then), so a fault from outside can land mid-statement at a point fixed by bytes, not time."""
+        with self.lock:
+            self.hold_bytes = nbytes
 
     def hold_at(self, *patterns: bytes) -> None:
         """Stop forwarding to the server at the first chunk holding the last of ``patterns``, once the
@@ -225,6 +232,14 @@ class TcpProxy:
                     self.held.set()
                     self.release.wait()
                     return
+                if upstream and self.hold_bytes is not None:
+                    with self.lock:
+                        self.hold_bytes = None if self.hold_bytes <= len(data) else self.hold_bytes - len(data)
+                        hold = self.hold_bytes is None
+                    if hold:
+                        self.held.set()
+                        self.release.wait()
+                        return
                 if upstream and self.armed is not None:
                     with self.lock:
                         self.armed = None if self.armed <= len(data) else self.armed - len(data)
