@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint venv browser clean
+.PHONY: demo test lint venv browser kinesalite clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,7 +31,15 @@ browser:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; }
 
-test: lint browser
+# kinesalite (npm): the second Kinesis implementation the stream tests also run against, and the bench's
+# 1,000,000-record backlog (moto cannot be filled that fast).
+KINESALITE := $(VENV)/node/node_modules/.bin/kinesalite
+$(KINESALITE): | $(STAMP)
+	npm install --prefix $(VENV)/node --no-audit --no-fund --loglevel=error kinesalite@3.3.3
+
+kinesalite: $(KINESALITE)
+
+test: lint browser kinesalite
 	$(BIN)/pytest
 
 clean:

@@ -596,11 +596,11 @@ class StreamLoad:
                     if budget.take(len(record.data), caught_up):
                         rest = records[index + 1:]
                         if rest:
-                            read.leftover = Page(rest, page.millis_behind, page.fetched)
-                        elif page.millis_behind == 0:
+                            read.leftover = Page(rest, page.millis_behind, page.fetched, page.full)
+                        elif page.at_tip:
                             read.reached_tip, read.tip_fetched = True, page.fetched
                         return
-                if page.millis_behind == 0 and not read.reached_tip:
+                if page.at_tip and not read.reached_tip:
                     read.reached_tip = True  # everything this shard held when the page was read is parsed
                     read.tip_fetched = page.fetched
                     caught_up = all_caught_up()

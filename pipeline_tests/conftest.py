@@ -98,6 +98,20 @@ def stack() -> Iterator[StackEndpoints]:
         stop_stack(local)
 
 
+@pytest.fixture(scope="session")
+def kinesalite(stack: StackEndpoints) -> Iterator[Any]:
+    """A kinesalite server: the second Kinesis implementation (`make kinesalite`; CI always has it)."""
+    from pipeline.local import kinesalite as kinesalite_module
+
+    if kinesalite_module.executable() is None:
+        message = "kinesalite is not installed: run `make kinesalite`"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    with kinesalite_module.running(stack.state_dir / "kinesalite.log") as server:
+        yield server
+
+
 def _aws_client(stack: StackEndpoints, service: str) -> Any:
     import boto3
 

@@ -263,6 +263,16 @@ class Page:
     records: list[KinesisRecord]
     millis_behind: int | None
     fetched: datetime | None = None  # about when GetRecords answered (our clock)
+    full: bool = False  # GetRecords returned as many records as asked for
+
+    @property
+    def at_tip(self) -> bool:
+        """Everything the shard held when the page was read is in it (or was before it).
+
+        Kinesis says so with MillisBehindLatest 0; a full page is evidence of more to read whatever that
+        says (kinesalite reports 0 on every page, and Kinesis rounds to whole milliseconds).
+        """
+        return self.millis_behind == 0 and not self.full
 
 
 class CallRateLimiter:
@@ -332,6 +342,7 @@ class ShardReader(Iterator[KinesisRecord]):
         self.records_per_call = min(records_per_call, MAX_RECORDS_PER_CALL)
         self.checkpoint: str | None = after_sequence
         self.millis_behind: int | None = None
+        self.page_full = False  # the last GetRecords returned as many records as it asked for
         self.records_read = 0
         self.bytes_read = 0
         self.calls = 0
@@ -355,7 +366,7 @@ class ShardReader(Iterator[KinesisRecord]):
         """
         for records, after in self._pages():
             self.checkpoint = after
-            yield Page(records, self.millis_behind, datetime.now(UTC))
+            yield Page(records, self.millis_behind, datetime.now(UTC), self.page_full)
 
     def _read(self) -> Iterator[KinesisRecord]:
         for page, after in self._pages():
@@ -387,6 +398,7 @@ class ShardReader(Iterator[KinesisRecord]):
             expired = 0
             self.millis_behind = response.get("MillisBehindLatest")
             records = response.get("Records", [])
+            self.page_full = len(records) >= limit
             page: list[KinesisRecord] = []
             after = self.checkpoint
             full = False

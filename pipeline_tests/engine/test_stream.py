@@ -24,6 +24,34 @@ pytestmark = pytest.mark.stack
 
 
 @pytest.fixture
+def kinesis_impl(request) -> str:
+    """moto unless a test asks for both: ``@both_implementations``."""
+    return getattr(request, "param", "moto")
+
+
+@pytest.fixture
+def kinesis(request, stack, kinesis_impl, monkeypatch):
+    """The Kinesis the test puts to and the engine reads (AWS_ENDPOINT_URL_KINESIS, for subprocesses too)."""
+    if kinesis_impl == "moto":
+        return request.getfixturevalue("kinesis_moto")
+    server = request.getfixturevalue("kinesalite")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_KINESIS", server.endpoint)
+    return server.client()
+
+
+@pytest.fixture
+def kinesis_moto(stack):
+    from pipeline_tests.conftest import _aws_client
+
+    return _aws_client(stack, "kinesis")
+
+
+# The tests the second Kinesis implementation (kinesalite, which reports MillisBehindLatest 0 on every page)
+# also runs: loading, batching, replay, rejects, kill -9, follow, caught-up runs.
+both_implementations = pytest.mark.parametrize("kinesis_impl", ["moto", "kinesalite"], indirect=True)
+
+
+@pytest.fixture
 def stream(stack, kinesis) -> str:
     name = f"s{uuid.uuid4().hex[:10]}"
     kinesis.create_stream(StreamName=name, ShardCount=2)
@@ -57,6 +85,7 @@ def table_rows(conn, table: str) -> list[tuple]:
     return conn.execute(f"SELECT sensorid, currenttemperature, status, uuid FROM sensor_schema.{table}").fetchall()
 
 
+@both_implementations
 def test_a_run_loads_every_record_once_with_uuid_and_without_record_timestamp(stack, kinesis, redshift, tmp_path,
                                                                               stream):
     path = write_config(tmp_path / f"{stream}.yml", stream)
@@ -75,6 +104,7 @@ def test_a_run_loads_every_record_once_with_uuid_and_without_record_timestamp(st
     assert len(table_rows(redshift, stream)) == 2510
 
 
+@both_implementations
 def test_small_batches_commit_checkpoints_with_the_rows(stack, kinesis, redshift, tmp_path, stream):
     path = write_config(tmp_path / f"{stream}.yml", stream, exec__max_records=300)
     put(kinesis, stream, sensors(1000))
@@ -86,6 +116,7 @@ def test_small_batches_commit_checkpoints_with_the_rows(stack, kinesis, redshift
     assert sum(r[1] for r in checkpoints) == 1000 and len(checkpoints) == 2
 
 
+@both_implementations
 def test_a_replayed_batch_gets_the_same_uuids(stack, kinesis, redshift, tmp_path, stream):
     path = write_config(tmp_path / f"{stream}.yml", stream)
     put(kinesis, stream, sensors(50))
@@ -97,6 +128,7 @@ def test_a_replayed_batch_gets_the_same_uuids(stack, kinesis, redshift, tmp_path
     assert {r[3] for r in table_rows(redshift, stream)} == first
 
 
+@both_implementations
 def test_bad_records_go_to_the_rejected_table_and_add_up(stack, kinesis, redshift, tmp_path, stream):
     path = write_config(tmp_path / f"{stream}.yml", stream)
     put(kinesis, stream, [*sensors(5), b"{not json", {"sensorId": "hot", "currentTemperature": 1, "status": "OK"},
@@ -125,6 +157,7 @@ def test_stop_on_invalid_record_fails_naming_shard_and_sequence_and_commits_noth
                             (stream,)).fetchone()[0] == 0
 
 
+@both_implementations
 def test_kill_9_mid_batch_then_rerun_leaves_exactly_every_record(stack, kinesis, redshift, tmp_path, stream):
     path = write_config(tmp_path / f"{stream}.yml", stream, exec__max_records=500)
     put(kinesis, stream, sensors(2500))
@@ -144,6 +177,7 @@ def test_kill_9_mid_batch_then_rerun_leaves_exactly_every_record(stack, kinesis,
     assert len(rows) == 2500 and len({r[3] for r in rows}) == 2500
 
 
+@both_implementations
 def test_follow_commits_every_window_until_stopped(stack, kinesis, redshift, tmp_path, stream):
     path = write_config(tmp_path / f"{stream}.yml", stream, exec__window_seconds=0.2)
     load = StreamLoad(config_module.load(path))
@@ -190,6 +224,7 @@ def test_a_redshift_batch_is_staged_as_gzip_csv_under_sse_kms_and_copied_from_s3
     assert "Contents" not in s3.list_objects_v2(Bucket=stack.bucket, Prefix=key)
 
 
+@both_implementations
 def test_follow_commits_within_its_window_while_records_keep_arriving(stack, kinesis, redshift, tmp_path, stream):
     path = write_config(tmp_path / f"{stream}.yml", stream, exec__window_seconds=0.5)
     load = StreamLoad(config_module.load(path))
@@ -295,6 +330,7 @@ def test_a_run_caught_up_with_steady_traffic_commits_after_a_window_and_ends(sta
     assert len(table_rows(redshift, stream)) == batch.records
 
 
+@both_implementations
 def test_a_run_loads_a_whole_backlog_even_when_its_window_closes_inside_the_tip_pages(stack, redshift, tmp_path,
                                                                                      stream):
     # Each shard's one page holds its whole backlog and reaches the tip, and the window closes at once: the
