@@ -6,6 +6,7 @@ Two ways in: raw CSV bytes that the server parses itself (the fast path, as fast
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 
 import psycopg
@@ -59,6 +60,21 @@ def copy_bytes(cur: psycopg.Cursor, statement: sql.Composable, chunks: Iterable[
 def text_line(values: Sequence[str | None]) -> str:
     """One row in COPY text format; ``None`` is NULL."""
     return "\t".join(["\\N" if v is None else v.translate(_TEXT_ESCAPES) for v in values]) + "\n"
+
+
+_TEXT_UNESCAPE = re.compile(r"\\(.)")
+_UNESCAPED = {"t": "\t", "n": "\n", "r": "\r"}
+
+
+def text_values(line: str) -> list[str | None]:
+    """The values of one COPY text line (``text_line``'s inverse): ``\\N`` is NULL, each escape read once, left
+    to right, so a backslash before a ``t`` stays a backslash and a ``t``."""
+    return [None if field == "\\N" else _unescape(field) if "\\" in field else field
+            for field in line.rstrip("\n").split("\t")]
+
+
+def _unescape(field: str) -> str:
+    return _TEXT_UNESCAPE.sub(lambda m: _UNESCAPED.get(m.group(1), m.group(1)), field)
 
 
 def copy_lines(cur: psycopg.Cursor, statement: sql.Composable, lines: Sequence[str]) -> int:

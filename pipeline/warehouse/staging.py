@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from pipeline.config import S3StagingConfig
 from pipeline.errors import SourceError
+from pipeline.warehouse.copy import text_values
 from pipeline.warehouse.dialects.redshift import CopyFormat
 
 log = logging.getLogger(__name__)
@@ -26,17 +27,12 @@ def staged_csv(lines: Sequence[str]) -> bytes:
     buffer = io.BytesIO()
     with gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=5) as out:
         for line in lines:
-            fields = line.rstrip("\n").split("\t")
-            out.write((",".join(_csv_field(f) for f in fields) + "\n").encode("utf-8"))
+            out.write((",".join(_csv_field(v) for v in text_values(line)) + "\n").encode("utf-8"))
     return buffer.getvalue()
 
 
-def _csv_field(text_value: str) -> str:
-    if text_value == "\\N":
-        return "\\N"
-    value = (text_value.replace("\\t", "\t").replace("\\n", "\n").replace("\\r", "\r")
-             .replace("\\\\", "\\"))
-    return '"' + value.replace('"', '""') + '"'
+def _csv_field(value: str | None) -> str:
+    return "\\N" if value is None else '"' + value.replace('"', '""') + '"'
 
 
 def put(s3, staging: S3StagingConfig, key: str, body: bytes) -> str:

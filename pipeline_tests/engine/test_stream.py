@@ -207,13 +207,15 @@ def test_a_redshift_batch_is_staged_as_gzip_csv_under_sse_kms_and_copied_from_s3
     from pipeline.warehouse.dialects.redshift import Redshift
 
     config = S3StagingConfig(bucket=stack.bucket, prefix="redshift-staging/", sse_kms_key_id=stack.kms_key)
-    lines = [text_line(["1", "a\tb", None]), text_line(["2", 'say "hi"', "x\\y"])]
+    # A backslash before a t, n or r is a backslash and a letter (a Windows path), not a tab or a newline.
+    lines = [text_line(["1", "a\tb", None]), text_line(["2", 'say "hi"', "x\\y"]),
+             text_line(["3", "C:\\temp\\new", "\\N"])]
     uri = staging.put(s3, config, "sensor_data/0123456789abcdef0123.csv.gz", staging.staged_csv(lines))
     key = uri.removeprefix(f"s3://{stack.bucket}/")
     head = s3.head_object(Bucket=stack.bucket, Key=key)
     assert head["ServerSideEncryption"] == "aws:kms"
     body = gzip.decompress(s3.get_object(Bucket=stack.bucket, Key=key)["Body"].read()).decode()
-    assert body == '"1","a\tb",\\N\n"2","say ""hi""","x\\y"\n'
+    assert body == '"1","a\tb",\\N\n"2","say ""hi""","x\\y"\n"3","C:\\temp\\new","\\N"\n'
     statement = Redshift().copy_from_s3(sql.Identifier("sensor_schema", "sensor_data"), ["sensorid", "uuid"], uri,
                                         "arn:aws:iam::123:role/r", staging.STAGED_FORMAT).as_string(None)
     assert statement == (
