@@ -75,7 +75,7 @@ class Sizes:
 DEFAULT_SIZES = Sizes(rows=1_000_000, small_rows=10_000, repeats=3, small_repeats=5,
                       memory_mb=(10, 100, 1000), parallel_objects=8, parallel_rows=500_000,
                       parallel_threads=(1, 2, 4), sensor_objects=(100, 1_000, 10_000), sensor_new=10,
-                      stream_records=100_000, latency_seconds=20.0, latency_rate=100,
+                      stream_records=1_000_000, latency_seconds=20.0, latency_rate=100,
                       sensor_latency_seconds=60.0, sensor_latency_rate=20)
 QUICK_SIZES = Sizes(rows=100_000, small_rows=10_000, repeats=1, small_repeats=3,
                     memory_mb=(10, 50), parallel_objects=8, parallel_rows=40_000,

@@ -13,11 +13,14 @@ Dagster daemon runs as a user runs it (``dagster-daemon run`` on the repository'
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -26,18 +29,24 @@ from pipeline.bench.harness import SEED, Bench, BenchError
 from pipeline.bench.results import Figure, Section, best, percentile, timings
 
 SHARDS = 2  # as the local stack's test-streaming-data
-# The backlog is committed in this many batches (exec.max_records = records / BATCHES), as a 1,000,000-record
-# backlog is with the shipped max_records of 100,000: moto's puts make a real 1,000,000 take over an hour.
+# The backlog is committed in this many batches (exec.max_records = records / BATCHES): a 1,000,000-record
+# backlog in the shipped max_records of 100,000.
 BATCHES = 10
-THROUGHPUT_TARGET = 0.8
+# moto numbers each put by scanning its shard (about 1,350 records/s, slower as the shard grows): without
+# kinesalite the backlog is capped at this, and the report says so.
+MOTO_BACKLOG_RECORDS = 100_000
+THROUGHPUT_TARGET = 1.0
 POLL_SECONDS = 0.05
-WINDOW_SECONDS = 1.0
+WINDOW_SECONDS = 1.0  # the shipped sensor_data.yml's
+# Continuous mode is measured with the shipped window and a half-second one: a record waits for the rest of
+# its window and the commit, so the p95 is about 0.95 of the window plus a commit.
+WINDOWS = ((WINDOW_SECONDS, "stream.latency"), (0.5, "stream.latency_half_window"))
 DRAIN_TIMEOUT_SECONDS = 20.0
 SENSOR_POLL_SECONDS = 0.25
 SENSOR_DRAIN_SECONDS = 120.0  # after the last put: a tick, a queued run's start and its batch, on a busy machine
 SENSOR_READY_SECONDS = 300.0  # for the daemon to start, tick and land the first record
-SENSOR_TARGET_P95_SECONDS = 30.0
-CONTINUOUS_TARGET_P95_SECONDS = 3.0
+SENSOR_TARGET_P95_SECONDS = 10.0  # issue 18: under 10 s
+CONTINUOUS_TARGET_P95_SECONDS = 1.0
 SCHEMA = "sensor_schema"
 
 
@@ -47,7 +56,8 @@ REDSHIFT_ROLE = "arn:aws:iam::000000000000:role/redshift-copy"  # the stand-in c
 def measure(bench: Bench, section: Section) -> None:
     bench.forget_state_on_cleanup(bench.redshift_url, SCHEMA)
     _backlog(bench, section)
-    _latency(bench, section)
+    for window, key in WINDOWS:
+        _latency(bench, section, window, key)
     _sensor_latency(bench, section)
 
 
@@ -62,14 +72,56 @@ def create_stream(bench: Bench, name: str) -> None:
 
 
 def _backlog(bench: Bench, section: Section) -> None:
+    with _backlog_kinesis(bench) as (kinesis, implementation):
+        _backlog_on(bench, section, kinesis, implementation)
+
+
+@contextlib.contextmanager
+def _backlog_kinesis(bench: Bench) -> Iterator[tuple[Any, str]]:
+    """kinesalite when it is installed (`make kinesalite`), for every reader in the section (the engine's
+    clients take AWS_ENDPOINT_URL_KINESIS); else the stack's moto."""
+    from pipeline.local import kinesalite
+
+    if kinesalite.executable() is None:
+        yield bench.kinesis, "moto"
+        return
+    with kinesalite.running(bench.workdir / "kinesalite.log") as server:
+        saved = os.environ.get("AWS_ENDPOINT_URL_KINESIS")
+        os.environ["AWS_ENDPOINT_URL_KINESIS"] = server.endpoint
+        try:
+            yield server.client(), f"kinesalite {kinesalite.VERSION}"
+        finally:
+            if saved is None:
+                os.environ.pop("AWS_ENDPOINT_URL_KINESIS", None)
+            else:
+                os.environ["AWS_ENDPOINT_URL_KINESIS"] = saved
+
+
+def _backlog_on(bench: Bench, section: Section, kinesis: Any, implementation: str) -> None:
     from pipeline.generate import put_sensor_records
 
     records = bench.sizes.stream_records
+    on_moto = implementation == "moto"
+    if on_moto and records > MOTO_BACKLOG_RECORDS:
+        section.notes.append(f"kinesalite is not installed (`make kinesalite`): the backlog is "
+                             f"{MOTO_BACKLOG_RECORDS:,} records in moto, not {records:,}, since moto takes about "
+                             "1,350 puts a second.")
+        records = MOTO_BACKLOG_RECORDS
     stream = bench.name("backlog")
-    create_stream(bench, stream)
+    kinesis.create_stream(StreamName=stream, ShardCount=SHARDS)
+    kinesis.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.2, "MaxAttempts": 300})
+    if on_moto:
+        bench.on_cleanup(f"Kinesis stream {stream}",
+                         lambda: kinesis.delete_stream(StreamName=stream, EnforceConsumerDeletion=True))
+    step = max(1, records // 10)
+
+    def progress(landed: int, total: int) -> None:
+        if landed % step < 500 or landed == total:
+            bench.emit(f"stream: {landed:,} of {total:,} records put into {implementation}")
+
     started = time.perf_counter()
     # One producer: moto's shards number records without a lock, so concurrent puts lose some.
-    landed = put_sensor_records(bench.kinesis, stream, records, seed=SEED)
+    landed = put_sensor_records(kinesis, stream, records, seed=SEED, on_progress=progress)
     put_seconds = time.perf_counter() - started
     if landed != records:
         raise BenchError(f"only {landed:,} of {records:,} records landed in {stream}")
@@ -109,7 +161,7 @@ def _backlog(bench: Bench, section: Section) -> None:
                 sql.Identifier(SCHEMA, bare_table), sql.Identifier(SCHEMA, ours_table)))
         bench.checkpoint(bench.redshift_url)
         started = time.perf_counter()
-        read = _bare_loop(bench, stream, bare_table)
+        read = _bare_loop(bench, kinesis, stream, bare_table)
         seconds = time.perf_counter() - started
         if read != records:
             raise BenchError(f"the bare loop read {read:,} records, expected {records:,}")
@@ -125,7 +177,7 @@ def _backlog(bench: Bench, section: Section) -> None:
                    f"bare loop {samples['bare'][-1]:.2f} s")
     ours_rate = records / best(samples["ours"])
     bare_rate = records / best(samples["bare"])
-    label = (f"StreamLoad.run(), a {records:,}-record backlog over {SHARDS} shards, "
+    label = (f"StreamLoad.run(), a {records:,}-record backlog over {SHARDS} shards of {implementation}, "
              f"{max(batches)} batches of at most {max(1, records // BATCHES):,}")
     section.add(Figure("stream.backlog.ours", label, ours_rate, "records/s", ratio=ours_rate / bare_rate,
                        compared_with=f"bare GetRecords-to-COPY-FROM-S3 loop, {bare_rate:,.0f} records/s",
@@ -135,14 +187,16 @@ def _backlog(bench: Bench, section: Section) -> None:
     section.add(Figure("stream.backlog.bare", f"bare GetRecords, json.loads, one staged COPY FROM S3, the same "
                                               f"{records:,} records",
                        bare_rate, "records/s", detail={**timings(samples["bare"]), "records": records}))
-    section.notes.append(f"Putting the backlog into moto took {put_seconds:.0f} s ({records / put_seconds:,.0f} "
-                         "records/s from one producer: moto's shards number records without a lock, so concurrent "
-                         "puts lose records, and each put scans the shard's keys, so a put costs more as the "
-                         "shard grows). moto's GetRecords bounds both readers. StreamLoad commits the backlog in "
-                         f"{BATCHES} batches, each with its checkpoints, as a backlog {BATCHES} times the size would "
-                         "be with the shipped exec.max_records; the bare loop commits once. Both write through the "
-                         "Redshift stand-in, which has no COPY FROM STDIN: each stages gzip CSV to S3 and COPYs it "
-                         "from there (StreamLoad once per batch, the bare loop once).")
+    why = ("moto numbers each put by scanning the shard's keys, so a put costs more as the shard grows"
+           if on_moto else "kinesalite is one Node.js process on the same two cores")
+    section.notes.append(
+        f"Putting the backlog into {implementation} took {put_seconds:.0f} s ({records / put_seconds:,.0f} records/s "
+        f"from one producer; {why}). {implementation}'s GetRecords bounds both readers; kinesalite reports "
+        "MillisBehindLatest 0 on every page, so a full page counts as more to read. StreamLoad commits the "
+        f"backlog in batches of at most {max(1, records // BATCHES):,} (the shipped exec.max_records is 100,000), "
+        "each with its checkpoints; the bare loop commits once. Both write through the Redshift stand-in, which "
+        "has no COPY FROM STDIN: each stages gzip CSV to S3 and COPYs it from there (StreamLoad once per batch, "
+        "the bare loop once).")
 
 
 def _truncate_if_exists(conninfo: str, table: str) -> None:
@@ -151,7 +205,7 @@ def _truncate_if_exists(conninfo: str, table: str) -> None:
             conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(SCHEMA, table)))
 
 
-def _bare_loop(bench: Bench, stream: str, table: str) -> int:
+def _bare_loop(bench: Bench, kinesis: Any, stream: str, table: str) -> int:
     """The least a Python consumer does on Redshift: read each shard to the end, parse, stage the rows to S3
     once as gzip CSV, COPY them from S3, commit once (Redshift has no COPY FROM STDIN)."""
     from pipeline.config import S3StagingConfig
@@ -159,7 +213,7 @@ def _bare_loop(bench: Bench, stream: str, table: str) -> int:
     from pipeline.warehouse import staging
     from pipeline.warehouse.dialects.redshift import Redshift
 
-    kinesis, s3 = client("kinesis"), client("s3")
+    s3 = client("s3")
     lines = []
     for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
         iterator = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard["ShardId"],
@@ -188,18 +242,18 @@ def _bare_loop(bench: Bench, stream: str, table: str) -> int:
 # --------------------------------------------------------------------------- latency
 
 
-def _latency(bench: Bench, section: Section) -> None:
+def _latency(bench: Bench, section: Section, window: float, key: str) -> None:
     from pipeline import config as config_module
     from pipeline.stream import BatchResult, StreamLoad
 
     sizes = bench.sizes
-    stream = bench.name("latency")
-    table = bench.name("latency")
+    stream = bench.name(key.rsplit(".", 1)[-1])
+    table = stream
     create_stream(bench, stream)
     bench.drop_on_cleanup(bench.redshift_url, SCHEMA, table, f"{table}_rejected")
     config = config_module.load(bench.sensor_data_config(table, stream, table,
                                                          extra_columns=({"name": "seq", "type": "long"},),
-                                                         window_seconds=WINDOW_SECONDS))
+                                                         window_seconds=window))
     load = StreamLoad(config, emit=lambda _: None)
     stop = threading.Event()
     first_batch = threading.Event()
@@ -234,26 +288,27 @@ def _latency(bench: Bench, section: Section) -> None:
     if not latencies:
         raise BenchError("no record put during the latency run became visible")
     detail = {"records": len(put_at), "missing": missing, "rate_per_s": sizes.latency_rate,
-              "window_seconds": WINDOW_SECONDS, "poll_seconds": POLL_SECONDS,
+              "window_seconds": window, "poll_seconds": POLL_SECONDS,
               "p99_seconds": round(percentile(latencies, 0.99), 3), "max_seconds": round(max(latencies), 3),
               "batches": len(batch_seconds),
               "batch_seconds_mean": round(sum(batch_seconds) / len(batch_seconds), 3) if batch_seconds else None}
-    label = (f"PutRecords to visible in the table, continuous mode (StreamLoad.follow, window {WINDOW_SECONDS:g} s, "
+    label = (f"PutRecords to visible in the table, continuous mode (StreamLoad.follow, window {window:g} s, "
              f"{sizes.latency_rate} records/s)")
-    section.add(Figure("stream.latency.p50", f"{label}: p50", percentile(latencies, 0.50), "s", detail=detail))
+    section.add(Figure(f"{key}.p50", f"{label}: p50", percentile(latencies, 0.50), "s", detail=detail))
     p95 = percentile(latencies, 0.95)
-    section.add(Figure("stream.latency.p95", f"{label}: p95", p95, "s", detail=detail,
+    section.add(Figure(f"{key}.p95", f"{label}: p95", p95, "s", detail=detail,
                        target=f"< {CONTINUOUS_TARGET_P95_SECONDS:g} s", meets=p95 < CONTINUOUS_TARGET_P95_SECONDS))
-    if batch_seconds and detail["batch_seconds_mean"] > 2 * WINDOW_SECONDS:
+    if batch_seconds and detail["batch_seconds_mean"] > 2 * window:
         section.notes.append(
             f"Continuous mode committed {len(batch_seconds)} batch(es) of {detail['batch_seconds_mean']:.1f} s on "
-            f"average against a {WINDOW_SECONDS:g} s window: a batch ends only on an empty GetRecords page at the "
+            f"average against a {window:g} s window: a batch ends only on an empty GetRecords page at the "
             "tip, and records arriving steadily keep the pages non-empty, so latency grows with the length of the "
             "traffic rather than with the window.")
     if missing:
         section.notes.append(f"{missing} of {len(put_at)} latency records were not visible {DRAIN_TIMEOUT_SECONDS:g} s "
                              "after the last put; the percentiles are of those that were.")
-    bench.emit(f"stream: latency p50 {percentile(latencies, 0.5):.2f} s, p95 {percentile(latencies, 0.95):.2f} s "
+    bench.emit(f"stream: latency (window {window:g} s) p50 {percentile(latencies, 0.5):.2f} s, "
+               f"p95 {percentile(latencies, 0.95):.2f} s "
                f"over {len(latencies)} records; {len(batch_seconds)} batches of "
                f"{detail['batch_seconds_mean'] or 0:.2f} s on average")
 

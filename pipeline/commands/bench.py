@@ -50,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="object sizes in MB for peak RSS (default 10,100,1000; quick 10,50)")
     sizes.add_argument("--sensor-objects", type=_numbers, metavar="N,N",
                        help="existing objects for the sensor tick (default 100,1000,10000; quick 100,2000)")
-    sizes.add_argument("--stream-records", type=int, help="Kinesis backlog records (default 100,000; quick 20,000)")
+    sizes.add_argument("--stream-records", type=int,
+                       help="Kinesis backlog records (default 1,000,000 in kinesalite, 100,000 in moto; quick 20,000)")
     sizes.add_argument("--refusal-records", type=int,
                        help="the batch with one refused record, S3 and Kinesis (default 100,000; quick 10,000)")
 
