@@ -32,7 +32,7 @@ from pipeline.config import KinesisInputConfig, PipelineConfig
 from pipeline.errors import PipelineError, RecordError, SourceError, WarehouseError
 from pipeline.progress import Display, Progress
 from pipeline.warehouse import staging, state
-from pipeline.warehouse.copy import copy_lines, copy_text_statement, text_line
+from pipeline.warehouse.copy import copy_lines, copy_text_statement, text_line, text_values
 from pipeline.warehouse.fit import Fitter
 from pipeline.warehouse.target import Target
 
@@ -45,6 +45,11 @@ FLUSH_BYTES = 4 << 20  # rows go to COPY in pieces of about this size within the
 READ_AHEAD_PAGES = 2  # per shard: GetRecords pages read ahead while records are parsed
 RUN_BATCH_SECONDS = 30.0  # a run's batch ends by then even if records keep arriving, so the run ends
 SEQUENCE_COLUMN = "pl_seq"  # a merge stage's row order: of two records with one key, the later wins
+# Without COPY FROM STDIN (Redshift), a batch this small goes in by multi-row INSERT instead of a staged
+# object and a COPY FROM S3: in continuous mode most batches are this small, and the S3 round trips are
+# most of their commit. A refused row sends the batch the staged way, which names the row.
+INSERT_MAX_ROWS = 2000
+INSERT_MAX_BYTES = 1 << 20
 MAX_REFUSED_RECORDS = 100  # records the warehouse refuses in one batch before the batch fails
 TIP_MARGIN = timedelta(seconds=60)  # a page at the tip vouches for records that arrived this long before it
 DEFAULT_RETENTION = timedelta(hours=24)  # Kinesis' default, until DescribeStreamSummary has said otherwise
@@ -639,10 +644,15 @@ class StreamLoad:
         """Commit the batch; a record the warehouse refuses stops the run (naming its shard, sequence number and
         column) or, with stop_on_invalid_record false, becomes a rejected record and the batch commits without it."""
         refused = 0
+        insert = True
         while True:
             try:
-                self._commit(conn, parsed.lines, parsed.rejects, moved, before, result)
+                self._commit(conn, parsed.lines, parsed.rejects, moved, before, result, insert=insert)
                 return
+            except _InsertRefused as refusal:
+                log.info("%s: the warehouse refused a row of the batch's INSERT (%s); staging the batch to find it",
+                         self.config.name, refusal)
+                insert = False
             except _RowRefused as refusal:
                 source, sequence = parsed.origins[refusal.index]
                 error = RecordError(source, sequence, f"the warehouse refused the record: {refusal.reason}",
@@ -659,7 +669,7 @@ class StreamLoad:
                 parsed.rejects.append(error)
 
     def _commit(self, conn: psycopg.Connection, lines: list[str], rejects: list[RecordError],
-                moved: dict[str, str], before: dict[str, str], result: BatchResult) -> None:
+                moved: dict[str, str], before: dict[str, str], result: BatchResult, *, insert: bool = True) -> None:
         out = self.config.output
         dialect = self.target.dialect
         staged: list[str] = []
@@ -678,6 +688,11 @@ class StreamLoad:
                             names = [*names, SEQUENCE_COLUMN]
                     if dialect.capabilities.copy_from_stdin:
                         self._copy_stdin(cur, lines, into, names)
+                    elif insert and len(lines) <= INSERT_MAX_ROWS and sum(map(len, lines)) <= INSERT_MAX_BYTES:
+                        try:
+                            dialect.write_rows(cur, into, names, [text_values(line) for line in lines])
+                        except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as error:
+                            raise _InsertRefused((error.diag.message_primary or str(error)).strip()) from None
                     else:
                         staged.append(self._copy_from_s3(cur, lines, moved, into, names))
                     if merge:
@@ -804,6 +819,10 @@ class _RowRefused(Exception):
     def __init__(self, index: int, reason: str, column: str | None):
         super().__init__(reason)
         self.index, self.reason, self.column = index, reason, column
+
+
+class _InsertRefused(Exception):
+    """A multi-row INSERT was refused: which row, the statement does not say."""
 
 
 class _StagedRefusal(Exception):

@@ -408,6 +408,33 @@ def test_a_record_redshift_refuses_is_rejected_with_its_shard_and_sequence_and_t
     assert StreamLoad(config_module.load(path)).run().records == 0
 
 
+def test_a_small_redshift_batch_goes_in_by_multi_row_insert_and_a_large_one_is_staged(
+        stack, kinesis, redshift, tmp_path, stream, monkeypatch):
+    from pipeline import stream as stream_module
+    from pipeline.warehouse import staging
+
+    staged = []
+    real_put = staging.put
+    monkeypatch.setattr(staging, "put", lambda *args: staged.append(args[2]) or real_put(*args))
+    monkeypatch.setattr(stream_module, "INSERT_MAX_ROWS", 30)
+    path = write_config(tmp_path / f"{stream}.yml", stream, exec__max_records=40)
+    # Values an INSERT and a staged CSV must both keep: backslashes before t and n, quotes, a tab.
+    odd = [{"sensorId": i, "currentTemperature": 1, "status": status}
+           for i, status in enumerate(["C:\\temp\\new", 'say "hi"', "a\tb", "\\N"])]
+    put(kinesis, stream, [*odd, *sensors(16)])
+
+    StreamLoad(config_module.load(path)).run()
+    assert staged == []  # 20 rows: one INSERT, nothing staged
+    put(kinesis, stream, [*odd, *sensors(36, offset=100)])
+    StreamLoad(config_module.load(path)).run()
+    assert len(staged) == 1  # 40 rows: past INSERT_MAX_ROWS, staged and copied from S3
+
+    statuses = [row[2] for row in table_rows(redshift, stream)]
+    assert len(statuses) == 60
+    for value in ("C:\\temp\\new", 'say "hi"', "a\tb", "\\N"):
+        assert statuses.count(value) == 2, value
+
+
 def test_with_stop_on_invalid_record_a_refused_record_stops_the_run_naming_it_and_commits_nothing(
         stack, kinesis, redshift, tmp_path, stream):
     from pipeline.errors import RecordError

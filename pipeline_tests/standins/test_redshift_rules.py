@@ -92,6 +92,19 @@ def test_insert_on_conflict_is_refused(redshift: psycopg.Connection, table: str)
     assert rows(redshift, f"SELECT id FROM {table}") == []
 
 
+def test_a_statement_over_16_mb_is_refused_and_one_under_it_runs(redshift: psycopg.Connection, table: str) -> None:
+    create_people(redshift, table)
+    name = "x" * (8 << 20)
+    for cursor in (psycopg.ClientCursor(redshift), redshift.cursor()):  # simple protocol, then extended
+        with pytest.raises(psycopg.errors.SyntaxError) as refused:
+            cursor.execute(f"SELECT '{name}', '{name}', %s", (1,))
+        assert refused.value.diag.message_primary.startswith("Statement is too large. Statement Size: 167772")
+        assert refused.value.diag.message_primary.endswith("Maximum Allowed: 16777216 bytes")
+    redshift.execute(f"INSERT INTO {table} VALUES (1, %s)", ("a",))  # the connection goes on
+    assert len(redshift.execute(f"SELECT '{name}'").fetchone()[0]) == 8 << 20
+    assert rows(redshift, f"SELECT id FROM {table}") == [(1,)]
+
+
 def test_returning_is_refused(redshift: psycopg.Connection, table: str) -> None:
     create_people(redshift, table)
     with pytest.raises(psycopg.errors.SyntaxError) as refused:

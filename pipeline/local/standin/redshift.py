@@ -35,7 +35,7 @@ from pglast.stream import RawStream
 
 from pipeline.local.standin import wire
 from pipeline.local.standin.proxy import StandinSQLError
-from pipeline.local.standin.rules import Rules, contains, ident, literal
+from pipeline.local.standin.rules import _PLACEHOLDER, Rules, contains, ident, literal, refusal_sql
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,15 @@ class CopyRequest:
     @property
     def table_name(self) -> str:
         return _unquote(re.split(r"\s*\.\s*(?=(?:[^\"]*\"[^\"]*\")*[^\"]*$)", self.table)[-1])
+
+
+# "The maximum size for a single Amazon Redshift SQL statement is 16 MB." (Amazon Redshift SQL)
+MAX_STATEMENT_BYTES = 16 << 20
+
+
+def _too_large_refusal(sql: str) -> tuple[str, str]:
+    return (f"Statement is too large. Statement Size: {len(sql.encode())} bytes. "
+            f"Maximum Allowed: {MAX_STATEMENT_BYTES} bytes", "42601")
 
 
 class RedshiftRules(Rules):
@@ -148,6 +157,24 @@ class RedshiftRules(Rules):
         return fields
 
     # ----------------------------------------------------------------- statements
+
+    def on_query(self, sql: str) -> None:
+        if self._too_large(sql):
+            return
+        super().on_query(sql)
+
+    def on_parse(self, name: str, sql: str, oids: list[int]) -> None:
+        if len(sql.encode()) > MAX_STATEMENT_BYTES:
+            # Refused when it is bound, so the client's Parse/Bind/Execute gets one error.
+            parameters = max([len(oids), *map(int, _PLACEHOLDER.findall(sql))])
+            sql = refusal_sql(*_too_large_refusal(sql), parameters=parameters)
+        super().on_parse(name, sql, oids)
+
+    def _too_large(self, sql: str) -> bool:
+        if len(sql.encode()) <= MAX_STATEMENT_BYTES:
+            return False
+        self.refuse(*_too_large_refusal(sql))
+        return True
 
     def on_statement(self, sql: str, node: ast.Node) -> None:
         if isinstance(node, ast.CopyStmt) and node.is_from and (node.filename or "").startswith("s3://"):

@@ -153,12 +153,19 @@ class Redshift(Dialect):
 
     # ----------------------------------------------------------------- rows
 
+    # One INSERT carries at most this many bound values (Redshift's statement limit is 16 MB of text).
+    max_insert_values = 32767
+
     def write_rows(self, cur: psycopg.Cursor, table: sql.Composable, columns: Sequence[str],
-                   rows: Sequence[tuple]) -> None:
-        # No COPY FROM STDIN; rejected records are few, so plain INSERTs do.
-        cur.executemany(sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
-            table, sql.SQL(", ").join(map(sql.Identifier, columns)),
-            sql.SQL(", ").join(sql.Placeholder() * len(columns))), rows)
+                   rows: Sequence[Sequence[str | None]]) -> None:
+        # No COPY FROM STDIN: multi-row INSERTs ("Use a multi-row insert", docs/targets.md), for rejected
+        # records and for stream batches small enough that staging to S3 would cost more than the rows.
+        per_statement = max(1, self.max_insert_values // max(1, len(columns)))
+        head = sql.SQL("INSERT INTO {} ({}) VALUES ").format(table, sql.SQL(", ").join(map(sql.Identifier, columns)))
+        row = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() * len(columns)))
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start:start + per_statement]
+            cur.execute(head + sql.SQL(", ").join([row] * len(chunk)), [value for r in chunk for value in r])
 
     max_text_bytes = 65535  # VARCHAR(65535), counted in bytes
     # Its load error codes (r_Load_Error_Reference): 1204, 1213, 1222, and the DECIMAL overflow.
