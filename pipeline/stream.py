@@ -178,6 +178,7 @@ class StreamLoad:
         self._batches = 0
         self._keys: list[str] | None = None
         self._reads: dict[str, _ShardRead] = {}  # readers a batch left unfinished, by shard id
+        self._after_commit: list[_ShardRead] = []  # readers caught up at the tip, closed once the batch commits
         self.timestamp = _parse_time(self.input.timestamp) if self.input.timestamp else None
 
     # ----------------------------------------------------------------- clients
@@ -271,7 +272,9 @@ class StreamLoad:
             summary.data_loss = self._check_source(conn)
             while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
                 tick = time.monotonic()
-                result = self.batch(conn, deadline=tick + window)
+                # Caught up, a batch commits as soon as every shard has been parsed up to its tip: a record
+                # waits for the next window to start, and then only for its read and the commit.
+                result = self.batch(conn, deadline=tick + window, caught_up_deadline=tick)
                 if result.records:
                     summary.batches.append(result)
                     self.emit(f"committed {result.records:,} records ({result.rows:,} rows, "
@@ -496,15 +499,19 @@ class StreamLoad:
         for read in carried.values():  # shards no longer readable (finished or gone) or moved by another run
             read.close()
         moved = {shard: pos for shard, pos in positions.items() if before.get(shard) != pos}
-        if not moved:
-            self._vouch(result.verified, conn=conn)
-            result.seconds = time.monotonic() - started
-            return result
         try:
+            if not moved:
+                self._vouch(result.verified, conn=conn)
+                result.seconds = time.monotonic() - started
+                return result
             self._commit_refusing(conn, parsed, moved, before, result)
         except BaseException:
             self.close()
             raise
+        finally:
+            done, self._after_commit = self._after_commit, []
+            for read in done:
+                read.close()
         result.checkpoints = dict(positions)
         result.rows = len(parsed.lines)
         result.rejected = len(parsed.rejects)
@@ -609,6 +616,8 @@ class StreamLoad:
                     read.reached_tip = True  # everything this shard held when the page was read is parsed
                     read.tip_fetched = page.fetched
                     caught_up = all_caught_up()
+                    if caught_up and budget.close_caught_up():
+                        return  # commit now, not after another (empty) GetRecords per shard
 
     def _settle(self, read: _ShardRead, positions: dict[str, str], budget: _Budget, result: BatchResult) -> None:
         """Count what the batch took from ``read``'s shard, move its checkpoint, and keep its reader if unfinished."""
@@ -632,6 +641,12 @@ class StreamLoad:
             read.close()
             if position != SHARD_END and (read.reader.millis_behind or 0) > 0:
                 result.at_tip = False
+            return
+        if budget.closed_caught_up and read.reached_tip and read.leftover is None:
+            # Its read-ahead goes on past the tip, and may end there before the next batch: a reader that
+            # ended before new records arrived would leave them for the batch after. The next batch reads
+            # afresh from the checkpoint. Closed after the commit: closing waits for the read in progress.
+            self._after_commit.append(read)
             return
         self._reads[shard_id] = read
         if not (budget.window_closed and read.reached_tip):
@@ -839,6 +854,13 @@ class _Budget:
     caught_up_deadline: float | None = None  # applies once every shard has been parsed up to its tip
     spent: bool = False
     window_closed: bool = False  # spent by a deadline, not by records or bytes
+    closed_caught_up: bool = False  # ended as soon as every shard was parsed to its tip
+
+    def close_caught_up(self) -> bool:
+        """With every shard parsed to its tip: close the window if the caught-up deadline has passed."""
+        if self.caught_up_deadline is not None and time.monotonic() >= self.caught_up_deadline:
+            self.spent = self.window_closed = self.closed_caught_up = True
+        return self.spent
 
     def take(self, nbytes: int, caught_up: bool = False) -> bool:
         """Count one record of ``nbytes`` (``caught_up``: every shard parsed to its tip); True once spent."""
