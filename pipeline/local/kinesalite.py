@@ -71,6 +71,22 @@ class Kinesalite:
                 raise PipelineError(f"kinesalite does not answer on {self.endpoint}; see {self.log_path}")
             time.sleep(0.05)
 
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError as error:
+            return f"(no log: {error})"
+
+    def restart(self) -> str:
+        """Start it again on its port after it died; what its log said before it did."""
+        said = self.log_tail()
+        self.stop()
+        self.start()
+        return said
+
     def answers(self) -> bool:
         try:
             self.client().list_streams(Limit=1)

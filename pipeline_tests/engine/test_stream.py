@@ -35,6 +35,10 @@ def kinesis(request, stack, kinesis_impl, monkeypatch):
     if kinesis_impl == "moto":
         return request.getfixturevalue("kinesis_moto")
     server = request.getfixturevalue("kinesalite")
+    if not server.alive():
+        # Restarted for the tests after this one; this one fails with what the server logged.
+        pytest.fail(f"kinesalite (pid {server.process.pid if server.process else '?'}) died during an earlier test "
+                    f"(exit {server.process.poll() if server.process else '?'}); it logged:\n{server.restart()}")
     monkeypatch.setenv("AWS_ENDPOINT_URL_KINESIS", server.endpoint)
     return server.client()
 
