@@ -236,8 +236,15 @@ class StreamLoad:
         for warning in self.config.warnings:
             self.emit(f"warning: {warning}")
 
-    def run(self, *, max_batches: int | None = None, display: Display | None = None) -> StreamSummary:
-        """Read from the checkpoints to the tip of every shard, committing each bounded batch."""
+    def run(self, *, max_batches: int | None = None, linger: float = 0.0,
+            display: Display | None = None) -> StreamSummary:
+        """Read from the checkpoints to the tip of every shard, committing each bounded batch.
+
+        ``max_batches`` bounds the batches that end behind the tip. With ``linger``, a run at the tip goes on
+        committing a batch a window while records keep arriving, until a window brings none or ``linger``
+        seconds have passed since the run started: a run launched per batch (a Dagster run, a process of its
+        own) then serves the traffic that arrives while it runs instead of leaving it for the next launch.
+        """
         self._say_warnings()
         started = time.monotonic()
         summary = StreamSummary(self.config.name)
@@ -253,7 +260,10 @@ class StreamLoad:
                                     caught_up_deadline=now + self.config.exec.window_seconds)
                 summary.batches.append(result)
                 progress.add(rows=result.rows, nbytes=result.bytes)
-                if result.at_tip or (max_batches is not None and len(summary.batches) >= max_batches):
+                if result.at_tip:
+                    if not result.records or time.monotonic() - started >= linger:
+                        break
+                elif max_batches is not None and sum(not b.at_tip for b in summary.batches) >= max_batches:
                     break
         summary.seconds = time.monotonic() - started
         return summary

@@ -4,7 +4,8 @@
   far each shard's checkpoint is behind the tip.
 - ``<name>``: the warehouse table. Materializing it is one bounded micro-batch run: the engine reads
   from the checkpoints towards the tip in batches of ``exec.max_records`` / ``exec.max_bytes``, at
-  most ``MAX_BATCHES_PER_RUN`` of them, each committed with its checkpoints (exactly once).
+  most ``MAX_BATCHES_PER_RUN`` of them, each committed with its checkpoints (exactly once). Caught
+  up, it stays while records keep arriving (a batch a window, ``RUN_LINGER_SECONDS`` at most).
 - ``<name>_sensor``: every few seconds, one cheap look past the checkpoints. When records wait it
   requests one run of ``<name>_load`` keyed by the checkpoints, so one state launches one run.
   In continuous mode it keeps one run of ``<name>_continuous`` alive instead.
@@ -28,8 +29,12 @@ from pipeline.orchestration import check_jobs
 from pipeline.orchestration.factory import Pipeline, stream_mode_variable
 from pipeline.orchestration.runs import NO_RUN_RETRIES, RUN_KEY_TAG, SENSOR_NAME_TAG, failure_text
 
-# A run reads at most this many batches (10 x exec.max_records); the sensor requests the next run.
+# A run reads at most this many batches behind the tip (10 x exec.max_records); the sensor requests the next run.
 MAX_BATCHES_PER_RUN = 10
+# Caught up, a run goes on committing a batch every exec.window_seconds while records keep arriving, for up
+# to this long since it started: a run's start (a process that loads the code location) costs seconds, and
+# records that arrive meanwhile would otherwise wait for it to end, the next tick and the next run's start.
+RUN_LINGER_SECONDS = 60.0
 # Short, so a record waits at most a tick plus a run's start-up: sensor-mode latency well under 30 s.
 MINIMUM_INTERVAL_SECONDS = 5
 # The continuous job reports what it committed as a materialization at most this often.
@@ -105,8 +110,10 @@ def table_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
         f"Records of the Kinesis stream {source.stream}, loaded into {WAREHOUSE_NAMES[out.type]} "
         f"table {out.qualified_table} (mode {out.mode}). A materialization reads from the shard checkpoints "
         f"towards the tip in batches of at most {execution.max_records:,} records / {execution.max_bytes:,} bytes "
-        f"({MAX_BATCHES_PER_RUN} batches at most), each committed with its checkpoints, so every record loads "
-        f"exactly once; records that fail to parse go to {out.schema}.{out.rejected}. Config: {pipeline.path.name}."
+        f"({MAX_BATCHES_PER_RUN} batches at most; at the tip, a batch every {execution.window_seconds:g} s while "
+        f"records keep arriving, for up to {RUN_LINGER_SECONDS:g} s), each committed with its checkpoints, so "
+        f"every record loads exactly once; records that fail to parse go to {out.schema}.{out.rejected}. "
+        f"Config: {pipeline.path.name}."
     )
 
     @dg.asset(
@@ -157,7 +164,7 @@ def materialize_stream(context: dg.AssetExecutionContext, pipeline: Pipeline) ->
 
     try:
         load = _stream_load(context, pipeline)
-        summary = load.run(max_batches=MAX_BATCHES_PER_RUN)
+        summary = load.run(max_batches=MAX_BATCHES_PER_RUN, linger=RUN_LINGER_SECONDS)
         checkpoints = load.checkpoints()
     except PipelineError as error:
         # The engine's message names the shard, sequence number and column: show it, not a traceback.

@@ -337,6 +337,33 @@ def test_a_run_caught_up_with_steady_traffic_commits_after_a_window_and_ends(sta
 
 
 @both_implementations
+def test_a_lingering_run_commits_what_arrives_while_it_runs_and_ends_on_a_window_that_brings_nothing(
+        stack, kinesis, redshift, tmp_path, stream):
+    path = write_config(tmp_path / f"{stream}.yml", stream, exec__window_seconds=0.1)
+    load = StreamLoad(config_module.load(path))
+    put(kinesis, stream, sensors(10))
+    real_batch = load.batch
+    batches = []
+
+    def batch(*args, **kwargs):
+        result = real_batch(*args, **kwargs)
+        batches.append(result.records)
+        if len(batches) == 1:  # records that land while the run runs, after its first commit
+            put(kinesis, stream, sensors(7, offset=100))
+        return result
+
+    load.batch = batch
+    summary = load.run(linger=600)
+
+    assert batches == [10, 7, 0]  # the third window brought nothing: the run ended, long before 600 s
+    assert summary.records == 17 and len(table_rows(redshift, stream)) == 17
+    # Without linger, the first batch at the tip ends the run.
+    put(kinesis, stream, sensors(3, offset=200))
+    batches.clear()
+    assert load.run().records == 3 and batches == [3]
+
+
+@both_implementations
 def test_a_run_loads_a_whole_backlog_even_when_its_window_closes_inside_the_tip_pages(stack, redshift, tmp_path,
                                                                                      stream):
     # Each shard's one page holds its whole backlog and reaches the tip, and the window closes at once: the
