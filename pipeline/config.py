@@ -155,7 +155,7 @@ MAX_RETRY_WAIT_SECONDS = 3600.0
 class ExecConfig:
     mode: str = "micro_batch"  # streams: one bounded run per sensor request, or one long-running follow
     max_threads: int = 4
-    window_seconds: float = 1.0
+    window_seconds: float = 0.5
     max_records: int = 100_000
     max_bytes: int = 64 << 20
     max_runtime: float | None = None
@@ -938,7 +938,7 @@ def _exec(section: _Section) -> ExecConfig:
     config = ExecConfig(
         mode=section.str("mode", "micro_batch", choices=EXEC_MODES),
         max_threads=section.int("max_threads", 4, minimum=1),
-        window_seconds=section.float("window_seconds", 1.0, minimum=0.05),
+        window_seconds=section.float("window_seconds", 0.5, minimum=0.05),
         max_records=section.int("max_records", 100_000, minimum=1),
         max_bytes=section.int("max_bytes", 64 << 20, minimum=1024),
         max_runtime=section.float("max_runtime", None, minimum=0.0),

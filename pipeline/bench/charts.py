@@ -158,9 +158,9 @@ def _stream(section: Section, axes: Any) -> bool:
     title = "Kinesis backlog throughput"
     if p50 is not None and p95 is not None:
         title += f"\nlatency p50 / p95: continuous mode {p50.value:.2f} / {p95.value:.2f} s"
-        h95 = section.figure("stream.latency_half_window.p95")
+        h95 = section.figure("stream.latency_1s_window.p95")
         if h95 is not None:
-            title += f" (0.5 s window: p95 {h95.value:.2f} s)"
+            title += f" (1 s window: p95 {h95.value:.2f} s)"
         s50, s95 = section.figure("stream.sensor_latency.p50"), section.figure("stream.sensor_latency.p95")
         if s50 is not None and s95 is not None:
             title += f", sensor mode {s50.value:.1f} / {s95.value:.1f} s"

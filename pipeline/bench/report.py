@@ -20,7 +20,7 @@ HEADLINES = (
     "stream.backlog.ours",
     "stream.latency.p50",
     "stream.latency.p95",
-    "stream.latency_half_window.p95",
+    "stream.latency_1s_window.p95",
     "stream.sensor_latency.p50",
     "stream.sensor_latency.p95",
 )

@@ -6,8 +6,8 @@ with checkpoints, deterministic UUIDs, rejects) and by a bare GetRecords, json.l
 
 Latency: records are put at a steady rate, each carrying a sequence number; a separate connection
 polls the table and notes when each record becomes visible. Latency runs from the PutRecords call
-to that poll. In continuous mode ``StreamLoad.follow`` runs with a 1 s window. In sensor mode the
-Dagster daemon runs as a user runs it (``dagster-daemon run`` on the repository's workspace and
+to that poll. In continuous mode ``StreamLoad.follow`` runs with the shipped 0.5 s window, and a 1 s
+one. In sensor mode the Dagster daemon runs as a user runs it (``dagster-daemon run`` on the repository's workspace and
 ``dagster.yaml``, a database of its own), and the pipeline's sensor launches micro-batch runs.
 """
 
@@ -27,6 +27,7 @@ from psycopg import sql
 
 from pipeline.bench.harness import SEED, Bench, BenchError
 from pipeline.bench.results import Figure, Section, best, percentile, timings
+from pipeline.orchestration.streams import RUN_LINGER_SECONDS
 
 SHARDS = 2  # as the local stack's test-streaming-data
 # The backlog is committed in this many batches (exec.max_records = records / BATCHES): a 1,000,000-record
@@ -37,10 +38,10 @@ BATCHES = 10
 MOTO_BACKLOG_RECORDS = 100_000
 THROUGHPUT_TARGET = 1.0
 POLL_SECONDS = 0.05
-WINDOW_SECONDS = 1.0  # the shipped sensor_data.yml's
-# Continuous mode is measured with the shipped window and a half-second one: a record waits for the rest of
-# its window and the commit, so the p95 is about 0.95 of the window plus a commit.
-WINDOWS = ((WINDOW_SECONDS, "stream.latency"), (0.5, "stream.latency_half_window"))
+WINDOW_SECONDS = 0.5  # the shipped sensor_data.yml's
+# Continuous mode is measured with the shipped window and a 1 s one: a record waits for the rest of its
+# window and the commit, so the p95 is about 0.95 of the window plus a commit.
+WINDOWS = ((WINDOW_SECONDS, "stream.latency"), (1.0, "stream.latency_1s_window"))
 DRAIN_TIMEOUT_SECONDS = 20.0
 SENSOR_POLL_SECONDS = 0.25
 SENSOR_DRAIN_SECONDS = 120.0  # after the last put: a tick, a queued run's start and its batch, on a busy machine
@@ -427,9 +428,10 @@ def _sensor_latency(bench: Bench, section: Section) -> None:
                        target=f"< {SENSOR_TARGET_P95_SECONDS:g} s", meets=p95 < SENSOR_TARGET_P95_SECONDS))
     section.notes.append(
         f"Sensor mode ran {detail['runs']} micro-batch runs for {len(put_at):,} records put over "
-        f"{sizes.sensor_latency_seconds:g} s. The sensor starts no run while one is active, so a record waits for "
-        "the run in progress, the next tick, the queued run's start (a fresh process that loads the code "
-        "location) and its batch. The daemon started and landed a first record in "
+        f"{sizes.sensor_latency_seconds:g} s. A run stays while records keep arriving (a batch a window, for up to "
+        f"{RUN_LINGER_SECONDS:g} s), so most records wait for a window and a commit. Those that arrive as a run "
+        "ends wait for the next tick, the queued run's start (a fresh process that loads the code location) and "
+        "its first batch: they make the p95. The daemon started and landed a first record in "
         f"{ready_seconds:.0f} s, before timing began.")
     if missing:
         section.notes.append(f"{missing} of {len(put_at)} sensor-mode records were not visible "
