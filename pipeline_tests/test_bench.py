@@ -32,6 +32,7 @@ QUICK_FIGURES: dict[str, str | None] = {
     "load.bulk.psql": None,
     "load.bulk.ours_plain": "psql",
     "load.bulk.ours_kms": "psql",
+    "load.bulk.pipeline_run": "psql",
     "load.bulk.bare": "psql",
     "load.bulk.psql_quoted": None,
     "load.bulk.ours_quoted": "the quoted file",

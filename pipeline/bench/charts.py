@@ -72,12 +72,14 @@ def _load(section: Section, axes: Any) -> bool:
     if not figures:
         return False
     names = {"psql": "psql \\copy\n(floor)", "ours_plain": "pipeline\nplaintext", "ours_kms": "pipeline\nSSE-KMS",
-             "ours_merge": "pipeline\nmerge", "ours_redshift": "pipeline\nRedshift", "bare": "bare boto3\n+ COPY",
+             "pipeline_run": "pipeline run\nend to end", "ours_merge": "pipeline\nmerge",
+             "ours_redshift": "pipeline\nRedshift", "bare": "bare boto3\n+ COPY",
              "psql_quoted": "psql \\copy\nquoted", "ours_quoted": "pipeline\nquoted", "dlt": "dlt", "sling": "sling",
              "psql_postgresql": "psql \\copy\nPostgreSQL", "scatter_1": "PostgreSQL\n1 writer",
              "scatter_2": "PostgreSQL\n2 writers", "scatter_4": "PostgreSQL\n4 writers"}
     labels = [names.get(f.key.rsplit(".", 1)[1], f.key.rsplit(".", 1)[1]) for f in figures]
-    colors = ["#888888" if ".psql" in f.key else "#2b6cb0" if "ours" in f.key or "scatter" in f.key else "#a0aec0"
+    ours = ("ours", "scatter", "pipeline_run")
+    colors = ["#888888" if ".psql" in f.key else "#2b6cb0" if any(o in f.key for o in ours) else "#a0aec0"
               for f in figures]
     bars = axes.bar(labels, [f.value for f in figures], color=colors)
     axes.tick_params(axis="x", labelsize=7)

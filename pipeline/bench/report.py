@@ -12,6 +12,7 @@ from pipeline.bench.results import SECTION_TITLES, Figure, Results, Section
 HEADLINES = (
     "load.bulk.ours_plain",
     "load.bulk.ours_kms",
+    "load.bulk.pipeline_run",
     "load.bulk.scatter_2",
     "load.small.after_startup",
     "memory.*",
