@@ -25,7 +25,7 @@ from pipeline_tests.faults.proxy import TcpProxy
 
 pytestmark = pytest.mark.stack
 
-RECORDS = 1_200
+RECORDS = 2_400  # a batch of all of them is past stream.INSERT_MAX_ROWS: staged and copied from S3
 
 
 @pytest.fixture
@@ -102,13 +102,17 @@ def test_throttling_on_a_third_of_calls_and_expired_iterators_still_load_every_r
     assert StreamLoad(config, kinesis_client=client, sleep=lambda _: None).run().records == 0
 
 
-@pytest.mark.parametrize("held_at", [(b"COPY",), (b"COPY", b"COMMIT")], ids=["before-copy", "before-commit"])
+@pytest.mark.parametrize(("batch", "held_at"), [
+    (400, ("INSERT",)), (400, ("INSERT", "COMMIT")),  # small batches: one multi-row INSERT each
+    (RECORDS, ("COPY",)), (RECORDS, ("COPY", "COMMIT")),  # one large batch: staged, COPY FROM S3
+], ids=["insert-before-insert", "insert-before-commit", "staged-before-copy", "staged-before-commit"])
 def test_a_run_killed_between_reading_and_commit_leaves_no_duplicate_and_no_gap(
-        stack, redshift, tmp_path, stream, held_at):
+        stack, redshift, tmp_path, stream, batch, held_at):
+    patterns = [f'INSERT INTO "sensor_schema"."{stream}"' if word == "INSERT" else word for word in held_at]
     with TcpProxy("127.0.0.1", stack.standin_port) as proxy:
         url = stack.redshift_url.replace(f":{stack.standin_port}/", f":{proxy.port}/")
-        config = write_config(tmp_path / f"{stream}.yml", stream, url=url, max_records=400)
-        proxy.hold_at(*held_at)
+        config = write_config(tmp_path / f"{stream}.yml", stream, url=url, max_records=batch)
+        proxy.hold_at(*(pattern.encode() for pattern in patterns))
         process = pipeline_popen("run", str(config))
         if not proxy.held.wait(60):
             process.kill()
