@@ -252,6 +252,7 @@ class StreamLoad:
         with self.target.connect() as conn, contextlib.closing(progress), contextlib.closing(self):
             self._prepare(conn)
             summary.data_loss = self._check_source(conn)
+            behind = 0  # batches that ended behind the tip
             while True:
                 now = time.monotonic()
                 # Behind the tip a batch fills its budget; caught up, it commits after a window, so a run
@@ -263,8 +264,10 @@ class StreamLoad:
                 if result.at_tip:
                     if not result.records or time.monotonic() - started >= linger:
                         break
-                elif max_batches is not None and sum(not b.at_tip for b in summary.batches) >= max_batches:
-                    break
+                else:
+                    behind += 1
+                    if max_batches is not None and behind >= max_batches:
+                        break
         summary.seconds = time.monotonic() - started
         return summary
 

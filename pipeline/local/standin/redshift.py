@@ -35,7 +35,7 @@ from pglast.stream import RawStream
 
 from pipeline.local.standin import wire
 from pipeline.local.standin.proxy import StandinSQLError
-from pipeline.local.standin.rules import _PLACEHOLDER, Rules, contains, ident, literal, refusal_sql
+from pipeline.local.standin.rules import Rules, contains, ident, literal
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +96,6 @@ class CopyRequest:
 MAX_STATEMENT_BYTES = 16 << 20
 
 
-def _too_large_refusal(sql: str) -> tuple[str, str]:
-    return (f"Statement is too large. Statement Size: {len(sql.encode())} bytes. "
-            f"Maximum Allowed: {MAX_STATEMENT_BYTES} bytes", "42601")
-
-
 class RedshiftRules(Rules):
     flavor = "redshift"
 
@@ -140,6 +135,13 @@ class RedshiftRules(Rules):
             return f'Column has unsupported type "{bad_type}"', "0A000"
         return None
 
+    def text_refusal(self, sql: str) -> tuple[str, str] | None:
+        size = len(sql.encode())
+        if size <= MAX_STATEMENT_BYTES:
+            return None
+        return (f"Statement is too large. Statement Size: {size} bytes. Maximum Allowed: {MAX_STATEMENT_BYTES} bytes",
+                "42601")
+
     def rewrite_error(self, fields: dict[str, str]) -> dict[str, str]:
         fields = super().rewrite_error(fields)
         code = fields.get("C")
@@ -157,24 +159,6 @@ class RedshiftRules(Rules):
         return fields
 
     # ----------------------------------------------------------------- statements
-
-    def on_query(self, sql: str) -> None:
-        if self._too_large(sql):
-            return
-        super().on_query(sql)
-
-    def on_parse(self, name: str, sql: str, oids: list[int]) -> None:
-        if len(sql.encode()) > MAX_STATEMENT_BYTES:
-            # Refused when it is bound, so the client's Parse/Bind/Execute gets one error.
-            parameters = max([len(oids), *map(int, _PLACEHOLDER.findall(sql))])
-            sql = refusal_sql(*_too_large_refusal(sql), parameters=parameters)
-        super().on_parse(name, sql, oids)
-
-    def _too_large(self, sql: str) -> bool:
-        if len(sql.encode()) <= MAX_STATEMENT_BYTES:
-            return False
-        self.refuse(*_too_large_refusal(sql))
-        return True
 
     def on_statement(self, sql: str, node: ast.Node) -> None:
         if isinstance(node, ast.CopyStmt) and node.is_from and (node.filename or "").startswith("s3://"):

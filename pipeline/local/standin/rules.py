@@ -104,6 +104,10 @@ class Rules:
     # ----------------------------------------------------------------- hooks
 
     def on_query(self, sql: str) -> None:
+        refusal = self.text_refusal(sql)
+        if refusal is not None:
+            self.refuse(*refusal)
+            return
         try:
             statements = parse_sql(sql)
         except ParseError:
@@ -130,14 +134,16 @@ class Rules:
         self.session.forward_query(sql)  # PostgreSQL answers with its own syntax error
 
     def on_parse(self, name: str, sql: str, oids: list[int]) -> None:
-        try:
-            statements = parse_sql(sql)
-        except ParseError:
-            statements = []
-        if len(statements) == 1:
-            refusal = self.refusal(statements[0].stmt)
-            if refusal is not None:
-                sql = refusal_sql(*refusal, parameters=max([len(oids), *map(int, _PLACEHOLDER.findall(sql))]))
+        refusal = self.text_refusal(sql)
+        if refusal is None:
+            try:
+                statements = parse_sql(sql)
+            except ParseError:
+                statements = []
+            if len(statements) == 1:
+                refusal = self.refusal(statements[0].stmt)
+        if refusal is not None:  # refused when it is bound, so Parse/Bind/Execute gets one error
+            sql = refusal_sql(*refusal, parameters=max([len(oids), *map(int, _PLACEHOLDER.findall(sql))]))
         self.session.forward(wire.build_parse(name, sql, oids))
 
     def on_bind(self, statement: str) -> None:
@@ -145,6 +151,10 @@ class Rules:
 
     def refusal(self, node: ast.Node, *, multi: bool = False) -> tuple[str, str] | None:
         """(message, SQLSTATE) when the target refuses ``node``."""
+        return None
+
+    def text_refusal(self, sql: str) -> tuple[str, str] | None:
+        """(message, SQLSTATE) when the target refuses a statement's text before parsing it (its size)."""
         return None
 
     def rewrite_error(self, fields: dict[str, str]) -> dict[str, str]:
