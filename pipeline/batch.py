@@ -219,8 +219,13 @@ class BatchLoad:
                               "or does not match in.path_match_pattern")
         return describe(self.s3, S3Object(self.input.bucket, key, 0, "", datetime.fromtimestamp(0, UTC)))
 
-    def run(self, keys: Sequence[str] | None = None) -> RunSummary:
-        """Load every object that is new or changed (or only ``keys``), in the configured mode."""
+    def run(self, keys: Sequence[str] | None = None, *, objects: Sequence[Any] | None = None) -> RunSummary:
+        """Load every object that is new or changed (or only ``keys``), in the configured mode.
+
+        ``objects``: S3Objects already described (HeadObject), loaded as named keys without a second look.
+        """
+        if objects is not None:
+            keys = [obj.key for obj in objects]
         started = time.monotonic()
         for warning in self.config.warnings:
             self.emit(f"warning: {warning}")
@@ -228,8 +233,8 @@ class BatchLoad:
         mode = out.mode
         # Named keys cost one HeadObject each: a one-object run (a Dagster partition) must not list the prefix.
         # The listing runs while the warehouse is prepared: both are mostly waiting on the network.
-        listing = _Background(lambda: self.list() if keys is None else [self._named(key)
-                                                                         for key in dict.fromkeys(keys)])
+        listing = _Background(lambda: self.list() if keys is None else list(objects) if objects is not None else [
+            self._named(key) for key in dict.fromkeys(keys)])
         conn = self.target.connect(autocommit=True)  # kept for the first object's transaction (see _connection)
         try:
             dialect = self.target.prepare(conn)
