@@ -200,7 +200,7 @@ class BatchLoad:
             self._s3 = client("s3", **self.input.aws.client_kwargs())
         return self._s3
 
-    def list(self) -> list:
+    def listed_objects(self) -> list:
         from pipeline.sources.s3 import acceptor, list_objects, start_after
 
         return list(list_objects(self.s3, self.input.bucket, self.input.path_prefix,
@@ -233,12 +233,12 @@ class BatchLoad:
         mode = out.mode
         # Named keys cost one HeadObject each: a one-object run (a Dagster partition) must not list the prefix.
         # The listing runs while the warehouse is prepared: both are mostly waiting on the network.
-        listing = _Background(lambda: self.list() if keys is None else list(objects) if objects is not None else [
-            self._named(key) for key in dict.fromkeys(keys)])
+        listing = _Background(lambda: self.listed_objects() if keys is None else list(objects) if objects is not None
+                              else [self._named(key) for key in dict.fromkeys(keys)])
         conn = self.target.connect(autocommit=True)  # kept for the first object's transaction (see _connection)
         try:
             dialect = self.target.prepare(conn)
-            objects = listing.result()
+            listed = listing.result()
             strategy = dialect.strategy(mode)
             if not strategy.exact:
                 raise WarehouseError(f"{self.config.name}: {strategy.fix}")
@@ -252,9 +252,9 @@ class BatchLoad:
                 self._read_types(conn, out.schema, out.table)
             from pipeline.warehouse.scatter import SCATTER_BYTES_PER_WRITER
 
-            if any(o.size >= 2 * SCATTER_BYTES_PER_WRITER for o in objects):  # only then can pages scatter
+            if any(o.size >= 2 * SCATTER_BYTES_PER_WRITER for o in listed):  # only then can pages scatter
                 self._keyed = bool(dialect.primary_key(conn, out.schema, out.table))
-            named = None if keys is None or mode in ("replace", "truncate_insert") else [o.key for o in objects]
+            named = None if keys is None or mode in ("replace", "truncate_insert") else [o.key for o in listed]
             loaded = state.loaded_objects(conn, out.state, self.config.name, named)
             conn.autocommit = False
         except BaseException:
@@ -262,7 +262,7 @@ class BatchLoad:
             raise
         self._idle.append(conn)
         try:
-            return self._load(objects, loaded, keys, dialect, strategy, started)
+            return self._load(listed, loaded, keys, dialect, strategy, started)
         finally:
             while self._idle:
                 self._idle.pop().close()
@@ -946,7 +946,7 @@ class BatchLoad:
     def _redshift_format(self, obj):
         """How Redshift's COPY must read the object itself, or None where it would read it otherwise."""
         from pipeline.sources.s3 import read_sample
-        from pipeline.warehouse.dialects.redshift import CopyFormat
+        from pipeline.warehouse.dialects.base import CopyFormat
 
         p = self.parser
         if p.charset.replace("-", "").upper() not in ("UTF8",) or len(p.delimiter) != 1 or p.newline != "LF":
@@ -1066,17 +1066,17 @@ class BatchLoad:
             if bad is not None:
                 reject(bad)
                 continue
+            row: Sequence[str | None] = values
             if project is not None:
-                values = project(dict(zip(column_names, values, strict=True)),
-                                 s3_identity(source, obj.etag, item.line))
+                row = project(dict(zip(column_names, values, strict=True)), s3_identity(source, obj.etag, item.line))
             if fitter is not None:
-                values, refused_row = fitter.judge(values, source, item.line, item.raw)
+                row, refused_row = fitter.judge(row, source, item.line, item.raw)
                 if refused_row is not None:
                     reject(refused_row)
                     continue
-            if sequence:
-                values.append(str(item.line))
-            line = text_line(values)
+            if sequence:  # a projected row is a tuple, which has no append
+                row = [*row, str(item.line)]
+            line = text_line(row)
             if "\x00" in line:
                 reject(RecordError(source, item.line, "NUL byte in the record", raw=item.raw))
                 continue

@@ -47,8 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     # Only the command being run imports its module and adds its arguments (so -h shows them).
     name = next((arg for arg in argv if not arg.startswith("-")), None)
     name = name if name in COMMANDS else None
-    module = importlib.import_module(COMMANDS[name][0]) if name else None
-    if module is not None:
+    module = None
+    if name is not None:
+        module = importlib.import_module(COMMANDS[name][0])
         module.add_arguments(_subparser(parser, name))
     args = parser.parse_args(argv)
     assert module is not None  # parse_args exits when no command was given

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -371,11 +371,11 @@ def parse(
     """Validate an already-read config mapping."""
     data = interpolate(raw, os.environ if environ is None else environ)
     top = _Section(data, "")
-    name = top.str("name", default=name)
+    name = top.string("name", default=name)
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
         raise ConfigError("name", f"{name!r} must be a simple identifier (letters, digits, underscore)")
     source = _input(top.section("in", required=True), require_parser)
-    filters = tuple(top.list("filters", default=[]))
+    filters = tuple(top.sequence("filters", default=[]))
     if filters:
         from pipeline.filters import build_filters
 
@@ -447,9 +447,9 @@ def _retries(section: _Section) -> dict[str, Any]:
     """Embulk's output retry keys; any of them set turns on the retry of lost connections (Embulk's defaults)."""
     if all(section.get(key) is None for key in ("retry_limit", "retry_wait", "max_retry_wait")):
         return {}
-    retries = {"retry_limit": section.int("retry_limit", 12),
-               "retry_wait_ms": section.int("retry_wait", 1000),
-               "max_retry_wait_ms": section.int("max_retry_wait", 1_800_000)}
+    retries = {"retry_limit": section.integer("retry_limit", 12),
+               "retry_wait_ms": section.integer("retry_wait", 1000),
+               "max_retry_wait_ms": section.integer("max_retry_wait", 1_800_000)}
     if retries["max_retry_wait_ms"] < retries["retry_wait_ms"]:
         raise ConfigError(section.at("max_retry_wait"), f"must be at least retry_wait ({retries['retry_wait_ms']} "
                                                         f"ms), got {retries['max_retry_wait_ms']}")
@@ -482,7 +482,11 @@ _DURATION_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 class _Section:
-    """A mapping being validated; remembers which keys were read so unknown ones are reported."""
+    """A mapping being validated; remembers which keys were read so unknown ones are reported.
+
+    Readers are named for YAML's kinds (string, integer, ...), not Python's types: a method named ``str``
+    would be what ``str`` means in the annotations of the class body.
+    """
 
     def __init__(self, data: Any, path: str, notes: list[str] | None = None):
         if not isinstance(data, Mapping):
@@ -515,7 +519,7 @@ class _Section:
             return default
         return value
 
-    def str(self, key: str, default: str | None = None, *, required: bool = False,
+    def string(self, key: str, default: str | None = None, *, required: bool = False,
             choices: tuple[str, ...] | None = None) -> Any:
         value = self.get(key, default, required=required)
         if value is None:
@@ -528,14 +532,14 @@ class _Section:
         return value
 
     def char(self, key: str, default: str | None) -> str | None:
-        value = self.str(key, default)
+        value = self.string(key, default)
         if value is None or value == "":
             return None
         if len(value) != 1:
             raise ConfigError(self.at(key), f"must be a single character, got {value!r}")
         return value
 
-    def int(self, key: str, default: int | None = None, *, required: bool = False, minimum: int = 0) -> Any:
+    def integer(self, key: str, default: int | None = None, *, required: bool = False, minimum: int = 0) -> Any:
         value = self.get(key, default, required=required)
         if value is None:
             return None
@@ -547,7 +551,7 @@ class _Section:
             raise ConfigError(self.at(key), f"must be at least {minimum}, got {value}")
         return value
 
-    def float(self, key: str, default: float | None = None, *, minimum: float = 0.0) -> Any:
+    def number(self, key: str, default: float | None = None, *, minimum: float = 0.0) -> Any:
         value = self.get(key, default)
         if value is None:
             return None
@@ -577,7 +581,7 @@ class _Section:
             raise ConfigError(self.at(key), f"must be at least {minimum:g} seconds, got {value!r}")
         return seconds
 
-    def bool(self, key: str, default: bool) -> bool:
+    def boolean(self, key: str, default: bool) -> bool:
         value = self.get(key, default)
         if isinstance(value, str) and value.lower() in ("true", "false"):
             return value.lower() == "true"
@@ -585,7 +589,7 @@ class _Section:
             raise ConfigError(self.at(key), f"must be true or false, got {value!r}")
         return value
 
-    def list(self, key: str, default: list | None = None, *, required: bool = False) -> Any:
+    def sequence(self, key: str, default: list | None = None, *, required: bool = False) -> Any:
         value = self.get(key, default, required=required)
         if value is None:
             return None
@@ -649,7 +653,7 @@ _ALL_AUTH_KEYS = sorted({key for keys in _AUTH_KEYS.values() for key in keys})
 
 
 def _aws(section: _Section) -> AwsSettings:
-    auth_method = section.str("auth_method", "basic" if section.has("access_key_id") else "default",
+    auth_method = section.string("auth_method", "basic" if section.has("access_key_id") else "default",
                               choices=AUTH_METHODS)
     allowed = _AUTH_KEYS.get(auth_method, ())
     for key in _ALL_AUTH_KEYS:
@@ -662,25 +666,25 @@ def _aws(section: _Section) -> AwsSettings:
         auth_method = "anonymous"
     role_arn = None
     if auth_method == "assume_role":
-        account = section.str("account_id", required=True)
-        role = section.str("role_name", required=True)
-        role_arn = f"arn:{section.str('arn_partition', 'aws')}:iam::{account}:role/{role}"
+        account = section.string("account_id", required=True)
+        role = section.string("role_name", required=True)
+        role_arn = f"arn:{section.string('arn_partition', 'aws')}:iam::{account}:role/{role}"
     settings = AwsSettings(
-        endpoint=section.str("endpoint"),
-        region=section.str("region"),
-        access_key_id=section.str("access_key_id"),
-        secret_access_key=section.str("secret_access_key"),
-        session_token=section.str("session_token"),
-        allow_insecure=section.bool("allow_insecure", False),
+        endpoint=section.string("endpoint"),
+        region=section.string("region"),
+        access_key_id=section.string("access_key_id"),
+        secret_access_key=section.string("secret_access_key"),
+        session_token=section.string("session_token"),
+        allow_insecure=section.boolean("allow_insecure", False),
         auth_method=auth_method,
-        profile_name=section.str("profile_name", "default") if auth_method == "profile" else None,
-        profile_file=section.str("profile_file"),
+        profile_name=section.string("profile_name", "default") if auth_method == "profile" else None,
+        profile_file=section.string("profile_file"),
         role_arn=role_arn,
-        external_id=section.str("external_id"),
-        duration_in_seconds=section.int("duration_in_seconds", 3600, minimum=900),
-        session_name=section.str("session_name", "embulk"),
-        path_style_access=section.bool("path_style_access", False),
-        maximum_retries=section.int("maximum_retries", 7, minimum=0),
+        external_id=section.string("external_id"),
+        duration_in_seconds=section.integer("duration_in_seconds", 3600, minimum=900),
+        session_name=section.string("session_name", "embulk"),
+        path_style_access=section.boolean("path_style_access", False),
+        maximum_retries=section.integer("maximum_retries", 7, minimum=0),
     )
     if auth_method == "basic" and (settings.access_key_id is None) != (settings.secret_access_key is None):
         missing = "secret_access_key" if settings.secret_access_key is None else "access_key_id"
@@ -694,19 +698,19 @@ def _aws(section: _Section) -> AwsSettings:
 
 
 def _input(section: _Section, require_parser: bool) -> S3InputConfig | KinesisInputConfig:
-    kind = section.str("type", required=True, choices=("s3", "kinesis"))
+    kind = section.string("type", required=True, choices=("s3", "kinesis"))
     aws = _aws(section)
     if kind == "s3":
-        pattern = section.str("path_match_pattern")
+        pattern = section.string("path_match_pattern")
         if pattern is not None:
             try:
                 re.compile(pattern)
             except re.error as error:
                 raise ConfigError(section.at("path_match_pattern"), f"is not a valid regex: {error}") from None
-        path = section.str("path")
+        path = section.string("path")
         if path is None and section.get("path_prefix") is None:
             raise ConfigError(section.at("path_prefix"), "is required (or path, for one object), as in Embulk")
-        use_modified_time = section.bool("use_modified_time", False)
+        use_modified_time = section.boolean("use_modified_time", False)
         last_modified_time = _modified_time(section) if use_modified_time else None
         if not use_modified_time and section.has("last_modified_time"):
             raise ConfigError(section.at("last_modified_time"), "applies only with use_modified_time: true")
@@ -714,25 +718,25 @@ def _input(section: _Section, require_parser: bool) -> S3InputConfig | KinesisIn
             section.warn("use_modified_time", "without last_modified_time every object is listed, as in Embulk's "
                                               "first run; the ledger, not a config diff, remembers what loaded")
         config = S3InputConfig(
-            bucket=section.str("bucket", required=True),
+            bucket=section.string("bucket", required=True),
             # Embulk's path (one object) wins over path_prefix.
-            path_prefix=path if path is not None else section.str("path_prefix", default=""),
+            path_prefix=path if path is not None else section.string("path_prefix", default=""),
             aws=aws,
             path_match_pattern=pattern,
-            total_file_count_limit=section.int("total_file_count_limit", minimum=1),
+            total_file_count_limit=section.integer("total_file_count_limit", minimum=1),
             parser=_csv_parser(section, require_parser),
-            incremental=section.bool("incremental", True),
+            incremental=section.boolean("incremental", True),
             path=path,
             # With use_modified_time, Embulk lists by modification time and leaves last_path aside.
-            last_path=None if use_modified_time or path is not None else section.str("last_path"),
+            last_path=None if use_modified_time or path is not None else section.string("last_path"),
             last_modified_time=last_modified_time,
-            skip_glacier_objects=section.bool("skip_glacier_objects", False),
+            skip_glacier_objects=section.boolean("skip_glacier_objects", False),
         )
         if (use_modified_time or path is not None) and section.has("last_path"):
             section.get("last_path")
             section.warn("last_path", "is not used with " + ("use_modified_time: true" if use_modified_time
                                                                else "path (one object)") + ", as in Embulk")
-        for decoder in section.list("decoders", default=[]):
+        for decoder in section.sequence("decoders", default=[]):
             if not (isinstance(decoder, Mapping) and decoder.get("type") in ("gzip", "bzip2")):
                 raise ConfigError(section.at("decoders"), "each decoder must be {type: gzip} or {type: bzip2}")
         backoff = "botocore's standard retry mode spaces the attempts (exponential, with jitter)"
@@ -741,26 +745,26 @@ def _input(section: _Section, require_parser: bool) -> S3InputConfig | KinesisIn
                        "initial_retry_interval_millis": backoff, "maximum_retry_interval_millis": backoff},
             refused={"http_proxy": "set HTTPS_PROXY (and NO_PROXY) in the environment, which botocore reads"})
         return config
-    starting = section.str("starting_position", "trim_horizon", choices=STARTING_POSITIONS)
-    timestamp = section.str("timestamp")
+    starting = section.string("starting_position", "trim_horizon", choices=STARTING_POSITIONS)
+    timestamp = section.string("timestamp")
     if starting == "at_timestamp" and timestamp is None:
         raise ConfigError(section.at("timestamp"), "is required when starting_position is at_timestamp")
-    config = KinesisInputConfig(
-        stream=section.str("stream", required=True),
+    kinesis = KinesisInputConfig(
+        stream=section.string("stream", required=True),
         aws=aws,
         starting_position=starting,
         timestamp=timestamp,
         parser=_json_parser(section),
-        on_data_loss=section.str("on_data_loss", "fail", choices=("fail", "warn")),
-        on_stream_recreated=section.str("on_stream_recreated", "fail", choices=("fail", "restart")),
+        on_data_loss=section.string("on_data_loss", "fail", choices=("fail", "warn")),
+        on_stream_recreated=section.string("on_stream_recreated", "fail", choices=("fail", "restart")),
     )
     section.done()
-    return config
+    return kinesis
 
 
 def _modified_time(section: _Section) -> datetime | None:
     """Embulk's last_modified_time, yyyy-MM-dd'T'HH:mm:ss.SSS'Z' (read as UTC here; Embulk uses the JVM's zone)."""
-    value = section.str("last_modified_time")
+    value = section.string("last_modified_time")
     if value is None:
         return None
     try:
@@ -777,8 +781,8 @@ def _csv_parser(parent: _Section, require_parser: bool) -> CsvParserConfig | Non
             raise ConfigError(parent.at("parser"), "is required; run `pipeline guess` to fill it in")
         return None
     section = parent.section("parser")
-    section.str("type", "csv", choices=("csv",))
-    _check_charset(section, section.str("charset", "UTF-8"))
+    section.string("type", "csv", choices=("csv",))
+    _check_charset(section, section.string("charset", "UTF-8"))
     try:
         config = _csv_parser_config(section, require_parser)
     except ValueError as error:  # the reader's own checks of delimiter, quote and escape
@@ -790,21 +794,21 @@ def _csv_parser(parent: _Section, require_parser: bool) -> CsvParserConfig | Non
 
 def _csv_parser_config(section: _Section, require_parser: bool) -> CsvParserConfig:
     return CsvParserConfig(
-        charset=section.str("charset", "UTF-8"),
-        newline=section.str("newline", "CRLF", choices=NEWLINES),
-        delimiter=section.str("delimiter", section.str("field_delimiter", ",")) or ",",
+        charset=section.string("charset", "UTF-8"),
+        newline=section.string("newline", "CRLF", choices=NEWLINES),
+        delimiter=section.string("delimiter", section.string("field_delimiter", ",")) or ",",
         quote=_quoting_char(section, "quote", '"'),
         escape=_quoting_char(section, "escape", "\\"),
-        null_string=section.str("null_string"),
+        null_string=section.string("null_string"),
         skip_header_lines=_skip_header_lines(section),
-        trim_if_not_quoted=section.bool("trim_if_not_quoted", False),
-        comment_line_marker=section.str("comment_line_marker"),
-        allow_extra_columns=section.bool("allow_extra_columns", False),
-        allow_optional_columns=section.bool("allow_optional_columns", False),
-        max_quoted_size_limit=section.int("max_quoted_size_limit", 131072, minimum=1),
-        stop_on_invalid_record=section.bool("stop_on_invalid_record", False),
+        trim_if_not_quoted=section.boolean("trim_if_not_quoted", False),
+        comment_line_marker=section.string("comment_line_marker"),
+        allow_extra_columns=section.boolean("allow_extra_columns", False),
+        allow_optional_columns=section.boolean("allow_optional_columns", False),
+        max_quoted_size_limit=section.integer("max_quoted_size_limit", 131072, minimum=1),
+        stop_on_invalid_record=section.boolean("stop_on_invalid_record", False),
         columns=_columns(section, require=require_parser),
-        quotes_in_quoted_fields=section.str("quotes_in_quoted_fields", QUOTES_IN_QUOTED_FIELDS[0],
+        quotes_in_quoted_fields=section.string("quotes_in_quoted_fields", QUOTES_IN_QUOTED_FIELDS[0],
                                             choices=QUOTES_IN_QUOTED_FIELDS),
     )
 
@@ -813,7 +817,7 @@ def _quoting_char(section: _Section, key: str, default: str) -> str | None:
     """Embulk's quote and escape: null disables it; one character; an empty string is obsolete."""
     if section.given_null(key):
         return None
-    value = section.str(key, default)
+    value = section.string(key, default)
     if value == "":
         if key == "quote":
             section.warn(key, "an empty quote is obsolete; as Embulk does, '\"' is used (write null for no quoting)")
@@ -827,9 +831,9 @@ def _quoting_char(section: _Section, key: str, default: str) -> str | None:
 
 def _skip_header_lines(section: _Section) -> int:
     """skip_header_lines, or Embulk's older header_line (true: one line), but not both."""
-    skip = section.int("skip_header_lines", 0)
+    skip = section.integer("skip_header_lines", 0)
     if section.has("header_line"):
-        header_line = section.bool("header_line", False)
+        header_line = section.boolean("header_line", False)
         if skip > 0:
             raise ConfigError(section.at("header_line"), "is invalid if skip_header_lines is set, as in Embulk; "
                                                          "keep skip_header_lines")
@@ -848,11 +852,11 @@ def _check_charset(section: _Section, charset: str) -> None:
 
 def _json_parser(parent: _Section) -> JsonParserConfig:
     section = parent.section("parser", default={})
-    section.str("type", "json", choices=("json", "jsonl"))
+    section.string("type", "json", choices=("json", "jsonl"))
     config = JsonParserConfig(
         columns=_columns(section, require=True),
-        stop_on_invalid_record=section.bool("stop_on_invalid_record", False),
-        max_record_bytes=section.int("max_record_bytes", 1 << 20, minimum=1),
+        stop_on_invalid_record=section.boolean("stop_on_invalid_record", False),
+        max_record_bytes=section.integer("max_record_bytes", 1 << 20, minimum=1),
     )
     section.done()
     return config
@@ -863,17 +867,17 @@ def _columns(section: _Section, *, require: bool) -> tuple[Column, ...]:
     default_zone = _zone(section, "default_timezone", "UTC")
     default_date = _date(section, "default_date", "1970-01-01")
     # Without it a timestamp column with no format of its own reads ISO 8601 (Embulk: %Y-%m-%d %H:%M:%S.%N %z).
-    default_format = section.str("default_timestamp_format")
-    items = section.list("columns", default=[])
+    default_format = section.string("default_timestamp_format")
+    items = section.sequence("columns", default=[])
     if require and not items:
         raise ConfigError(section.at("columns"), "must list at least one column")
     columns = []
     seen: set[str] = set()
     for index, item in enumerate(items):
         column = section.item(item, f"{section.at('columns')}[{index}]")
-        name = column.str("name", required=True)
-        kind = column.str("type", "string", choices=COLUMN_TYPES)
-        fmt = column.str("format")
+        name = column.string("name", required=True)
+        kind = column.string("type", "string", choices=COLUMN_TYPES)
+        fmt = column.string("format")
         if fmt is not None and kind != "timestamp":
             raise ConfigError(column.at("format"), "only timestamp columns take a format")
         if fmt is None and kind == "timestamp":
@@ -903,7 +907,7 @@ def _columns(section: _Section, *, require: bool) -> tuple[Column, ...]:
 def _zone(section: _Section, key: str, default: str) -> str:
     from pipeline.formats.types import check_zone
 
-    zone = section.str(key, default)
+    zone = section.string(key, default)
     try:
         check_zone(zone)
     except ValueError:
@@ -913,7 +917,7 @@ def _zone(section: _Section, key: str, default: str) -> str:
 
 
 def _date(section: _Section, key: str, default: str) -> str:
-    value = section.str(key, default)
+    value = section.string(key, default)
     if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
         raise ConfigError(section.at(key), f"must be a date as YYYY-MM-DD, got {value!r}")
     return value
@@ -926,7 +930,7 @@ GUESS_PLUGINS = ("csv", "gzip", "bzip2", "csv_all_strings")  # the first three a
 
 
 def _guess_plugins(section: _Section) -> tuple[str, ...]:
-    plugins = section.list("guess_plugins", default=[])
+    plugins = section.sequence("guess_plugins", default=[])
     for index, name in enumerate(plugins):
         if name not in GUESS_PLUGINS:
             raise ConfigError(f"{section.at('guess_plugins')}[{index}]",
@@ -936,19 +940,19 @@ def _guess_plugins(section: _Section) -> tuple[str, ...]:
 
 def _exec(section: _Section) -> ExecConfig:
     config = ExecConfig(
-        mode=section.str("mode", "micro_batch", choices=EXEC_MODES),
-        max_threads=section.int("max_threads", 4, minimum=1),
-        window_seconds=section.float("window_seconds", 0.5, minimum=0.05),
-        max_records=section.int("max_records", 100_000, minimum=1),
-        max_bytes=section.int("max_bytes", 64 << 20, minimum=1024),
-        max_runtime=section.float("max_runtime", None, minimum=0.0),
+        mode=section.string("mode", "micro_batch", choices=EXEC_MODES),
+        max_threads=section.integer("max_threads", 4, minimum=1),
+        window_seconds=section.number("window_seconds", 0.5, minimum=0.05),
+        max_records=section.integer("max_records", 100_000, minimum=1),
+        max_bytes=section.integer("max_bytes", 64 << 20, minimum=1024),
+        max_runtime=section.number("max_runtime", None, minimum=0.0),
         expect_within=section.duration("expect_within", None, minimum=1.0),
-        retries=section.int("retries", 5, minimum=0),
+        retries=section.integer("retries", 5, minimum=0),
         retry_wait=section.duration("retry_wait", 60.0, minimum=0.0),
         guess_plugins=_guess_plugins(section),
-        min_output_tasks=section.int("min_output_tasks", None, minimum=1),
+        min_output_tasks=section.integer("min_output_tasks", None, minimum=1),
     )
-    section.str("type", "local", choices=("local",))  # Embulk's executor: this is the local one
+    section.string("type", "local", choices=("local",))  # Embulk's executor: this is the local one
     section.done()
     return config
 
@@ -957,23 +961,24 @@ def _exec(section: _Section) -> ExecConfig:
 
 
 def _output(section: _Section, environ: Mapping[str, str]) -> OutputConfig:
-    kind = section.str("type", required=True, choices=OUTPUT_TYPES)
+    kind = section.string("type", required=True, choices=OUTPUT_TYPES)
     conninfo = _conninfo(section, kind, environ)
     schema, table = _table(section)
-    mode = section.str("mode", "append" if kind == "redshift" else "insert_direct", choices=(*MODES, "merge_direct"))
+    mode = section.string("mode", "append" if kind == "redshift" else "insert_direct", choices=(*MODES, "merge_direct"))
     if mode == "merge_direct":
         section.warn("mode", "merge_direct loads as merge: the same rows, each object in one transaction")
         mode = "merge"
-    section.str("default_timezone", "UTC", choices=("UTC",))  # timestamps are written as instants, the session in UTC
+    # Timestamps are written as instants, the session in UTC.
+    section.string("default_timezone", "UTC", choices=("UTC",))
     merge_keys = section.names("merge_keys")
     primary_key = section.names("primary_key")
     column_options = {}
     for column, options in section.mapping("column_options").items():
         sub = section.item(options, f"{section.at('column_options')}.{column}")
-        column_options[str(column)] = sub.str("type", required=True)
+        column_options[str(column)] = sub.string("type", required=True)
         # The server casts each value from its text (Embulk's value_type coerce), in the session's zone, UTC.
-        sub.str("value_type", "coerce", choices=("coerce",))
-        sub.str("timezone", "UTC", choices=("UTC",))
+        sub.string("value_type", "coerce", choices=("coerce",))
+        sub.string("timezone", "UTC", choices=("UTC",))
         if sub.has("timestamp_format"):
             raise ConfigError(sub.at("timestamp_format"), "applies to Embulk's value_type string, which is not "
                                                          "supported: the server casts each value from its text")
@@ -985,7 +990,7 @@ def _output(section: _Section, environ: Mapping[str, str]) -> OutputConfig:
                               f"unknown Hologres table property (known: {', '.join(HOLOGRES_TABLE_PROPERTIES)})")
     if properties and kind != "hologres":
         raise ConfigError(section.at("table_properties"), "table_properties apply only to out.type hologres")
-    distkey = section.str("distkey")
+    distkey = section.string("distkey")
     sortkey = section.names("sortkey")
     if (distkey or sortkey) and kind != "redshift":
         raise ConfigError(section.at("distkey" if distkey else "sortkey"), "applies only to out.type redshift")
@@ -993,10 +998,10 @@ def _output(section: _Section, environ: Mapping[str, str]) -> OutputConfig:
     if section.has("s3_staging"):
         sub = section.section("s3_staging")
         staging = S3StagingConfig(
-            bucket=sub.str("bucket", required=True),
-            prefix=sub.str("prefix", "pipeline-staging/"),
-            sse_kms_key_id=sub.str("sse_kms_key_id"),
-            format=sub.str("format", "json", choices=("json", "csv")),
+            bucket=sub.string("bucket", required=True),
+            prefix=sub.string("prefix", "pipeline-staging/"),
+            sse_kms_key_id=sub.string("sse_kms_key_id"),
+            format=sub.string("format", "json", choices=("json", "csv")),
         )
         sub.done()
     config = OutputConfig(
@@ -1007,17 +1012,17 @@ def _output(section: _Section, environ: Mapping[str, str]) -> OutputConfig:
         mode=mode,
         merge_keys=merge_keys,
         primary_key=primary_key,
-        create_table=section.bool("create_table", True),
+        create_table=section.boolean("create_table", True),
         column_options=column_options,
         table_properties=properties,
         distkey=distkey,
         sortkey=sortkey,
         s3_staging=staging,
-        iam_role=section.str("iam_role"),
-        rejected_table=section.str("rejected_table"),
-        state_schema=section.str("state_schema"),
-        allow_insecure=section.bool("allow_insecure", False),
-        truncate_columns=section.bool("truncate_columns", False),
+        iam_role=section.string("iam_role"),
+        rejected_table=section.string("rejected_table"),
+        state_schema=section.string("state_schema"),
+        allow_insecure=section.boolean("allow_insecure", False),
+        truncate_columns=section.boolean("truncate_columns", False),
         **_retries(section),
     )
     section.done(no_effect={
@@ -1040,10 +1045,10 @@ def _output(section: _Section, environ: Mapping[str, str]) -> OutputConfig:
 def _conninfo(section: _Section, kind: str, environ: Mapping[str, str]) -> str:
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-    url = section.str("url")
+    url = section.string("url")
     params: dict[str, Any] = {}
     for key in ("host", "port", "user", "password", "database", "sslmode", "connect_timeout"):
-        value = section.str(key)
+        value = section.string(key)
         if value is not None:
             params["dbname" if key == "database" else key] = value
     if section.has("ssl"):  # embulk-output-postgresql: true/enable, verify, false/disable
@@ -1077,7 +1082,7 @@ def _conninfo(section: _Section, kind: str, environ: Mapping[str, str]) -> str:
 
 
 # Embulk's out.options are JDBC connection properties; these have a libpq parameter of the same meaning.
-_JDBC_OPTIONS = {
+_JDBC_OPTIONS: dict[str, tuple[str, Callable[[Any], str]]] = {
     "loginTimeout": ("connect_timeout", lambda v: str(int(float(v)))),
     "connectTimeout": ("connect_timeout", lambda v: str(int(float(v)))),
     "tcpKeepAlive": ("keepalives", lambda v: "1" if str(v).lower() == "true" else "0"),
@@ -1114,8 +1119,8 @@ def _local_hosts(hosts: str) -> bool:
 
 
 def _table(section: _Section) -> tuple[str, str]:
-    table = section.str("table", required=True)
-    schema = section.str("schema")
+    table = section.string("table", required=True)
+    schema = section.string("schema")
     parts = table.split(".")
     if len(parts) == 2 and schema is None:
         schema, table = parts

@@ -198,6 +198,7 @@ def projector(columns: Sequence[Column], filters: Sequence[Filter]) -> Callable[
         else:
             raise TypeError(f"no projection for {item!r}")
     keys = [key for _, key in slots]
+    pick: Callable[[dict[Any, Any]], tuple[Any, ...]]
     if len(keys) == 1:
         only = keys[0]
         pick = lambda record: (record[only],)  # noqa: E731 -- itemgetter of one key returns no tuple

@@ -346,8 +346,9 @@ def _sensor_batches(rows: Iterable[dict[str, Any]], limit: int) -> Iterator[list
     batch: list[dict[str, Any]] = []
     size = 0
     for row in rows:
-        entry = {"Data": json.dumps(row).encode(), "PartitionKey": str(row["sensorId"])}
-        entry_size = len(entry["Data"]) + len(entry["PartitionKey"].encode())
+        data, key = json.dumps(row).encode(), str(row["sensorId"])
+        entry = {"Data": data, "PartitionKey": key}
+        entry_size = len(data) + len(key.encode())
         if batch and (len(batch) >= limit or size + entry_size > PUT_RECORDS_MAX_BYTES):
             yield batch
             batch, size = [], 0

@@ -20,10 +20,10 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
@@ -451,7 +451,7 @@ class StreamLoad:
             return True
         return when is not None and (old.verified_through is None or when - old.verified_through > self._retention / 4)
 
-    def _watch_rows(self, verified: dict[str, datetime | None]) -> dict[str, state.Watch]:
+    def _watch_rows(self, verified: Mapping[str, datetime | None]) -> dict[str, state.Watch]:
         rows = {}
         for shard, when in verified.items():
             old = self._watch.get(shard)
@@ -603,7 +603,7 @@ class StreamLoad:
                                 raise row
                             rejects.append(row)
                             continue
-                        values = project(row, row_identity(prefix + at, line))
+                        values: Sequence[Any] = project(row, row_identity(prefix + at, line))
                         if fitter is not None:
                             values, error = fitter.judge(values, source, at, record.data.decode("utf-8", "replace"),
                                                          noun="record")
@@ -773,7 +773,7 @@ class StreamLoad:
         self._copy_chunk(cur, statement, lines, start, len(lines))
 
     @staticmethod
-    def _copy_chunk(cur: psycopg.Cursor, statement: sql.Composable, lines: list[str], start: int, end: int) -> None:
+    def _copy_chunk(cur: psycopg.Cursor, statement: sql.Composed, lines: list[str], start: int, end: int) -> None:
         try:
             copy_lines(cur, statement, lines[start:end])
         except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as error:
@@ -788,13 +788,12 @@ class StreamLoad:
     def _copy_from_s3(self, cur: psycopg.Cursor, lines: list[str], moved: dict[str, str],
                       into: sql.Composable, names: list[str]) -> str:
         """Stage the batch (the same checkpoints always stage to the same key) and COPY it; its URI."""
-        staging_config = self.config.output.s3_staging
-        assert staging_config is not None
+        staging_config, iam_role = self.config.output.s3_staging, self.config.output.iam_role
+        assert staging_config is not None and iam_role is not None  # _prepare refuses a target without them
         digest = hashlib.sha1(repr(sorted(moved.items())).encode(), usedforsecurity=False).hexdigest()[:20]
         uri = staging.put(self.s3, staging_config, f"{self.config.name}/{digest}.csv.gz", staging.staged_csv(lines))
         try:
-            cur.execute(self.target.dialect.copy_from_s3(into, names, uri, self.config.output.iam_role,
-                                                         staging.STAGED_FORMAT))
+            cur.execute(self.target.dialect.copy_from_s3(into, names, uri, iam_role, staging.STAGED_FORMAT))
         except psycopg.errors.InternalError:
             raise _StagedRefusal() from None  # what it refused is readable once the transaction has rolled back
         return uri
@@ -821,8 +820,8 @@ class _ShardRead:
 
     def next_page(self) -> Page | None:
         if self.leftover is not None:
-            page, self.leftover = self.leftover, None
-            return page
+            leftover, self.leftover = self.leftover, None
+            return leftover
         page = next(self.pages, None)
         if page is None:
             self.finished = True

@@ -13,6 +13,10 @@ import argparse
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, LiteralString
+
+if TYPE_CHECKING:
+    import psycopg
 
 BOOK_ROWS = 10_000
 SENSOR_RECORDS = 2_500
@@ -85,10 +89,12 @@ def materialize_all() -> bool:
         from pipeline.batch import BatchLoad
         from pipeline.config import load
 
-        keys = [o.key for o in BatchLoad(load(PIPELINES_DIR / "book_order.yml")).list()]
+        keys = [o.key for o in BatchLoad(load(PIPELINES_DIR / "book_order.yml")).listed_objects()]
         partitions = repository.asset_graph.get(book_order).partitions_def
-        instance.add_dynamic_partitions(partitions.name, [k for k in keys
-                                                          if not instance.has_dynamic_partition(partitions.name, k)])
+        # book_order is partitioned by object key (pipeline.orchestration.partitions).
+        assert isinstance(partitions, dg.DynamicPartitionsDefinition) and partitions.name is not None
+        name = partitions.name
+        instance.add_dynamic_partitions(name, [k for k in keys if not instance.has_dynamic_partition(name, k)])
         for key in keys:
             result = dg.materialize([defs.get_assets_def(book_order)], partition_key=key, instance=instance,
                                     resources=defs.resources, raise_on_error=False, tags={"pipeline/demo": "1"},
@@ -127,12 +133,19 @@ def report(env: dict[str, str]) -> list[str]:
         out = config.output
         with psycopg.connect(env[url_name], autocommit=True) as conn:
             dialect = detect(conn, out.type)
-            rows = conn.execute(psycopg.sql.SQL("SELECT count(*) FROM {}").format(
-                psycopg.sql.Identifier(out.schema, out.table))).fetchone()[0]
-            exists = conn.execute("SELECT to_regclass(%s)", (f"{out.schema}.{out.rejected}",)).fetchone()[0]
-            bad = conn.execute(psycopg.sql.SQL("SELECT count(*) FROM {}").format(
-                psycopg.sql.Identifier(out.schema, out.rejected))).fetchone()[0] if exists else 0
+            rows = _scalar(conn, psycopg.sql.SQL("SELECT count(*) FROM {}").format(
+                psycopg.sql.Identifier(out.schema, out.table)))
+            exists = _scalar(conn, "SELECT to_regclass(%s)", (f"{out.schema}.{out.rejected}",))
+            bad = _scalar(conn, psycopg.sql.SQL("SELECT count(*) FROM {}").format(
+                psycopg.sql.Identifier(out.schema, out.rejected))) if exists else 0
         strategy = dialect.strategy(out.mode, stream=config.is_stream)
         lines.append(f"{out.qualified_table}: {rows:,} rows, {bad:,} rejected  "
                      f"({dialect.describe()} stand-in, mode {out.mode}: {strategy.name})")
     return lines
+
+
+def _scalar(conn: psycopg.Connection, query: LiteralString | psycopg.sql.Composed, params: tuple[Any, ...] = ()) -> Any:
+    """The value of a query that answers one row (count(*), to_regclass())."""
+    row = conn.execute(query, params).fetchone()
+    assert row is not None
+    return row[0]

@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import codecs
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import chain
+from typing import Any
 
 from pipeline.errors import RecordError
 from pipeline.formats.decode import ASCII_COMPATIBLE_CODECS, UTF8_BOM, python_codec
@@ -102,7 +103,7 @@ Row = tuple[int, list[str | None], str, Problem | None]
 
 def read_records(
     chunks: Iterable[bytes], options: CsvOptions, source: str
-) -> Iterator[CsvRecord | RecordError]:
+) -> Generator[CsvRecord | RecordError, None, None]:
     """Parse a decompressed byte stream into records, yielding a RecordError for each bad one.
 
     Errors are yielded, never raised, so the caller decides whether to stop or to reject the record;
@@ -225,7 +226,7 @@ def _wide_lines(chunks: Iterable[bytes], codec: str) -> Iterator[str]:
     at_start = True
     for chunk in chain(chunks, [None]):
         final = chunk is None
-        text = decoder.decode(b"" if final else chunk, final=final)
+        text = decoder.decode(b"" if chunk is None else chunk, final=final)
         if at_start and text:
             at_start = False
             if text[0] == "\ufeff":
@@ -261,7 +262,9 @@ def rows_from_lines(lines: Iterable[str], options: CsvOptions, line_number: int 
             if not content or (comment is not None and content.startswith(comment)):
                 continue
             if quote is None or quote not in content:
-                fields = content.split(delimiter)
+                # str.split's strings, then None for nulls: list[Any], as a cast() per line would cost most of
+                # what the split does.
+                fields: list[Any] = content.split(delimiter)
                 if trim:
                     fields = [field.strip(" ") for field in fields]
                 if null_string is None:
@@ -342,9 +345,10 @@ def _quoted_parser(options: CsvOptions) -> QuotedParser:
                         size += length - position + len(line_break if ending else "")
                         if size > limit:
                             return fields, consumed, (too_large, len(fields), None)
-                        line = next(source, None)
-                        if line is None:
+                        following_line = next(source, None)
+                        if following_line is None:
                             return fields, consumed, (UNCLOSED_QUOTE, len(fields), None)
+                        line = following_line
                         consumed.append(line)
                         content = line.rstrip("\r\n")
                         ending = line[len(content):]
@@ -394,12 +398,10 @@ def _quoted_parser(options: CsvOptions) -> QuotedParser:
                 message = f"unexpected character {content[position]!r} after the closing quote"
                 return fields, consumed, (message, len(fields) - 1, fields[-1])
             end = content.find(delimiter, position)
-            value: str | None = content[position:] if end < 0 else content[position:end]
+            value = content[position:] if end < 0 else content[position:end]
             if trim:
                 value = value.rstrip(" ")
-            if value == "" if null_string is None else value == null_string:
-                value = None
-            fields.append(value)
+            fields.append(None if (value == "" if null_string is None else value == null_string) else value)
             if end < 0:
                 return fields, consumed, None
             position = end + len(delimiter)

@@ -319,7 +319,7 @@ def _guess_quote(lines: Sequence[str], delimiter: str, complete: bool) -> str | 
             best, best_weight = candidate, weight
     if not seen:
         return '"'
-    if best_weight < 10:
+    if best is None or best_weight < 10:
         return None
     # Ours beyond Embulk's weights: quotes that open fields and never close them are data, not quoting.
     return None if _parses_worse_with_quote(lines, delimiter, complete, best) else best
@@ -416,7 +416,7 @@ def _lengths_say_header(records: Sequence[list[str | None]]) -> bool:
     for index, name in enumerate(first):
         if name is None:
             continue
-        lengths = [len(row[index]) for row in records[1:] if index < len(row) and row[index] is not None]
+        lengths = [len(value) for row in records[1:] if index < len(row) and (value := row[index]) is not None]
         if not lengths or statistics.pvariance(lengths) > 0.2:
             continue
         average = statistics.fmean(lengths)

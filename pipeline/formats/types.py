@@ -413,8 +413,9 @@ def _epoch_text(parts: dict[str, str | None], fraction: str) -> str:
     """%s or %Q (millis), with a fraction after them adding to it with its sign, as Embulk reads them."""
     from decimal import Decimal
 
-    raw = parts["s"] if parts.get("s") is not None else parts["Q"] or "0"
-    total = Decimal(int(raw)) / (1 if parts.get("s") is not None else 1000)
+    seconds = parts.get("s")
+    raw = seconds if seconds is not None else parts["Q"] or "0"
+    total = Decimal(int(raw)) / (1 if seconds is not None else 1000)
     if fraction:
         total += (-1 if raw.startswith("-") else 1) * Decimal("0." + fraction)
     whole = int(total.to_integral_value(rounding="ROUND_FLOOR"))

@@ -420,10 +420,11 @@ class ShardReader(Iterator[KinesisRecord]):
                 yield page, after
             if full:
                 return
-            iterator = response.get("NextShardIterator")
-            if iterator is None or self._past_end(records):
+            next_iterator = response.get("NextShardIterator")
+            if next_iterator is None or self._past_end(records):
                 self.checkpoint = SHARD_END
                 return
+            iterator = next_iterator
             if not records and self.millis_behind == 0:
                 if self.stop_at_tip:
                     return

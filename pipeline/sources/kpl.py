@@ -96,8 +96,8 @@ def _decode_aggregated_record(message: memoryview) -> list[UserRecord]:
     partition_keys: list[str] = []
     hash_keys: list[str] = []
     raw_records: list[memoryview] = []
-    for number, wire_type, value in _fields(message):
-        if wire_type != _LENGTH_DELIMITED:
+    for number, value in _fields(message):
+        if not isinstance(value, memoryview):
             continue
         if number == 1:
             partition_keys.append(_text(value))
@@ -114,12 +114,12 @@ def _decode_record(
     partition_index: int | None = None
     hash_index: int | None = None
     data: bytes | None = None
-    for number, wire_type, value in _fields(message):
-        if number == 1 and wire_type == _VARINT:
+    for number, value in _fields(message):
+        if number == 1 and isinstance(value, int):
             partition_index = value
-        elif number == 2 and wire_type == _VARINT:
+        elif number == 2 and isinstance(value, int):
             hash_index = value
-        elif number == 3 and wire_type == _LENGTH_DELIMITED:
+        elif number == 3 and isinstance(value, memoryview):
             data = bytes(value)
     if partition_index is None or data is None:
         raise _Malformed("a record lacks its partition_key_index or data")
@@ -132,8 +132,9 @@ def _decode_record(
     )
 
 
-def _fields(message: memoryview) -> Iterable[tuple[int, int, int | memoryview]]:
-    """(field number, wire type, value) for each field; unknown fields are skipped by the callers."""
+def _fields(message: memoryview) -> Iterable[tuple[int, int | memoryview]]:
+    """(field number, value) for each field: a varint's value is an int, a length-delimited one's a memoryview
+    (fixed-size fields are skipped); unknown fields are skipped by the callers."""
     position, end = 0, len(message)
     while position < end:
         key, position = _read_varint(message, position)
@@ -142,12 +143,12 @@ def _fields(message: memoryview) -> Iterable[tuple[int, int, int | memoryview]]:
             raise _Malformed("field number 0")
         if wire_type == _VARINT:
             value, position = _read_varint(message, position)
-            yield number, wire_type, value
+            yield number, value
         elif wire_type == _LENGTH_DELIMITED:
             size, position = _read_varint(message, position)
             if position + size > end:
                 raise _Malformed("a field runs past the end of the message")
-            yield number, wire_type, message[position : position + size]
+            yield number, message[position : position + size]
             position += size
         elif wire_type in (_FIXED64, _FIXED32):
             position += 8 if wire_type == _FIXED64 else 4

@@ -47,7 +47,7 @@ def copy_text_statement(table: sql.Composable, columns: Sequence[str],
     return statement
 
 
-def copy_bytes(cur: psycopg.Cursor, statement: sql.Composable, chunks: Iterable[bytes]) -> tuple[int, int]:
+def copy_bytes(cur: psycopg.Cursor, statement: sql.Composed, chunks: Iterable[bytes]) -> tuple[int, int]:
     """Stream ``chunks`` into a COPY; returns (rows, bytes)."""
     nbytes = 0
     with cur.copy(statement) as copy:
@@ -77,7 +77,7 @@ def _unescape(field: str) -> str:
     return _TEXT_UNESCAPE.sub(lambda m: _UNESCAPED.get(m.group(1), m.group(1)), field)
 
 
-def copy_lines(cur: psycopg.Cursor, statement: sql.Composable, lines: Sequence[str]) -> int:
+def copy_lines(cur: psycopg.Cursor, statement: sql.Composed, lines: Sequence[str]) -> int:
     """Write pre-formatted COPY text lines in one COPY; returns rows written."""
     if not lines:
         return 0

@@ -146,7 +146,7 @@ class Fitter:
     def _not_null(self, column: ColumnType) -> Check:
         reason = self.refusals.not_null.format(column=column.name)
 
-        def check(values: list, index: int) -> str | None:
+        def check(values: Sequence, index: int) -> str | None:
             return reason if values[index] is None else None
 
         return check
@@ -157,7 +157,7 @@ class Fitter:
         in_bytes = self.refusals.length_unit == "bytes"
         template, shown, unit = self.refusals.too_long, column.shown, self.refusals.length_unit
 
-        def check(values: list, index: int) -> str | None:
+        def check(values: Sequence, index: int) -> str | None:
             value = values[index]
             if value is None or len(value) <= (limit // 4 if in_bytes else limit):
                 return None  # a character is at most 4 UTF-8 bytes
@@ -165,12 +165,13 @@ class Fitter:
             if size <= limit:
                 return None
             if self.truncate:
+                assert isinstance(values, list)  # judge() copies values to a list to cut them in place
                 values[index] = _cut(value, limit, in_bytes)
                 self.truncated += 1
                 return None
             # PostgreSQL keeps a value whose excess is only spaces, cutting them: the server decides that one.
             excess = value.encode("utf-8")[limit:] if in_bytes else value[limit:]
-            if not excess.strip(b" " if in_bytes else " "):  # type: ignore[arg-type]
+            if not excess.strip(b" " if in_bytes else " "):
                 return None
             return template.format(type=shown, size=size, unit=unit)
 
@@ -180,7 +181,7 @@ class Fitter:
         bound = 1 << (_INTEGER_BITS[column.data_type] - 1)
         template = self.refusals.integer_range
 
-        def check(values: list, index: int) -> str | None:
+        def check(values: Sequence, index: int) -> str | None:
             value = values[index]
             if value is None or len(value) < 5 or not _INTEGER.match(value):
                 return None  # short ones fit every integer type; other text is the server's to judge
@@ -199,7 +200,7 @@ class Fitter:
         # Digits enough for any value that fits; one that needs more is out of range.
         context = Context(prec=precision + 8, Emax=999_999, Emin=-999_999)
 
-        def check(values: list, index: int) -> str | None:
+        def check(values: Sequence, index: int) -> str | None:
             value = values[index]
             if value is None or not _DECIMAL.match(value):
                 return None

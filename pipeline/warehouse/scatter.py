@@ -93,7 +93,7 @@ class _Stop:
 _END, _ABORT = _Stop(), _Stop()
 
 
-def scatter(connections: Sequence[psycopg.Connection], statement: sql.Composable,
+def scatter(connections: Sequence[psycopg.Connection], statement: sql.Composed,
             pages: Iterable[tuple[int, bytes]]) -> list[Writer]:
     """Deal ``pages`` to one COPY per connection; return the writers with their COPYs ended, uncommitted.
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pipeline.config import S3StagingConfig
 from pipeline.errors import SourceError
 from pipeline.warehouse.copy import text_values
-from pipeline.warehouse.dialects.redshift import CopyFormat
+from pipeline.warehouse.dialects.base import CopyFormat
 
 log = logging.getLogger(__name__)
 

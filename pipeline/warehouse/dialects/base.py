@@ -41,6 +41,18 @@ class Capabilities:
 
 
 @dataclass(frozen=True)
+class CopyFormat:
+    """How the staged or source files of a COPY FROM S3 are written, in COPY's words."""
+
+    csv: bool = True
+    delimiter: str = ","
+    quote: str = '"'
+    null_as: str = "\\N"
+    ignore_header: int = 0
+    compression: str | None = None  # GZIP | BZIP2
+
+
+@dataclass(frozen=True)
 class Strategy:
     """How a mode commits exactly once on this server: a short name and a sentence for `pipeline check`."""
 
@@ -280,12 +292,24 @@ class Dialect:
     # ----------------------------------------------------------------- rows
 
     def write_rows(self, cur: psycopg.Cursor, table: sql.Composable, columns: Sequence[str],
-                   rows: Sequence[tuple]) -> None:
+                   rows: Sequence[Sequence[Any]]) -> None:
         """A few rows (rejected records): COPY where the target has it."""
         with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(
                 table, sql.SQL(", ").join(map(sql.Identifier, columns)))) as copy:
             for row in rows:
                 copy.write_row(row)
+
+    # ----------------------------------------------------------------- COPY FROM S3 (no copy_from_stdin)
+
+    def copy_from_s3(self, table: sql.Composable, columns: Sequence[str], uri: str, iam_role: str,
+                     fmt: CopyFormat, *, manifest: bool = False, region: str | None = None) -> sql.Composed:
+        """The COPY that loads the staged object at ``uri`` (or the objects its manifest lists) into ``table``."""
+        raise NotImplementedError
+
+    @staticmethod
+    def load_errors(conn: psycopg.Connection) -> list[dict]:
+        """What the last COPY FROM S3 of this session refused, by line."""
+        raise NotImplementedError
 
     def merge_from_stage(self, target: sql.Identifier, stage: sql.Composable, columns: Sequence[str],
                          keys: Sequence[str], order: str) -> list[sql.Composed]:

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import psycopg
 from psycopg import sql
 
 from pipeline.schema import Column
-from pipeline.warehouse.dialects.base import Capabilities, Dialect, Strategy
+from pipeline.warehouse.dialects.base import Capabilities, CopyFormat, Dialect, Strategy
 from pipeline.warehouse.fit import Refusals
 
 _STRATEGIES = {
@@ -45,18 +44,6 @@ _STRATEGIES = {
 def literal(text: str) -> sql.SQL:
     """A string literal as Redshift's COPY reads it: quotes doubled, and backslashes too (it reads \\ddd escapes)."""
     return sql.SQL("'" + text.replace("\\", "\\\\").replace("'", "''") + "'")
-
-
-@dataclass(frozen=True)
-class CopyFormat:
-    """How the staged or source files are written, in COPY's words."""
-
-    csv: bool = True
-    delimiter: str = ","
-    quote: str = '"'
-    null_as: str = "\\N"
-    ignore_header: int = 0
-    compression: str | None = None  # GZIP | BZIP2
 
 
 class Redshift(Dialect):
@@ -205,7 +192,7 @@ class Redshift(Dialect):
 
     def copy_from_s3(self, table: sql.Composable, columns: Sequence[str], uri: str, iam_role: str,
                      fmt: CopyFormat, *, manifest: bool = False, region: str | None = None) -> sql.Composed:
-        options = [sql.SQL("IAM_ROLE ") + literal(iam_role)]
+        options: list[sql.Composable] = [sql.SQL("IAM_ROLE ") + literal(iam_role)]
         if fmt.csv:
             options.append(sql.SQL("FORMAT AS CSV QUOTE AS ") + literal(fmt.quote))
         options.append(sql.SQL("DELIMITER AS ") + literal(fmt.delimiter))
