@@ -55,8 +55,8 @@ class HologresRules(Rules):
 
     def refusal(self, node: ast.Node, *, multi: bool = False) -> tuple[str, str] | None:
         if isinstance(node, ast.CreateStmt | ast.CreateTableAsStmt):
-            relation = node.relation if isinstance(node, ast.CreateStmt) else node.into.rel
-            if relation.relpersistence == "t":
+            relation = node.relation if isinstance(node, ast.CreateStmt) else node.into.rel if node.into else None
+            if relation is not None and relation.relpersistence == "t":
                 return "Hologres does not support temporary tables", "0A000"
         if isinstance(node, ast.LockStmt):
             return "Hologres does not support explicit locking (LOCK)", "0A000"
@@ -89,7 +89,7 @@ class HologresRules(Rules):
         if isinstance(node, ast.VariableSetStmt) and (node.name or "").startswith("hg_"):
             self._set(node)
             return
-        if isinstance(node, ast.VariableShowStmt) and node.name.startswith("hg_"):
+        if isinstance(node, ast.VariableShowStmt) and node.name and node.name.startswith("hg_"):
             self.session.forward_query(
                 f"SELECT coalesce(current_setting({literal(HG_PREFIX + node.name)}, true), 'off') AS {node.name}")
             return
@@ -104,9 +104,10 @@ class HologresRules(Rules):
             self._copy(node)
             return
         if isinstance(node, ast.CreateStmt) and node.options:
-            sql = self._create_with_properties(node)
-            if sql is None:
+            created = self._create_with_properties(node)
+            if created is None:
                 return
+            sql = created
         kind = self.kind(node)
         if kind == "dml" and self.in_block:
             if self.multi_dml:
@@ -127,7 +128,7 @@ class HologresRules(Rules):
         try:
             statements = parse_sql(sql)
         except ParseError:
-            statements = []
+            statements = ()
         node = statements[0].stmt if len(statements) == 1 else None
         if node is not None and self.in_block and self.session.tx_status == b"T":
             refusal = self.refusal(node) or self._mix_refusal(node)
@@ -153,6 +154,7 @@ class HologresRules(Rules):
 
     def _set(self, node: ast.VariableSetStmt) -> None:
         name = node.name
+        assert name is not None  # on_statement sends only hg_ settings here
         if name == "hg_experimental_enable_transaction" and self.version < (2, 0):
             self.refuse(f'unrecognized configuration parameter "{name}"', "42704")
             return
@@ -286,6 +288,7 @@ class HologresRules(Rules):
         if alone:
             self._commit_before_alone()
         staged = session.scalar(f"SELECT standin.fixed_copy_stage({literal(target)}::regclass)")
+        assert staged is not None  # the stage table's name: the function returns one or raises
         columns = [c.sval for c in node.attlist] if node.attlist else None
         if columns is None:
             names = session.scalar(f"SELECT standin.column_names({literal(target)}::regclass)") or ""
@@ -319,7 +322,7 @@ class HologresRules(Rules):
     def _create_with_properties(self, node: ast.CreateStmt) -> str | None:
         if self.version < (2, 1):
             return RawStream()(node)  # PostgreSQL refuses the unknown storage parameters, as V2.0 does
-        properties = [(o.defname, _option_text(o)) for o in node.options]
+        properties = [(key, _option_text(o)) for o in node.options or () if (key := o.defname) is not None]
         node.options = None
         table = qualified(node.relation)
         calls = "".join(f"; CALL set_table_property({literal(table)}, {literal(key)}, {literal(value)})"
@@ -345,7 +348,7 @@ def _word(option: ast.DefElem | None, default: str) -> str:
 
 def _option_text(option: ast.DefElem) -> str:
     arg = option.arg
-    if isinstance(arg, ast.String):
+    if isinstance(arg, ast.String) and arg.sval is not None:
         return arg.sval
     if isinstance(arg, ast.Integer):
         return str(arg.ival)

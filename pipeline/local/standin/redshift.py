@@ -117,7 +117,7 @@ class RedshiftRules(Rules):
             return "SAVEPOINT is not supported", "0A000"
         if isinstance(node, ast.CreateStmt) and node.oncommit not in (None, enums.OnCommitAction.ONCOMMIT_NOOP):
             return 'syntax error at or near "ON"', "42601"
-        if isinstance(node, ast.CreateTableAsStmt) and node.into.skipData:
+        if isinstance(node, ast.CreateTableAsStmt) and node.into is not None and node.into.skipData:
             return 'syntax error at or near "WITH"', "42601"
         if isinstance(node, ast.MergeStmt) and not isinstance(node.sourceRelation, ast.RangeVar):
             return "source_table of MERGE can't be a view or a subquery", "0A000"
@@ -232,15 +232,19 @@ class RedshiftRules(Rules):
                 continue
             if isinstance(element, ast.ColumnDef):
                 element.constraints = tuple(c for c in element.constraints or () if c.contype not in _KEYS) or None
-                type_name = element.typeName.names[-1].sval
-                if type_name == "text" or (type_name == "varchar" and not element.typeName.typmods):
-                    element.typeName = ast.TypeName(names=(ast.String(sval="varchar"),),
-                                                    typmods=(ast.A_Const(val=ast.Integer(ival=256)),), typemod=-1)
+                type_node, name = element.typeName, element.colname
+                assert type_node is not None and type_node.names and name is not None  # a parsed column has both
+                type_name = type_node.names[-1].sval
+                if type_name == "text" or (type_name == "varchar" and not type_node.typmods):
+                    type_node = element.typeName = ast.TypeName(
+                        names=(ast.String(sval="varchar"),), typmods=(ast.A_Const(val=ast.Integer(ival=256)),),
+                        typemod=-1)
                     type_name = "varchar"
                 if type_name == "varchar":
-                    width = element.typeName.typmods[0].val.ival
-                    checks.append(f"CONSTRAINT {ident('standin_bytes_' + element.colname)} "
-                                  f"CHECK (octet_length({ident(element.colname)}) <= {width})")
+                    assert type_node.typmods  # varchar(n), or the varchar(256) just given
+                    width = type_node.typmods[0].val.ival
+                    checks.append(f"CONSTRAINT {ident('standin_bytes_' + name)} "
+                                  f"CHECK (octet_length({ident(name)}) <= {width})")
             elements.append(element)
         node.tableElts = tuple(elements)
         statement = RawStream()(node)
@@ -278,9 +282,9 @@ class RedshiftRules(Rules):
             total = 0
             for uri in files:
                 messages = session.copy_in(copy_statement(request), object_lines(request, uri))
-                error = next((wire.error_fields(body) for mtype, body in messages if mtype == b"E"), None)
-                if error is not None:
-                    self._load_failed(request, uri, error, query_id, table_oid, own_transaction, messages)
+                refused = next((wire.error_fields(body) for mtype, body in messages if mtype == b"E"), None)
+                if refused is not None:
+                    self._load_failed(request, uri, refused, query_id, table_oid, own_transaction, messages)
                     return
                 tag = next((wire.cstring(body)[0] for mtype, body in messages if mtype == b"C"), "COPY 0")
                 total += int(tag.split()[-1])

@@ -40,9 +40,17 @@ def ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def qualified(relation: ast.RangeVar) -> str:
+def qualified(relation: ast.RangeVar | None) -> str:
+    # pglast types every field Optional (for nodes built empty); a parsed statement has the relation it names.
+    assert relation is not None and relation.relname is not None
     parts = [relation.schemaname, relation.relname] if relation.schemaname else [relation.relname]
     return ".".join(ident(part) for part in parts)
+
+
+def statement_node(statement: ast.RawStmt) -> ast.Node:
+    """What a parsed statement is (pglast types it Optional, for a RawStmt built empty)."""
+    assert statement.stmt is not None
+    return statement.stmt
 
 
 def tables_of(node: ast.Node) -> list[str]:
@@ -114,10 +122,10 @@ class Rules:
             self.on_unparsed(sql)
             return
         if len(statements) == 1:
-            self.on_statement(sql, statements[0].stmt)
+            self.on_statement(sql, statement_node(statements[0]))
             return
         for statement in statements:  # a multi-statement string: each must pass on its own
-            refusal = self.refusal(statement.stmt, multi=True)
+            refusal = self.refusal(statement_node(statement), multi=True)
             if refusal is not None:
                 self.refuse(*refusal)
                 return
@@ -139,9 +147,9 @@ class Rules:
             try:
                 statements = parse_sql(sql)
             except ParseError:
-                statements = []
+                statements = ()
             if len(statements) == 1:
-                refusal = self.refusal(statements[0].stmt)
+                refusal = self.refusal(statement_node(statements[0]))
         if refusal is not None:  # refused when it is bound, so Parse/Bind/Execute gets one error
             sql = refusal_sql(*refusal, parameters=max([len(oids), *map(int, _PLACEHOLDER.findall(sql))]))
         self.session.forward(wire.build_parse(name, sql, oids))
