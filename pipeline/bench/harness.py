@@ -170,7 +170,7 @@ class Bench:
         self.redshift_url = self.env["REDSHIFT_URL"]
         # Plain PostgreSQL as a target (out.type: postgresql): the stack's postgres_target database.
         self.postgresql_url = self.env.get("POSTGRESQL_URL") or self._database_url("postgres_target")
-        self._cleanups: list[tuple[str, Callable[[], None]]] = []
+        self._cleanups: list[tuple[str, Callable[[], object]]] = []
         self._checkpoint_refused = False
 
     # ----------------------------------------------------------------- names and clients
@@ -216,7 +216,7 @@ class Bench:
 
     # ----------------------------------------------------------------- clean-up
 
-    def on_cleanup(self, what: str, action: Callable[[], None]) -> None:
+    def on_cleanup(self, what: str, action: Callable[[], object]) -> None:
         self._cleanups.append((what, action))
 
     def cleanup(self) -> None:

@@ -9,6 +9,7 @@ takes a minute or two, not ten.
 from __future__ import annotations
 
 import time
+from functools import partial
 
 from pipeline.bench.harness import SEED, Bench, BenchError, run_pipeline
 from pipeline.bench.results import Figure, Section
@@ -28,7 +29,7 @@ def measure(bench: Bench, section: Section) -> None:
         prefix = bench.prefix(f"memory-{size_mb}mb")
         table = bench.name(f"memory_{size_mb}mb")
         bench.drop_on_cleanup(bench.hologres_url, "public", table, f"{table}_rejected")
-        bench.on_cleanup(f"s3://{bench.bucket}/{prefix}", lambda prefix=prefix: bench.delete_prefix(prefix))
+        bench.on_cleanup(f"s3://{bench.bucket}/{prefix}", partial(bench.delete_prefix, prefix))
         started = time.perf_counter()
         summary = write_books(rows, f"s3://{bench.bucket}/{prefix}book_order.csv", seed=SEED, client=bench.s3)
         bench.emit(f"memory: wrote a {summary.bytes / 1e6:.0f} MB object ({rows:,} rows) to S3 "

@@ -200,9 +200,15 @@ def _backlog_on(bench: Bench, section: Section, kinesis: Any, implementation: st
         "the bare loop once).")
 
 
+def _regclass(conn: psycopg.Connection, name: str) -> str | None:
+    """to_regclass(name): the relation, or None where there is none (the query always answers one row)."""
+    row = conn.execute("SELECT to_regclass(%s)", (name,)).fetchone()
+    return row[0] if row else None
+
+
 def _truncate_if_exists(conninfo: str, table: str) -> None:
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        if conn.execute("SELECT to_regclass(%s)", (f"{SCHEMA}.{table}",)).fetchone()[0]:
+        if _regclass(conn, f"{SCHEMA}.{table}"):
             conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(SCHEMA, table)))
 
 
@@ -288,7 +294,7 @@ def _latency(bench: Bench, section: Section, window: float, key: str) -> None:
     missing = len(put_at) - len(seen)
     if not latencies:
         raise BenchError("no record put during the latency run became visible")
-    detail = {"records": len(put_at), "missing": missing, "rate_per_s": sizes.latency_rate,
+    detail: dict[str, Any] = {"records": len(put_at), "missing": missing, "rate_per_s": sizes.latency_rate,
               "window_seconds": window, "poll_seconds": POLL_SECONDS,
               "p99_seconds": round(percentile(latencies, 0.99), 3), "max_seconds": round(max(latencies), 3),
               "batches": len(batch_seconds),
@@ -486,7 +492,7 @@ _ACTIVE_RUN_STATUSES = ["QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELI
 def _runs(dagster_db: str, *, active: bool = False) -> dict[str, int]:
     """Run status -> count (of active runs only, if asked), from the bench's Dagster database."""
     with psycopg.connect(dagster_db, autocommit=True) as conn:
-        if conn.execute("SELECT to_regclass('runs')").fetchone()[0] is None:
+        if _regclass(conn, "runs") is None:
             return {}
         statuses = _ACTIVE_RUN_STATUSES if active else None
         return dict(conn.execute("SELECT status, count(*) FROM runs WHERE %(s)s::text[] IS NULL OR status = ANY(%(s)s) "
@@ -522,7 +528,7 @@ def _put_latency_records(bench: Bench, stream: str, sequence: list[int]) -> None
 
 def _visible(bench: Bench, table: str, seq: int) -> bool:
     with psycopg.connect(bench.redshift_url, autocommit=True) as conn:
-        if conn.execute("SELECT to_regclass(%s)", (f"{SCHEMA}.{table}",)).fetchone()[0] is None:
+        if _regclass(conn, f"{SCHEMA}.{table}") is None:
             return False
         query = sql.SQL("SELECT 1 FROM {} WHERE seq = %s").format(sql.Identifier(SCHEMA, table))
         return conn.execute(query, (seq,)).fetchone() is not None

@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pipeline.bench.results import SECTIONS
 from pipeline.errors import PipelineError
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _sizes(args: argparse.Namespace, base: Sizes) -> Sizes:
-    changes = {name: value for name, value in (
+    changes: dict[str, Any] = {name: value for name, value in (
         ("rows", args.rows), ("repeats", args.repeats), ("stream_records", args.stream_records),
         ("refusal_records", args.refusal_records),
         ("memory_mb", tuple(args.memory_mb) if args.memory_mb else None),

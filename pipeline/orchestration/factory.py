@@ -14,6 +14,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import dagster as dg
@@ -160,8 +161,8 @@ def read_pipeline(path: Path, *, section: Sequence[str] = (), name: str | None =
     placeholders = {name: _PLACEHOLDERS[0].format(name=name) for name in unset}
     raw = pipeline_config.select_section(
         yaml.safe_load(pipeline_config.read_text(path, {**os.environ, **placeholders})), section, str(path))
-    output = raw.get("out") if isinstance(raw.get("out"), Mapping) else {}
-    variable = pipeline_config.sole_variable(output.get("url"))
+    output = raw.get("out")
+    variable = pipeline_config.sole_variable(output.get("url") if isinstance(output, Mapping) else None)
     return Pipeline(
         path=path,
         config=structure,
@@ -184,6 +185,9 @@ def stream_mode_of(config: PipelineConfig) -> str:
     if mode not in STREAM_MODES:
         raise ConfigError("exec.mode", f"{mode!r} is not one of {', '.join(STREAM_MODES)} "
                                        f"(from ${stream_mode_variable(config.name)})")
+    if mode == "continuous" and isinstance(config.input, S3InputConfig) and config.input.notifications is None:
+        raise ConfigError("exec.mode", f"continuous (from ${stream_mode_variable(config.name)}) follows the queue "
+                                       "in.notifications names, and this S3 pipeline names none")
     return mode
 
 
@@ -265,13 +269,17 @@ def definitions_for(pipelines: list[Pipeline], translator: PipelineTranslator | 
         # The default translator with no translation changes nothing: skip the pass over every spec.
         if type(translator) is not PipelineTranslator or pipeline.translation != Translation():
             roles = {key: role for role, key in pipeline.keys.items()}
-            built = built.map_asset_specs(
-                func=lambda spec, p=pipeline, r=roles: translator.get_asset_spec(p, r.get(spec.key, "table"), spec))
+            built = built.map_asset_specs(func=partial(_translated_spec, translator, pipeline, roles))
         parts.append(built)
         parts.append(dg.Definitions(jobs=[check_job(pipeline)]))
     # A run is one object and its checks: one process is faster than a process per step.
     return dg.Definitions.merge(*parts, dg.Definitions(resources=shared_resources(pipelines),
                                                        executor=dg.in_process_executor))
+
+
+def _translated_spec(translator: PipelineTranslator, pipeline: Pipeline, roles: Mapping[dg.AssetKey, str],
+                     spec: dg.AssetSpec) -> dg.AssetSpec:
+    return translator.get_asset_spec(pipeline, roles.get(spec.key, "table"), spec)
 
 
 _RESOURCES: dict[tuple[str, str | None], object] = {}
@@ -331,11 +339,20 @@ def s3_pipeline_definitions(pipeline: Pipeline) -> dg.Definitions:
         description=f"Evaluates the automation condition of {pipeline.table_key.to_user_string()}: launches the "
                     f"load of each object {pipeline.name}_sensor registers (trigger: automation).",
     )] if pipeline.trigger == "automation" else []
+    jobs = [load_job, check_job, sync_partitions_job(pipeline)]
+    if pipeline.stream_mode == "continuous":  # in.notifications: one long run follows the bucket's queue
+        from pipeline.orchestration import events
+
+        follow_job = events.continuous_job(pipeline)
+        jobs.append(follow_job)
+        watch = events.follow_sensor(pipeline, follow_job)
+    else:
+        watch = sensors.object_sensor(pipeline, load_job)
     return dg.Definitions(
         assets=[objects, table, assets.rejected_spec(pipeline)],
         asset_checks=table_checks + freshness_checks(pipeline),
-        jobs=[load_job, check_job, sync_partitions_job(pipeline)],
-        sensors=[sensors.object_sensor(pipeline, load_job), *automation, *freshness_sensors(pipeline)],
+        jobs=jobs,
+        sensors=[watch, *automation, *freshness_sensors(pipeline)],
         schedules=[dg.ScheduleDefinition(
             name=f"{pipeline.name}_table_checks_schedule",
             job=check_job,

@@ -21,6 +21,9 @@ class SyncConfig(dg.Config):
 def sync_partitions_job(pipeline: Pipeline) -> dg.JobDefinition:
     from pipeline.orchestration.sensors import usable_partition_key
 
+    listed_input = pipeline.config.input
+    assert isinstance(listed_input, S3InputConfig)  # only an S3 pipeline's assets are partitioned by object
+
     @dg.op(name=f"{pipeline.name}_sync_partitions_op", required_resource_keys={"s3"},
            description=f"Adds a partition of {pipeline.table_key.to_user_string()} for each object under the "
                        "prefix that has none, and deletes those whose object is gone.")
@@ -48,7 +51,7 @@ def sync_partitions_job(pipeline: Pipeline) -> dg.JobDefinition:
 
     @dg.job(name=f"{pipeline.name}_sync_partitions", tags=pipeline.run_tags,
             description=f"Makes the partitions of {pipeline.table_key.to_user_string()} match the objects under "
-                        f"{pipeline.config.input.uri}: adds the missing, deletes those whose object is gone "
+                        f"{listed_input.uri}: adds the missing, deletes those whose object is gone "
                         "(config delete_missing: false keeps them).")
     def sync_job() -> None:
         sync()
