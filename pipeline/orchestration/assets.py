@@ -15,7 +15,7 @@ import dagster as dg
 
 from pipeline.config import PipelineConfig, S3InputConfig
 from pipeline.errors import PipelineError
-from pipeline.orchestration.factory import REBUILDING_MODES, Pipeline
+from pipeline.orchestration.pipelines import REBUILDING_MODES, Pipeline
 from pipeline.orchestration.translation import object_loads
 
 WAREHOUSE_NAMES = {"hologres": "Hologres", "redshift": "Redshift", "postgresql": "PostgreSQL"}

@@ -11,7 +11,7 @@ import dagster as dg
 from pipeline.config import KinesisInputConfig, PipelineConfig
 from pipeline.errors import ConfigError
 from pipeline.inspect import CheckResult
-from pipeline.orchestration.factory import Pipeline
+from pipeline.orchestration.pipelines import Pipeline
 
 # libpq's connect_timeout for the sensors' probe: a host that drops packets must not hold a tick for minutes.
 PROBE_TIMEOUT_SECONDS = 3

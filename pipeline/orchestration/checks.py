@@ -16,7 +16,7 @@ import dagster as dg
 import psycopg
 
 from pipeline.config import OutputConfig, PipelineConfig
-from pipeline.orchestration.factory import REBUILDING_MODES, Pipeline
+from pipeline.orchestration.pipelines import REBUILDING_MODES, Pipeline
 from pipeline.warehouse.quality import (
     duplicate_keys,
     ledger_row_total,

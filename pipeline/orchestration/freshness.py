@@ -22,7 +22,7 @@ import psycopg
 
 from pipeline.config import KinesisInputConfig, PipelineConfig
 from pipeline.errors import PipelineError
-from pipeline.orchestration.factory import Pipeline
+from pipeline.orchestration.pipelines import Pipeline
 
 FRESHNESS_CHECK = "freshness"
 
@@ -153,3 +153,12 @@ def freshness_sensor(pipeline: Pipeline) -> dg.SensorDefinition:
         return dg.SensorResult(asset_events=[judged.evaluation(pipeline)], cursor=cursor)
 
     return watch_freshness
+
+
+def freshness_checks(pipeline: Pipeline) -> list[dg.AssetChecksDefinition]:
+    """The ``freshness`` check, when the config sets ``exec.expect_within``."""
+    return [freshness_check(pipeline)] if pipeline.config.exec.expect_within is not None else []
+
+
+def freshness_sensors(pipeline: Pipeline) -> list[dg.SensorDefinition]:
+    return [freshness_sensor(pipeline)] if pipeline.config.exec.expect_within is not None else []

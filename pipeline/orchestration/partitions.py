@@ -11,7 +11,7 @@ loaded stay in the table, and their materializations in the asset's history.
 import dagster as dg
 
 from pipeline.config import S3InputConfig
-from pipeline.orchestration.factory import Pipeline
+from pipeline.orchestration.pipelines import Pipeline
 
 
 class SyncConfig(dg.Config):

@@ -35,7 +35,7 @@ from pipeline.config import S3InputConfig
 from pipeline.errors import PipelineError, SourceError
 from pipeline.inspect import CheckResult
 from pipeline.orchestration import check_jobs, runs
-from pipeline.orchestration.factory import Pipeline
+from pipeline.orchestration.pipelines import Pipeline
 from pipeline.warehouse import state
 
 MAX_KEYS_PER_TICK = 1000  # one ListObjectsV2 page: a backlog is worked off a page per tick

@@ -26,7 +26,7 @@ import psycopg
 from pipeline.config import ExecConfig, KinesisInputConfig, PipelineConfig
 from pipeline.errors import PipelineError
 from pipeline.orchestration import check_jobs
-from pipeline.orchestration.factory import Pipeline, stream_mode_variable
+from pipeline.orchestration.pipelines import Pipeline, stream_mode_variable
 from pipeline.orchestration.runs import NO_RUN_RETRIES, RUN_KEY_TAG, SENSOR_NAME_TAG, failure_text
 
 # A run reads at most this many batches behind the tip (10 x exec.max_records); the sensor requests the next run.
@@ -64,7 +64,7 @@ def stream_pipeline_definitions(pipeline: Pipeline) -> dg.Definitions:
     )
     from pipeline.orchestration import checks
     from pipeline.orchestration.assets import rejected_spec
-    from pipeline.orchestration.factory import freshness_checks, freshness_sensors
+    from pipeline.orchestration.freshness import freshness_checks, freshness_sensors
 
     follow = continuous_job(pipeline)
     return dg.Definitions(
