@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +19,7 @@ from typing import Any
 from pipeline.errors import ConfigError
 from pipeline.formats.csv import QUOTES_IN_QUOTED_FIELDS, CsvOptions
 from pipeline.schema import COLUMN_TYPES, Column
+from pipeline.transport import check_aws, check_warehouse, is_loopback
 
 OUTPUT_TYPES = ("postgresql", "hologres", "redshift")
 MODES = ("insert", "insert_direct", "truncate_insert", "replace", "merge", "append")
@@ -394,10 +395,30 @@ def parse(
     top.done()
     config = PipelineConfig(name=name, input=source, output=output, filters=filters, exec=exec_config, path=path,
                             warnings=tuple(dict.fromkeys(top.notes)))
-    from pipeline.security import check_transport
-
     check_transport(config, os.environ if environ is None else environ, out_keys=data["out"])
     return config
+
+
+def aws_endpoint_variables(config: PipelineConfig) -> tuple[str, ...]:
+    """The ``AWS_ENDPOINT_URL_<SERVICE>`` variables boto3 reads for the services this pipeline calls."""
+    services = ["S3", "KMS"] if isinstance(config.input, S3InputConfig) else ["KINESIS"]
+    if config.output.s3_staging is not None:
+        services += [s for s in ("S3", "KMS") if s not in services]
+    return tuple(f"AWS_ENDPOINT_URL_{service}" for service in services)
+
+
+def check_transport(config: PipelineConfig, environ: Mapping[str, str], out_keys: Iterable[str] = ()) -> None:
+    """Raise :class:`ConfigError` when AWS or the warehouse would be reached without TLS (pipeline.transport),
+    unless that side says ``allow_insecure: true``.
+
+    ``environ`` is the environment the pipeline will run with (``AWS_ENDPOINT_URL``, ``PGSSLMODE``
+    ...); ``out_keys`` are the keys written under ``out``, so the error names the one to change.
+    """
+    aws = config.input.aws
+    if not aws.allow_insecure:
+        check_aws(aws.endpoint, [*aws_endpoint_variables(config), "AWS_ENDPOINT_URL"], environ)
+    if not config.output.allow_insecure:
+        check_warehouse(config.output.conninfo, environ, out_keys)
 
 
 def interpolate(value: Any, environ: Mapping[str, str], path: str = "") -> Any:
@@ -1113,8 +1134,6 @@ def _jdbc_options(section: _Section) -> dict[str, str]:
 
 def _local_hosts(hosts: str) -> bool:
     """True when every host is a Unix socket directory or on the loopback interface."""
-    from pipeline.security import is_loopback
-
     return all(h.startswith("/") or is_loopback(h) for h in hosts.split(",")) if hosts else True
 
 
