@@ -4,6 +4,6 @@
 is what each stand-in database holds inside. docs/targets.md lists every rule with its source.
 """
 
-from pipeline.local.standin.rules import setup_sql
+from pipeline.local.standin.flavors import setup_sql
 
 __all__ = ["setup_sql"]

@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 
+from pipeline.local.standin.flavors import rules_for
 from pipeline.local.standin.proxy import Options, serve
 
 
@@ -37,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    options = Options(upstream=args.upstream, flavors=flavors, side_conninfo=args.side_conninfo, settings=settings)
+    options = Options(upstream=args.upstream, flavors=flavors, rules_for=rules_for, side_conninfo=args.side_conninfo,
+                      settings=settings)
     logging.getLogger(__name__).info("stand-in on %s:%s for %s, PostgreSQL at %s:%s", *args.listen,
                                      ", ".join(f"{k} ({v})" for k, v in flavors.items()), *args.upstream)
     serve(args.listen, options, stop=stop)

@@ -6,6 +6,10 @@ them, rewrite them, refuse them or run a few statements of their own first; the 
 the backend answers. While the driver runs statements of its own (:meth:`Session.backend_exec`) the
 pump hands the answers to the driver instead of the client ("capture"), so the client sees only the
 answer to what it sent. Databases without rules are spliced through untouched.
+
+The rules call the session, so this module does not import them: :class:`Options` carries the function
+that makes a flavor's rules (:func:`pipeline.local.standin.flavors.rules_for`), and :class:`Hooks` is what
+a session asks of them.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from pipeline.local.standin import wire
 
@@ -35,12 +40,25 @@ class StandinSQLError(Exception):
         self.messages = messages
 
 
+class Hooks(Protocol):
+    """What a session asks of its target's rules (pipeline.local.standin.rules.Rules)."""
+
+    def on_query(self, sql: str) -> None: ...
+
+    def on_parse(self, name: str, sql: str, oids: list[int]) -> None: ...
+
+    def on_bind(self, statement: str) -> None: ...
+
+    def rewrite_error(self, fields: dict[str, str]) -> dict[str, str]: ...
+
+
 @dataclass
 class Options:
     """What every session of one proxy process shares."""
 
     upstream: tuple[str, int]
     flavors: dict[str, str]  # database name -> flavor ("hologres", "redshift")
+    rules_for: Callable[[str, Session], Hooks]  # a flavor's rules for a session
     side_conninfo: str = ""  # a conninfo with {database}: the stand-in's own connections (load-error rows)
     settings: dict[str, str] = field(default_factory=dict)
 
@@ -56,7 +74,7 @@ class Session:
         self.user = ""
         self.backend_pid = 0
         self.tx_status = b"I"
-        self.rules = None
+        self.rules: Hooks | None = None
         self._capture: queue.SimpleQueue | None = None
         self._out: list[bytes] = []
         self._client_lock = threading.Lock()
@@ -87,9 +105,7 @@ class Session:
             if flavor is None:
                 self._splice()
                 return
-            from pipeline.local.standin.rules import rules_for
-
-            self.rules = rules_for(flavor, self)
+            self.rules = self.options.rules_for(flavor, self)
             pump = threading.Thread(target=self._pump, name="standin-pump", daemon=True)
             pump.start()
             self._drive()
@@ -128,7 +144,7 @@ class Session:
         assert self.backend is not None and self.rules is not None
         try:
             for batch in wire.MessageReader(self.backend).batches():
-                out = []
+                out: list[bytes] = []
                 for mtype, body in batch:
                     if mtype == b"Z":
                         with self._count_lock:
@@ -189,13 +205,13 @@ class Session:
                     self._extended += 1
                     self.forward(wire.message(mtype, body))
                 elif mtype in (b"c", b"f") and self.copy_end_hook is not None:
-                    hook, self.copy_end_hook = self.copy_end_hook, None
-                    hook(self, mtype, body)
+                    copy_end, self.copy_end_hook = self.copy_end_hook, None
+                    copy_end(self, mtype, body)
                 elif mtype == b"S":
                     self._extended = 0
                     if self.sync_hook is not None:
-                        hook, self.sync_hook = self.sync_hook, None
-                        hook(self)
+                        on_sync, self.sync_hook = self.sync_hook, None
+                        on_sync(self)
                     else:
                         self._expect_ready()
                         self.forward(wire.message(mtype, body))
@@ -359,6 +375,7 @@ class Session:
 
     def relay(self, messages: list[Message], *, status: bytes | None = None) -> None:
         """Send the backend's ``messages`` to the client, ReadyForQuery's status replaced when given."""
+        assert self.rules is not None  # only the rules relay
         out = []
         for mtype, body in messages:
             if mtype == b"Z" and status is not None:

@@ -193,28 +193,3 @@ CREATE SCHEMA IF NOT EXISTS standin;
 CREATE OR REPLACE FUNCTION standin.refuse(message text, sqlstate text) RETURNS void
 LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION USING MESSAGE = message, ERRCODE = sqlstate; END $$;
 """
-
-
-def rules_for(flavor: str, session: Session) -> Rules:
-    if flavor == "hologres":
-        from pipeline.local.standin.hologres import HologresRules
-
-        return HologresRules(session)
-    if flavor == "redshift":
-        from pipeline.local.standin.redshift import RedshiftRules
-
-        return RedshiftRules(session)
-    raise ValueError(f"no stand-in rules for {flavor!r}")
-
-
-def setup_sql(flavor: str) -> str:
-    """What a stand-in database needs inside (functions, catalogs), idempotent."""
-    if flavor == "hologres":
-        from pipeline.local.standin.hologres import SETUP
-
-        return REFUSE_FUNCTION + SETUP
-    if flavor == "redshift":
-        from pipeline.local.standin.redshift import SETUP
-
-        return REFUSE_FUNCTION + SETUP
-    raise ValueError(f"no stand-in for {flavor!r}")
