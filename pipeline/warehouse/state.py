@@ -13,8 +13,14 @@ from datetime import datetime
 import psycopg
 from psycopg import sql
 
-from pipeline.warehouse.dialects import CHECKPOINT_TABLE, LEDGER_TABLE, PENDING_TABLE, Dialect
-from pipeline.warehouse.dialects.base import PART_TABLE, WATCH_TABLE
+from pipeline.warehouse.dialects.base import (
+    CHECKPOINT_TABLE,
+    LEDGER_TABLE,
+    PART_TABLE,
+    PENDING_TABLE,
+    WATCH_TABLE,
+    Dialect,
+)
 
 STATE_TABLES = (LEDGER_TABLE, CHECKPOINT_TABLE, PENDING_TABLE, WATCH_TABLE, PART_TABLE)
 
