@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh clone:
 #   make demo   creates .venv, starts the local stack, generates data and runs both pipelines
-#   make test   creates .venv and runs lint and the whole test suite (its own stack, stopped at the end)
+#   make test   creates .venv and runs lint (ruff, mypy) and the whole test suite (its own stack, stopped at the end)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -24,6 +24,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # The browser test needs Debian's chromium and its driver; install them when missing (as root, or with sudo).
 browser:

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the loads are imported when they run: `pipeline run` starts without the other engine
+    from pipeline.batch import RunSummary
+    from pipeline.stream import StreamSummary
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,6 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.progress import for_stream
 
     config = config_module.load(args.config)
+    summary: StreamSummary | RunSummary
     if config.is_stream:
         from pipeline.stream import StreamLoad
 
