@@ -106,6 +106,14 @@ class JsonParserConfig:
 
 
 @dataclass(frozen=True)
+class NotificationsConfig:
+    """The SQS queue an S3 input's bucket sends its s3:ObjectCreated:* events to (pipeline.follow)."""
+
+    queue: str  # name or URL
+    sweep_interval: float = 300.0  # seconds between listing sweeps, for notifications that were lost
+
+
+@dataclass(frozen=True)
 class S3InputConfig:
     bucket: str
     path_prefix: str
@@ -120,6 +128,7 @@ class S3InputConfig:
     last_path: str | None = None  # keys up to this one (inclusive) are never listed, as with Embulk's last_path
     last_modified_time: datetime | None = None  # use_modified_time: objects modified before this are not listed
     skip_glacier_objects: bool = False  # else an object in Glacier stops the listing, as in Embulk
+    notifications: NotificationsConfig | None = None  # event-driven loads (not an Embulk key)
 
     def wanted(self, key: str, last_modified: datetime) -> bool:
         """Whether a listed object is one of this input's, before path_match_pattern."""
@@ -128,6 +137,12 @@ class S3InputConfig:
         if self.last_path is not None and key <= self.last_path:
             return False
         return self.last_modified_time is None or last_modified >= self.last_modified_time
+
+    def covers(self, key: str) -> bool:
+        """Whether an announced key (a notification's) is one this input would list and match."""
+        return (key.startswith(self.path_prefix) and (self.path is None or key == self.path)
+                and (self.last_path is None or key > self.last_path)
+                and (self.path_match_pattern is None or re.search(self.path_match_pattern, key) is not None))
 
     @property
     def uri(self) -> str:
@@ -388,6 +403,10 @@ def parse(
         raise ConfigError(f"out.{given}", "retries an object's transaction, and a stream has none: a batch that "
                                           "fails is read again from its checkpoints by the next run (the sensor "
                                           "retries it, exec.retries) or when the continuous job restarts")
+    if exec_config.mode == "continuous" and isinstance(source, S3InputConfig) and source.notifications is None:
+        raise ConfigError("exec.mode", "continuous, for an S3 input, keeps one run that follows the bucket's event "
+                                       "notifications: set in.notifications.queue (or leave exec.mode unset: a "
+                                       "run per new object)")
     if exec_config.min_output_tasks is not None and isinstance(source, KinesisInputConfig):
         raise ConfigError("exec.min_output_tasks", "deals one object's pages to several COPY writers, and a stream "
                                                    "has no objects: each batch commits with its shard checkpoints "
@@ -752,6 +771,7 @@ def _input(section: _Section, require_parser: bool) -> S3InputConfig | KinesisIn
             last_path=None if use_modified_time or path is not None else section.string("last_path"),
             last_modified_time=last_modified_time,
             skip_glacier_objects=section.boolean("skip_glacier_objects", False),
+            notifications=_notifications(section),
         )
         if (use_modified_time or path is not None) and section.has("last_path"):
             section.get("last_path")
@@ -781,6 +801,22 @@ def _input(section: _Section, require_parser: bool) -> S3InputConfig | KinesisIn
     )
     section.done()
     return kinesis
+
+
+def _notifications(parent: _Section) -> NotificationsConfig | None:
+    if not parent.has("notifications"):
+        parent.get("notifications")
+        return None
+    if not isinstance(parent.get("notifications"), Mapping):
+        raise ConfigError(parent.at("notifications"), "must be a mapping such as {queue: my-bucket-events}")
+    section = parent.section("notifications")
+    queue = section.string("queue", required=True)
+    if "://" in queue and not re.match(r"https?://[^/]+/\d+/[^/]+$", queue):
+        raise ConfigError(section.at("queue"), f"must be a queue name or its URL (https://sqs.REGION.amazonaws.com"
+                                               f"/ACCOUNT/NAME), got {queue!r}")
+    config = NotificationsConfig(queue=queue, sweep_interval=section.duration("sweep_interval", 300.0, minimum=5.0))
+    section.done()
+    return config
 
 
 def _modified_time(section: _Section) -> datetime | None:

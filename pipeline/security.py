@@ -79,6 +79,20 @@ def iam_policy(config: PipelineConfig, *, account: str = "*", region: str = "*",
         if kms_key:
             statements.append(_kms_statement("DecryptSourceObjects", ["kms:Decrypt"], kms_key, region, account,
                                              "s3"))
+        if source.notifications is not None:
+            from pipeline.sources.sqs import queue_arn
+
+            queue = source.notifications.queue
+            try:
+                arn = queue_arn(queue, region=region, account=account)
+            except ValueError:  # a name, and no region or account given: any queue of that name
+                arn = _arn("sqs", region, account, queue.rsplit("/", 1)[-1])
+            statements.append({
+                "Sid": "ReadObjectNotifications",
+                "Effect": "Allow",
+                "Action": ["sqs:GetQueueUrl", "sqs:ReceiveMessage", "sqs:DeleteMessage"],
+                "Resource": arn,
+            })
     elif isinstance(source, KinesisInputConfig):
         statements.append({
             "Sid": "ReadSourceStream",

@@ -4,6 +4,10 @@
 read its S3 prefix (or read its Kinesis stream), decrypt with the source's KMS key, write the
 Redshift staging prefix. ``bucket`` prints the bucket policy of the Embulk-to-Hologres tutorial:
 requests only from the listed source addresses (or VPC endpoints), and only over TLS.
+
+For event-driven loads (``in.notifications``), ``queue CONFIG`` prints the SQS queue's access policy
+(``aws sqs set-queue-attributes --attributes Policy=...``) and ``notification CONFIG`` the bucket's
+notification configuration (``aws s3api put-bucket-notification-configuration``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     iam.add_argument("--account", help="AWS account id for ARNs (default: $AWS_ACCOUNT_ID, else '*')")
     iam.add_argument("--region", help="AWS region for ARNs (default: in.region, $AWS_REGION, "
                                       "$AWS_DEFAULT_REGION, else '*')")
+    for kind, about in (("queue", "SQS queue policy: the bucket may send its object-created events"),
+                        ("notification", "bucket notification configuration: object-created events to the queue")):
+        events = sub.add_parser(kind, help=about, description=f"Print the {about} (JSON), for in.notifications.")
+        events.add_argument("config", help="pipeline config (YAML) with in.notifications.queue")
+        events.add_argument("--account", help="AWS account id of the queue (default: from the queue's URL, "
+                                               "else $AWS_ACCOUNT_ID)")
+        events.add_argument("--region", help="AWS region of the queue (default: from the queue's URL, else "
+                                             "in.region, $AWS_REGION, $AWS_DEFAULT_REGION)")
     bucket = sub.add_parser("bucket", help="bucket policy: allow-listed source addresses, TLS only",
                             description="Print the S3 bucket policy (JSON) that denies requests from outside "
                                         "the listed addresses and requests without TLS.")
@@ -51,10 +63,33 @@ def run(args: argparse.Namespace) -> int:
         needed = [name for name in unset if _PLACEHOLDER.format(name=name) in text]
         if needed:
             raise config_module.ConfigError("", f"the policy depends on {', '.join(needed)}: set it and run again")
+    elif args.policy in ("queue", "notification"):
+        document = _notifications(args)
     else:
         document = security.bucket_policy(args.bucket, args.allow_ips, args.vpc_endpoints)
     print(json.dumps(document, indent=2))
     return 0
+
+
+def _notifications(args: argparse.Namespace) -> dict:
+    from pipeline import config as config_module
+    from pipeline.sources import sqs
+
+    environ, _ = _environ_for_structure(args.config)
+    config = config_module.load(args.config, environ=environ)
+    source = config.input
+    if not isinstance(source, config_module.S3InputConfig) or source.notifications is None:
+        raise config_module.ConfigError("in.notifications", "is not set: name the SQS queue the bucket notifies, "
+                                                            "as {queue: NAME} (see the README)")
+    region = args.region or source.aws.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    try:
+        arn = sqs.queue_arn(source.notifications.queue, region=region,
+                            account=args.account or os.environ.get("AWS_ACCOUNT_ID"))
+    except ValueError as error:
+        raise config_module.ConfigError("in.notifications.queue", str(error)) from None
+    if args.policy == "queue":
+        return sqs.queue_policy(arn, source.bucket)
+    return sqs.notification_configuration(arn, source.path_prefix)
 
 
 def _cidr(value: str) -> str:

@@ -16,7 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--key", action="append", dest="keys", metavar="KEY",
                         help="load only this object key (repeatable); default: every new or changed object")
     parser.add_argument("--follow", action="store_true",
-                        help="streams only: keep reading and commit every exec.window_seconds until stopped")
+                        help="keep loading until stopped: a stream commits every exec.window_seconds; an S3 "
+                             "pipeline with in.notifications loads each object its queue announces")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,7 +33,13 @@ def run(args: argparse.Namespace) -> int:
         summary = load.follow() if args.follow else load.run(display=for_stream(sys.stderr))
     else:
         if args.follow:
-            raise config_module.ConfigError("in.type", "--follow applies to kinesis streams, not s3")
+            if args.keys:
+                raise config_module.ConfigError("", "--key names objects to load once; --follow loads each "
+                                                    "object the queue announces: give one or the other")
+            from pipeline.follow import ObjectFollow
+
+            print(ObjectFollow(config, emit=_emit, display=for_stream(sys.stderr)).follow().describe())
+            return 0
         from pipeline.batch import BatchLoad
 
         summary = BatchLoad(config, emit=_emit, display=for_stream(sys.stderr)).run(keys=args.keys)

@@ -55,6 +55,8 @@ AWS_SECRET_ACCESS_KEY = "testing"
 BUCKET = "bob-embulk-demo"
 KMS_ALIAS = "alias/pipeline-demo"
 STREAM = "test-streaming-data"
+# The queue the demo bucket sends its s3:ObjectCreated:* events to (in.notifications.queue).
+QUEUE = f"{BUCKET}-events"
 POSTGRES_OS_USER = "postgres"
 # The repository root, where dagster.yaml lives (pipeline/local/stack.py -> three levels up).
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -188,6 +190,7 @@ class LocalStack:
             "PIPELINE_KMS_KEY": KMS_ALIAS,
             "PIPELINE_BUCKET": BUCKET,
             "PIPELINE_STREAM": STREAM,
+            "PIPELINE_QUEUE": QUEUE,
             "PIPELINE_LOCAL_DIR": str(self.state_dir),
             "DAGSTER_HOME": str(self.dagster_home),
             "DAGSTER_COMPUTE_LOGS_DIR": str(self.dagster_home / "compute_logs"),
@@ -627,6 +630,8 @@ class LocalStack:
             s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": AWS_REGION})
             log.info("created bucket %s", BUCKET)
 
+        self._bootstrap_notifications(s3)
+
         kms = self._aws_client("kms")
         aliases = {
             alias["AliasName"]
@@ -655,6 +660,18 @@ class LocalStack:
             if time.monotonic() > deadline:
                 raise PipelineError(f"Kinesis stream {STREAM} did not become ACTIVE")
             time.sleep(0.1)
+
+    def _bootstrap_notifications(self, s3: Any) -> None:
+        """The demo bucket notifies QUEUE of every object created, as `pipeline policy notifications` sets up."""
+        sqs = self._aws_client("sqs")
+        url = sqs.create_queue(QueueName=QUEUE)["QueueUrl"]  # idempotent with the same attributes
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        current = s3.get_bucket_notification_configuration(Bucket=BUCKET).get("QueueConfigurations", [])
+        if not any(c.get("QueueArn") == arn for c in current):
+            s3.put_bucket_notification_configuration(Bucket=BUCKET, NotificationConfiguration={
+                "QueueConfigurations": [{"Id": "pipeline-object-created", "QueueArn": arn,
+                                         "Events": ["s3:ObjectCreated:*"]}]})
+            log.info("bucket %s notifies SQS queue %s of created objects", BUCKET, QUEUE)
 
     def _stop_moto(self) -> ServiceStatus:
         return self._stop_group("moto", self._moto_pid(quiet=True), self.moto_pid_file,

@@ -385,3 +385,9 @@ def _object_error(error: BaseException, obj: S3Object, doing: str) -> SourceErro
 
 def _describe_failure(error: BaseException, code: str, message: str) -> str:
     return f"{code}: {message}" if code else f"{type(error).__name__}: {error}"
+
+
+def missing(error: SourceError) -> bool:
+    """Whether ``error`` (from :func:`describe`) says the object does not exist (deleted since it was named)."""
+    code = (getattr(error.__cause__, "response", None) or {}).get("Error", {}).get("Code")
+    return code in ("404", "NoSuchKey", "NotFound")

@@ -195,9 +195,14 @@ def test_a_local_warehouse_keeps_libpq_defaults():
 
 def test_exec_mode_and_incremental_are_part_of_the_language():
     text = TUTORIAL.replace("  bucket: bob-embulk-demo", "  bucket: bob-embulk-demo\n  incremental: false")
-    cfg = parse(text + "exec: {mode: continuous}\n")
-    assert cfg.exec.mode == "continuous" and cfg.input.incremental is False
+    cfg = parse(text + "exec: {mode: micro_batch}\n")
+    assert cfg.exec.mode == "micro_batch" and cfg.input.incremental is False
     assert error_of(TUTORIAL + "exec: {mode: forever}\n").path == "exec.mode"
+    # Continuous, for S3, follows the bucket's notifications: without a queue it would do nothing.
+    refused = error_of(text + "exec: {mode: continuous}\n")
+    assert refused.path == "exec.mode" and "in.notifications" in str(refused)
+    notified = text.replace("  incremental: false", "  incremental: false\n  notifications: {queue: q}")
+    assert parse(notified + "exec: {mode: continuous}\n").exec.mode == "continuous"
 
 
 def test_unset_variables_and_sole_variable_read_references_as_interpolation_does():
