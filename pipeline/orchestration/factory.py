@@ -155,11 +155,21 @@ def s3_pipeline_definitions(pipeline: Pipeline) -> dg.Definitions:
         description=f"Evaluates the automation condition of {pipeline.table_key.to_user_string()}: launches the "
                     f"load of each object {pipeline.name}_sensor registers (trigger: automation).",
     )] if pipeline.trigger == "automation" else []
+    jobs: list[dg.JobDefinition | dg.UnresolvedAssetJobDefinition] = [
+        load_job, check_job, sync_partitions_job(pipeline)]
+    if pipeline.stream_mode == "continuous":  # in.notifications: one long run follows the bucket's queue
+        from pipeline.orchestration import events
+
+        follow_job = events.continuous_job(pipeline)
+        jobs.append(follow_job)
+        watch = events.follow_sensor(pipeline, follow_job)
+    else:
+        watch = sensors.object_sensor(pipeline, load_job)
     return dg.Definitions(
         assets=[objects, table, assets.rejected_spec(pipeline)],
         asset_checks=table_checks + freshness_checks(pipeline),
-        jobs=[load_job, check_job, sync_partitions_job(pipeline)],
-        sensors=[sensors.object_sensor(pipeline, load_job), *automation, *freshness_sensors(pipeline)],
+        jobs=jobs,
+        sensors=[watch, *automation, *freshness_sensors(pipeline)],
         schedules=[dg.ScheduleDefinition(
             name=f"{pipeline.name}_table_checks_schedule",
             job=check_job,

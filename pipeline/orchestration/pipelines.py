@@ -184,6 +184,9 @@ def stream_mode_of(config: PipelineConfig) -> str:
     if mode not in STREAM_MODES:
         raise ConfigError("exec.mode", f"{mode!r} is not one of {', '.join(STREAM_MODES)} "
                                        f"(from ${stream_mode_variable(config.name)})")
+    if mode == "continuous" and isinstance(config.input, S3InputConfig) and config.input.notifications is None:
+        raise ConfigError("exec.mode", f"continuous (from ${stream_mode_variable(config.name)}) follows the queue "
+                                       "in.notifications names, and this S3 pipeline names none")
     return mode
 
 

@@ -65,10 +65,14 @@ def _cached_client(service: str, settings: AwsSettings, aws_environment: tuple[t
 
 
 class S3Resource(AwsResource):
-    """S3, for listing objects (sensors) and reading them (loads)."""
+    """S3, for listing objects (sensors) and reading them (loads), and the SQS queue a bucket notifies."""
 
     def client(self, pipeline: AwsSettings | None = None) -> Any:
         return self._client("s3", pipeline)
+
+    def sqs(self, pipeline: AwsSettings | None = None) -> Any:
+        """SQS, for ``in.notifications.queue`` (the sensor drains it)."""
+        return self._client("sqs", pipeline)
 
 
 class KinesisResource(AwsResource):

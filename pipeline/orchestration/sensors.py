@@ -12,6 +12,13 @@ Its JSON cursor holds two keys at most, never a list of what exists:
   whose name sorts before ``last_key``, gets a run too. The ledger is the compact record: the
   cursor stays a few hundred bytes whether the prefix holds a hundred objects or a million.
 
+With ``in.notifications`` (the SQS queue the bucket notifies), each tick first drains the queue
+(``drain``): an announced object version the ledger lacks gets its run request, and a message is
+deleted only once the ledger holds what it announced, so a message whose run is still to commit
+comes back after its visibility timeout and is looked at again. The sensor then ticks every
+``NOTIFIED_INTERVAL_SECONDS``, and lists (as above) only every ``in.notifications.sweep_interval``,
+for notifications that were lost: ``listed_at`` in the cursor says when it last did.
+
 Every run request has ``run_key = "<key>:<ETag>"``, so Dagster launches each object version at
 most once however often it is seen, and a re-uploaded object (new ETag) runs again. A run that
 failed is run again under a key of its own (``...:retry-<n>``), at most ``exec.retries`` times
@@ -23,8 +30,10 @@ import json
 import logging
 import os
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
@@ -41,6 +50,8 @@ from pipeline.warehouse import state
 MAX_KEYS_PER_TICK = 1000  # one ListObjectsV2 page: a backlog is worked off a page per tick
 SWEEP_KEYS_PER_TICK = 1000
 MINIMUM_INTERVAL_SECONDS = 30
+NOTIFIED_INTERVAL_SECONDS = 5  # with in.notifications: a tick drains the queue, a listing is a sweep now and then
+MAX_MESSAGES_PER_TICK = 1000
 CURSOR_VERSION = 1
 # Dagster refuses these in partition keys; such objects are reported and passed over.
 _INVALID_IN_PARTITION_KEYS = ("...", "\a", "\b", "\f", "\n", "\r", "\t", "\v", "\0")
@@ -60,13 +71,15 @@ class Cursor:
     last_key: str | None = None  # every key up to here has been seen
     sweep_after: str | None = None  # the sweep's position; None: the next sweep starts at the top
     sweeps: int = 0  # sweeps completed
+    listed_at: float | None = None  # with in.notifications: when the prefix was last listed (seconds, epoch)
 
     @classmethod
     def parse(cls, text: str | None) -> "Cursor":
         if not text:
             return cls()
         data = json.loads(text)
-        return cls(last_key=data.get("last_key"), sweep_after=data.get("sweep_after"), sweeps=data.get("sweeps", 0))
+        return cls(last_key=data.get("last_key"), sweep_after=data.get("sweep_after"), sweeps=data.get("sweeps", 0),
+                   listed_at=data.get("listed_at"))
 
     def to_json(self) -> str:
         return json.dumps({"v": CURSOR_VERSION, **asdict(self)}, separators=(",", ":"), ensure_ascii=False)
@@ -135,12 +148,80 @@ def scan(client: Any, source: S3InputConfig, cursor: Cursor, *, max_keys: int = 
     return result
 
 
+@dataclass
+class Drained:
+    """What one tick took from the queue."""
+
+    received: int = 0
+    to_run: list[Any] = field(default_factory=list)  # S3Objects announced that the ledger lacks
+    deleted: int = 0
+    left: int = 0  # messages whose objects are still to load: back after their visibility timeout
+    unusable: list[str] = field(default_factory=list)
+
+
+def drain(queue: Any, source: S3InputConfig, loaded_etags: LoadedEtags, head: Callable[[str], Any | None], *,
+          limit: int = MAX_MESSAGES_PER_TICK, visibility_timeout: int | None = None,
+          warn: Callable[[str], None] = log.warning) -> Drained:
+    """Take what ``queue`` (a pipeline.sources.sqs.Queue) holds; delete what needs nothing more.
+
+    ``head(key)`` is the object's current version (an S3Object), or None when it is gone. It is asked
+    only for a message without an ETag, or one that came back: its version may have been replaced.
+    """
+    from pipeline.sources.s3 import S3Object
+
+    messages = list(queue.drain(limit) if visibility_timeout is None else queue.drain(limit, visibility_timeout))
+    result = Drained(received=len(messages))
+    done: list[tuple[Any, list[Any]]] = []
+    pending: list[tuple[Any, list[Any]]] = []
+    for message in messages:
+        if message.unrecognised:
+            warn(f"SQS message {message.message_id} in {queue.name} is {message.ignored}; left in the queue for "
+                 "its redrive policy")
+            continue
+        wanted = [a for a in message.announced if source.covers(a.key) and a.size != 0]
+        (pending if wanted else done).append((message, wanted))
+    keys = list(dict.fromkeys(a.key for _, wanted in pending for a in wanted))
+    try:
+        loaded = loaded_etags(keys) if keys else {}
+    except (PipelineError, psycopg.Error) as error:
+        warn(f"notifications left in the queue this tick, the ledger could not be read: {error}")
+        pending, result.left = [], len(pending)
+    now = datetime.now(UTC)
+    seen: set[tuple[str, str]] = set()
+    for message, wanted in pending:
+        outstanding = []
+        for announced in wanted:
+            etag = announced.etag
+            if etag is not None and etag in loaded.get(announced.key, ()):
+                continue
+            obj = S3Object(source.bucket, announced.key, announced.size or 0, etag or "", now)
+            if etag is None or message.receive_count > 1:
+                current = head(announced.key)
+                if current is None or current.etag in loaded.get(announced.key, ()):
+                    continue  # gone, or replaced by a version that loaded
+                obj = current
+            outstanding.append(obj)
+            if not usable_partition_key(obj.key):
+                result.unusable.append(obj.key)
+            elif (obj.key, obj.etag) not in seen:
+                seen.add((obj.key, obj.etag))
+                result.to_run.append(obj)
+        if outstanding and all(usable_partition_key(o.key) for o in outstanding):
+            result.left += 1
+        else:
+            done.append((message, wanted))
+    if done:
+        result.deleted = len(done) - len(queue.delete([message for message, _ in done]))
+    return result
+
+
 def usable_partition_key(key: str) -> bool:
     return not any(part in key for part in _INVALID_IN_PARTITION_KEYS)
 
 
 def object_sensor(pipeline: Pipeline, job: Any, *, max_keys: int = MAX_KEYS_PER_TICK,
-                  sweep_keys: int = SWEEP_KEYS_PER_TICK, sweep: bool | None = None) -> dg.SensorDefinition:
+                  sweep_keys: int = SWEEP_KEYS_PER_TICK, sweep: bool | None = None,
+                  visibility_timeout: int | None = None) -> dg.SensorDefinition:
     """``<pipeline>_sensor``: add a partition and request a run for each new object version."""
     sweep = pipeline.sweep if sweep is None else sweep
     source = pipeline.config.input
@@ -151,11 +232,15 @@ def object_sensor(pipeline: Pipeline, job: Any, *, max_keys: int = MAX_KEYS_PER_
            "catch objects re-uploaded under a key already seen")
 
     name = f"{pipeline.name}_sensor"
+    notified = source.notifications is not None
+    if source.notifications is not None:
+        how = (f"drains SQS queue {source.notifications.queue} (the bucket's notifications) every tick and "
+               f"{how} every {source.notifications.sweep_interval:g} s, for notifications that were lost")
 
     @dg.sensor(
         name=name,
         job=job,
-        minimum_interval_seconds=MINIMUM_INTERVAL_SECONDS,
+        minimum_interval_seconds=NOTIFIED_INTERVAL_SECONDS if notified else MINIMUM_INTERVAL_SECONDS,
         default_status=default_status(),
         description=f"Watches {source.uri} for new objects: {how}. At most {max_keys:,} keys per tick.",
         # The warehouse too: before requesting runs, the sensor makes sure it answers (check_jobs.gate).
@@ -165,7 +250,7 @@ def object_sensor(pipeline: Pipeline, job: Any, *, max_keys: int = MAX_KEYS_PER_
         # Called directly (not by the daemon), Dagster passes the resources as keywords too; the context has them.
         warehouse = getattr(context.resources, pipeline.warehouse_resource_key)
         # Listing S3 needs no warehouse secret; the ledger is read (and the secret resolved) only when needed.
-        config = pipeline.resolve(warehouse.conninfo) if sweep else pipeline.resolve_source()
+        config = pipeline.resolve(warehouse.conninfo) if sweep or notified else pipeline.resolve_source()
 
         def ledger(keys: Sequence[str]) -> Mapping[str, set[str]]:
             output = pipeline.resolve(warehouse.conninfo).output
@@ -174,12 +259,29 @@ def object_sensor(pipeline: Pipeline, job: Any, *, max_keys: int = MAX_KEYS_PER_
 
         source = config.input
         assert isinstance(source, S3InputConfig)
+        client = context.resources.s3.client(source.aws)
+        cursor_in = Cursor.parse(context.cursor)
+        listing_due = source.notifications is None or cursor_in.listed_at is None or (
+            time.time() - cursor_in.listed_at >= source.notifications.sweep_interval)
+        drained = Drained()
         try:
-            found = scan(context.resources.s3.client(source.aws), source, Cursor.parse(context.cursor),
-                         max_keys=max_keys, sweep_keys=sweep_keys, loaded_etags=ledger if sweep else None,
-                         warn=context.log.warning)
+            if source.notifications is not None:
+                drained = _drain(context, source, client, ledger, visibility_timeout)
+            if listing_due:
+                listed_at = time.time()
+                found = scan(client, source, cursor_in, max_keys=max_keys, sweep_keys=sweep_keys,
+                             loaded_etags=ledger if sweep else None, warn=context.log.warning)
+                if source.notifications is not None:
+                    found.cursor.listed_at = listed_at
+            else:
+                found = Scan(cursor=cursor_in)
         except SourceError as error:
-            return check_jobs.skip(CheckResult(f"S3 ListBucket {source.uri}", False, str(error)))
+            what = f"SQS {source.notifications.queue}" if source.notifications and not listing_due else \
+                f"S3 ListBucket {source.uri}"
+            return check_jobs.skip(CheckResult(what, False, str(error)))
+        known = {(obj.key, obj.etag) for obj in found.to_run}
+        found.new += [obj for obj in drained.to_run if (obj.key, obj.etag) not in known]
+        found.unusable += drained.unusable
         for key in found.unusable:
             context.log.warning(f"s3://{source.bucket}/{key}: Dagster cannot use this key as a partition key; "
                                 "load it with `pipeline run`")
@@ -193,9 +295,13 @@ def object_sensor(pipeline: Pipeline, job: Any, *, max_keys: int = MAX_KEYS_PER_
         cursor = found.cursor.to_json()
         about_retries = retried.describe(source.bucket, config.exec.retries)
         if not keys and not retried.requests:
+            heard = (f"{drained.received} notification(s), {drained.deleted} deleted, {drained.left} left for "
+                     "loads still to commit" + ("; " if listing_due else "; no listing due")
+                     ) if source.notifications is not None else ""
+            listed = (f"{found.listed} keys listed after the cursor" + (f", {found.swept} swept" if sweep else "")
+                      ) if listing_due else ""
             return dg.SensorResult(cursor=cursor, skip_reason=(
-                f"nothing new under {source.uri} ({found.listed} keys listed after the cursor"
-                + (f", {found.swept} swept)" if sweep else ")") + (f"; {about_retries}" if about_retries else "")))
+                f"nothing new under {source.uri} ({heard}{listed})" + (f"; {about_retries}" if about_retries else "")))
         # A run that cannot reach the warehouse must fail: say so in the tick and keep the cursor before this work.
         closed = check_jobs.gate(pipeline, context.resources)
         if closed is not None:
@@ -217,6 +323,25 @@ def object_sensor(pipeline: Pipeline, job: Any, *, max_keys: int = MAX_KEYS_PER_
         )
 
     return watch_objects
+
+
+def _drain(context: dg.SensorEvaluationContext, source: S3InputConfig, client: Any, ledger: LoadedEtags,
+           visibility_timeout: int | None) -> Drained:
+    from pipeline.sources.s3 import S3Object, describe, missing
+    from pipeline.sources.sqs import Queue
+
+    assert source.notifications is not None
+    queue = Queue(context.resources.s3.sqs(source.aws), source.notifications.queue, source.bucket)
+
+    def head(key: str) -> Any | None:
+        try:
+            return describe(client, S3Object(source.bucket, key, 0, "", datetime.fromtimestamp(0, UTC)))
+        except SourceError as error:
+            if missing(error):
+                return None
+            raise
+
+    return drain(queue, source, ledger, head, visibility_timeout=visibility_timeout, warn=context.log.warning)
 
 
 def observations(pipeline: Pipeline, objects: Sequence[Any], bucket: str) -> list[dg.AssetObservation]:

@@ -40,7 +40,7 @@ MINIMUM_INTERVAL_SECONDS = 5
 # The continuous job reports what it committed as a materialization at most this often.
 REPORT_EVERY_SECONDS = 60
 
-_ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+ACTIVE_STATUSES = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
            dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
 _UNSUCCESSFUL = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
 
@@ -350,7 +350,7 @@ def stream_sensor(pipeline: Pipeline, load_job: Any, follow_job: dg.JobDefinitio
     )
     def watch_stream(context: dg.SensorEvaluationContext, **_resources: object) -> dg.SensorResult | dg.SkipReason:
         instance = context.instance
-        active = _latest_run(instance, job_names=[load_job_name(pipeline), follow_job.name], statuses=_ACTIVE)
+        active = latest_run(instance, job_names=[load_job_name(pipeline), follow_job.name], statuses=ACTIVE_STATUSES)
         if active is not None:
             return dg.SkipReason(f"run {active.run_id} ({active.job_name}) is {active.status.value}")
         from pipeline.stream import StreamLoad
@@ -482,7 +482,7 @@ def last_failure(instance: dg.DagsterInstance, sensor_name: str, base: str) -> s
     return failure_text(instance, runs[0].dagster_run)
 
 
-def _latest_run(instance: dg.DagsterInstance, *, job_names: list[str], statuses: list[Any]) -> Any:
+def latest_run(instance: dg.DagsterInstance, *, job_names: list[str], statuses: list[Any]) -> Any:
     for job_name in job_names:
         runs = instance.get_runs(filters=dg.RunsFilter(job_name=job_name, statuses=statuses), limit=1)
         if runs:

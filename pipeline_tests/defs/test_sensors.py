@@ -211,3 +211,124 @@ def test_the_sweep_requests_objects_that_were_never_loaded(book_order, s3, holog
 
     # The same run keys as before, so Dagster does not launch them twice; a fixed object gets a new ETag.
     assert run_keys(result) == run_keys(first)
+
+
+# ----------------------------------------------------------------- in.notifications: the sensor drains the queue
+
+
+@pytest.fixture
+def notified(stack: Any, s3: Any, tmp_path: Any, unique: str) -> Any:
+    """A book_order pipeline over a bucket of its own that notifies a queue of its own."""
+    from pipeline_tests.conftest import _aws_client
+    from pipeline_tests.defs.conftest import BookOrder, book_order_document
+
+    sqs = _aws_client(stack, "sqs")
+    bucket, queue = f"{unique}-bucket", f"{unique}-events"
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": stack.region})
+    url = sqs.create_queue(QueueName=queue)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={"QueueConfigurations": [
+        {"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]})
+    document = book_order_document("landing/", unique)
+    document["in"]["bucket"] = bucket
+    document["in"]["notifications"] = {"queue": queue, "sweep_interval": "1h"}
+    pipeline = BookOrder(tmp_path / "pipelines", unique, bucket, document)
+    pipeline.sqs, pipeline.url = sqs, url  # type: ignore[attr-defined]
+    yield pipeline
+    sqs.delete_queue(QueueUrl=url)
+
+
+def messages(pipeline: Any, *, visible_only: bool = False) -> int:
+    names = ["ApproximateNumberOfMessages"] + ([] if visible_only else ["ApproximateNumberOfMessagesNotVisible"])
+    attributes = pipeline.sqs.get_queue_attributes(QueueUrl=pipeline.url, AttributeNames=names)["Attributes"]
+    return sum(int(attributes[name]) for name in names)
+
+
+def wait_until(condition: Any, what: str, timeout: float = 120.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_a_notified_object_is_requested_without_a_listing_and_its_message_goes_once_loaded(notified, s3,
+                                                                                          hologres):
+    first = tick(notified, visibility_timeout=1)  # lists once (no listing yet), and takes S3's test event
+    assert run_keys(first) == [] and cursor_of(first)["listed_at"] is not None
+    key = notified.key("2024-06-01.csv")
+    put_objects(s3, notified.bucket, {key: orders_csv(0, 4)})
+    etag = etags(s3, notified.bucket, [key])[key]
+
+    second = tick(notified, first.cursor, visibility_timeout=1)
+
+    assert run_keys(second) == [f"{key}:{etag}"] and partition_keys(second) == [key]
+    assert cursor_of(second)["listed_at"] == cursor_of(first)["listed_at"]  # no listing: the sweep is hourly
+    assert messages(notified) == 1  # kept until the ledger has the object
+    BatchLoad(notified.pipeline.resolve()).run(keys=[key])  # what the run does
+    wait_until(lambda: messages(notified, visible_only=True) == 1, "the message's return")
+
+    third = tick(notified, second.cursor, visibility_timeout=1)
+
+    assert run_keys(third) == [] and messages(notified) == 0
+    assert "1 deleted" in third.skip_reason.skip_message
+
+
+def test_a_duplicate_notification_requests_nothing_and_is_deleted(notified, s3, hologres):
+    key = notified.key("2024-06-02.csv")
+    put_objects(s3, notified.bucket, {key: orders_csv(0, 4)})
+    BatchLoad(notified.pipeline.resolve()).run()
+    # The message of an object already loaded goes. (This first tick also lists, with no ledger look, as the
+    # listing always has: its request's run would find the object loaded.)
+    first = tick(notified, visibility_timeout=1)
+    assert messages(notified) == 0
+    put_objects(s3, notified.bucket, {key: orders_csv(0, 4)})  # the same bytes again: the same ETag
+
+    second = tick(notified, first.cursor, visibility_timeout=1)
+
+    assert run_keys(second) == [] and messages(notified) == 0
+    assert count_rows(hologres, notified.table) == 4
+
+
+def count_rows(conn: Any, table: str) -> int:
+    return conn.execute(f"SELECT count(*) FROM public.{table}").fetchone()[0]  # test-owned name
+
+
+def test_in_continuous_mode_one_run_follows_the_queue_and_reports_each_object_as_its_partition(
+        notified, s3, hologres, tmp_path):
+    import threading
+
+    import yaml
+
+    from pipeline_tests.defs.conftest import BookOrder
+
+    document = yaml.safe_load(notified.path.read_text(encoding="utf-8"))
+    document.setdefault("exec", {})["mode"] = "continuous"
+    pipeline = BookOrder(tmp_path / "continuous", notified.name, notified.bucket, document)
+    request = tick(pipeline)
+    assert [(r.job_name, r.run_key) for r in request.run_requests] == [(f"{pipeline.name}_continuous",
+                                                                        "follow")]
+    keys = [pipeline.key("2024-07-01.csv"), pipeline.key("2024-07-02.csv")]
+    outcome: dict[str, Any] = {}
+    with dg.instance_for_test() as instance:
+        job = pipeline.defs.resolve_job_def(f"{pipeline.name}_continuous")
+        runner = threading.Thread(target=lambda: outcome.update(result=job.execute_in_process(
+            instance=instance, resources=pipeline.defs.resources, raise_on_error=False)), daemon=True)
+        runner.start()
+        try:
+            wait_until(lambda: instance.get_runs(), "the run's start")
+            put_objects(s3, pipeline.bucket, {keys[0]: orders_csv(0, 3)})
+            put_objects(s3, pipeline.bucket, {keys[1]: orders_csv(3, 2)})
+            wait_until(lambda: hologres.execute("SELECT to_regclass(%s)", (f"public.{pipeline.table}",)).fetchone()[0]
+                       and count_rows(hologres, pipeline.table) == 5, "both objects' rows")
+            wait_until(lambda: messages(notified) == 0, "the messages' deletion")
+        finally:
+            (run,) = instance.get_runs()
+            instance.report_run_canceling(run)  # what terminating the run in the UI does first
+            runner.join(120)
+        assert not runner.is_alive()
+        result = outcome["result"]
+        materialized = {e.partition for e in result.get_asset_materialization_events()}
+        assert materialized == set(keys)
+        assert set(instance.get_dynamic_partitions(f"{pipeline.name}_objects")) == set(keys)
