@@ -300,10 +300,11 @@ class Bench:
     def book_order_config(self, name: str, prefix: str, table: str, *, threads: int = 1,
                           primary_key: bool = True, bucket: str | None = None,
                           directory: Path | None = None, target: str = "hologres",
-                          output_tasks: int | None = None) -> Path:
+                          output_tasks: int | None = None, notifications: dict[str, Any] | None = None) -> Path:
         """The shipped book_order.yml, pointed at ``prefix`` and ``public.<table>`` (on Redshift: through S3).
 
         ``output_tasks`` sets exec.min_output_tasks; unset, the config's own (none: the automatic choice).
+        ``notifications`` sets in.notifications (event-driven loads).
         """
         document = _reference_config("book_order.yml")
         if output_tasks is not None:
@@ -320,6 +321,8 @@ class Bench:
         document["in"]["bucket"] = bucket or self.bucket
         document["in"]["path_prefix"] = prefix
         document["in"]["path_match_pattern"] = r"\.csv$"
+        if notifications is not None:
+            document["in"]["notifications"] = notifications
         document.setdefault("exec", {})["max_threads"] = threads
         document["out"]["table"] = f"public.{table}"
         if not primary_key:

@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 # Section names in the order they run and are reported; ``--only`` takes these.
-SECTIONS = ("load", "memory", "parallel", "sensor", "stream", "refusals")
+SECTIONS = ("load", "memory", "parallel", "sensor", "events", "stream", "refusals")
 SECTION_TITLES = {
     "load": "Bulk load: S3 CSV into a table with a text primary key",
     "memory": "Peak memory (RSS) of `pipeline run` against object size",
     "parallel": "Parallel objects: 8 objects, exec.max_threads 1, 2 and 4",
     "sensor": "S3 sensor tick: 10 new objects after N existing ones",
+    "events": "Event-driven S3: PutObject to visible in the table, with the bucket's notifications and without",
     "stream": "Kinesis: backlog throughput and end-to-end latency",
     "refusals": "One refused record: a batch with one bad record against the same batch clean",
 }

@@ -18,10 +18,11 @@ log = logging.getLogger(__name__)
 
 
 def _measures() -> dict[str, Callable[[Bench, Section], None]]:
-    from pipeline.bench import load, memory, parallel, refusals, sensor, stream
+    from pipeline.bench import events, load, memory, parallel, refusals, sensor, stream
 
     return {"load": load.measure, "memory": memory.measure, "parallel": parallel.measure,
-            "sensor": sensor.measure, "stream": stream.measure, "refusals": refusals.measure}
+            "sensor": sensor.measure, "events": events.measure, "stream": stream.measure,
+            "refusals": refusals.measure}
 
 
 def run_benchmark(sizes: Sizes, sections: Sequence[str], *, use_running: bool, quick: bool,
