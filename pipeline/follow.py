@@ -76,7 +76,7 @@ class ObjectFollow:
         if not isinstance(source, S3InputConfig) or source.notifications is None:
             raise PipelineError(f"{config.name}: --follow for S3 needs in.notifications.queue: the SQS queue "
                                 "the bucket sends its s3:ObjectCreated:* events to (see `pipeline policy "
-                                "notifications CONFIG`)")
+                                "notification CONFIG`)")
         if config.output.mode in ("replace", "truncate_insert"):
             raise PipelineError(f"{config.name}: out.mode {config.output.mode} rebuilds the table from every "
                                 "object on each run, so it cannot load objects one by one as they land; use "

@@ -82,7 +82,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 @pytest.fixture(scope="session")
 def stack() -> Iterator[StackEndpoints]:
     """The session's local stack; ``os.environ`` points at it while the session runs."""
-    local = LocalStack(new_state_dir(), free_port(), free_port(), standin_port=free_port(), dotenv_path=None)
+    # No demo-bucket notifications: the tests put thousands of objects there that no consumer reads, and moto's
+    # SQS appends each in time that grows with the queue. The event tests make buckets and queues of their own.
+    local = LocalStack(new_state_dir(), free_port(), free_port(), standin_port=free_port(), dotenv_path=None,
+                       notifications=False)
     _running_stacks.append(local)
     saved_env = {name: os.environ.get(name) for name in local.env()}
     try:

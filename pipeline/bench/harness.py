@@ -98,7 +98,8 @@ def stack_environment(use_running: bool, emit: Callable[[str], None]) -> Iterato
     # The postgres user must reach the data directory: /tmp, not a mode-700 temporary directory.
     state_dir = Path(tempfile.mkdtemp(prefix="pipeline-bench-stack-", dir="/tmp" if Path("/tmp").is_dir() else None))
     state_dir.chmod(0o755)
-    local = LocalStack(state_dir, free_port(), free_port(), standin_port=free_port(), dotenv_path=None)
+    local = LocalStack(state_dir, free_port(), free_port(), standin_port=free_port(), dotenv_path=None,
+                       notifications=False)
     started = time.monotonic()
     try:
         local.up()

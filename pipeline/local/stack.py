@@ -118,6 +118,7 @@ class LocalStack:
         standin_port: int | None = None,
         shards: int | None = None,
         dotenv_path: Path | str | None = Path(".env"),
+        notifications: bool = True,
     ) -> None:
         if state_dir is None:
             state_dir = os.environ.get("PIPELINE_LOCAL_DIR") or Path.cwd() / ".local"
@@ -130,6 +131,10 @@ class LocalStack:
         self.shards = int(shards or recorded.get("shards") or DEFAULT_SHARDS)
         # None: do not write a .env (tests must not overwrite the developer's one).
         self.dotenv_path = Path(dotenv_path).absolute() if dotenv_path is not None else None
+        # Whether the demo bucket notifies QUEUE of each object created. moto appends each notification to its
+        # queue in time that grows with the queue, so a session that puts thousands of objects no one consumes
+        # (the test suite) turns it off.
+        self.notifications = notifications
         self._moto_process: subprocess.Popen[bytes] | None = None
         self._standin_process: subprocess.Popen[bytes] | None = None
 
@@ -630,7 +635,8 @@ class LocalStack:
             s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": AWS_REGION})
             log.info("created bucket %s", BUCKET)
 
-        self._bootstrap_notifications(s3)
+        if self.notifications:
+            self._bootstrap_notifications(s3)
 
         kms = self._aws_client("kms")
         aliases = {
@@ -662,7 +668,7 @@ class LocalStack:
             time.sleep(0.1)
 
     def _bootstrap_notifications(self, s3: Any) -> None:
-        """The demo bucket notifies QUEUE of every object created, as `pipeline policy notifications` sets up."""
+        """The demo bucket notifies QUEUE of every object created, as `pipeline policy notification` sets up."""
         sqs = self._aws_client("sqs")
         url = sqs.create_queue(QueueName=QUEUE)["QueueUrl"]  # idempotent with the same attributes
         arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
