@@ -217,7 +217,7 @@ def _sensors(bench: Bench, section: Section, bucket: str, queues: dict[str, str]
     notified, _ = _config(bench, "notified", bucket, directory, queues["notified"])
     continuous, _ = _config(bench, "continuous", bucket, directory, queues["continuous"], mode="continuous")
     polled, _ = _config(bench, "polled", bucket, directory, None)
-    env, dagster_db = _daemon_environment(bench, directory)
+    env, dagster_db = _daemon_environment(bench, directory, "dagster_events")
     log_path = bench.workdir / "dagster-daemon-events.log"
     args = [dagster_command("dagster-daemon"), "run", "-w", str(checkout() / "workspace.yaml")]
     watcher = Watcher(bench.hologres_url, [notified, continuous, polled])

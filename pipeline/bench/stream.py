@@ -452,7 +452,7 @@ def _sensor_interval() -> float:
     return MINIMUM_INTERVAL_SECONDS
 
 
-def _daemon_environment(bench: Bench, config_dir) -> tuple[dict[str, str], str]:
+def _daemon_environment(bench: Bench, config_dir, what: str = "dagster") -> tuple[dict[str, str], str]:
     """The stack's environment for a Dagster instance of the bench's own: the repository's dagster.yaml on a
     fresh database, and a code location that holds only the bench's pipeline, its sensor running; and the
     conninfo of that database."""
@@ -462,7 +462,7 @@ def _daemon_environment(bench: Bench, config_dir) -> tuple[dict[str, str], str]:
 
     from pipeline.bench.harness import checkout
 
-    database = bench.name("dagster")
+    database = bench.name(what)  # one per daemon the run starts (the events and stream sections each start one)
     params = conninfo.conninfo_to_dict(bench.redshift_url)
     with psycopg.connect(bench.redshift_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
@@ -472,7 +472,7 @@ def _daemon_environment(bench: Bench, config_dir) -> tuple[dict[str, str], str]:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
 
     bench.on_cleanup(f"database {database}", drop)
-    home = bench.workdir / "dagster-home"
+    home = bench.workdir / f"{what}-home"
     home.mkdir(parents=True, exist_ok=True)
     shutil.copy(checkout() / "dagster.yaml", home / "dagster.yaml")
     # The Dagster database sits beside the Redshift stand-in's, on the same server.
