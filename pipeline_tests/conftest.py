@@ -127,6 +127,16 @@ def _aws_client(stack: StackEndpoints, service: str) -> Any:
     )
 
 
+def notifying_bucket(stack: StackEndpoints, s3: Any, sqs: Any, bucket: str, queue: str) -> str:
+    """Create ``bucket``, notifying a new queue ``queue`` of every object created; the queue's URL."""
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": stack.region})
+    url = sqs.create_queue(QueueName=queue)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={"QueueConfigurations": [
+        {"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]})
+    return url
+
+
 @pytest.fixture(scope="session")
 def s3(stack: StackEndpoints) -> Any:
     """boto3 S3 client on the stack's moto."""

@@ -281,23 +281,15 @@ def _sensors(bench: Bench, section: Section, bucket: str, queues: dict[str, str]
 
 def _terminate(env: dict[str, str], job_name: str) -> None:
     """Ask the continuous run to stop, as the UI's Terminate does first (it stops within a poll)."""
-    import os
-
     import dagster as dg
 
-    saved = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)  # the instance's dagster.yaml reads its database from the environment
-    try:
-        with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
-            for run in instance.get_runs(filters=dg.RunsFilter(job_name=job_name, statuses=[
-                    dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.QUEUED])):
-                instance.report_run_canceling(run)
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    from pipeline.bench.harness import environment
+
+    # The instance's dagster.yaml reads its database from the environment.
+    with environment(env), dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        for run in instance.get_runs(filters=dg.RunsFilter(job_name=job_name, statuses=[
+                dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.QUEUED])):
+            instance.report_run_canceling(run)
 
 
 def _active_runs(dagster_db: str) -> int:

@@ -219,16 +219,12 @@ def test_the_sweep_requests_objects_that_were_never_loaded(book_order, s3, holog
 @pytest.fixture
 def notified(stack: Any, s3: Any, tmp_path: Any, unique: str) -> Any:
     """A book_order pipeline over a bucket of its own that notifies a queue of its own."""
-    from pipeline_tests.conftest import _aws_client
+    from pipeline_tests.conftest import _aws_client, notifying_bucket
     from pipeline_tests.defs.conftest import BookOrder, book_order_document
 
     sqs = _aws_client(stack, "sqs")
     bucket, queue = f"{unique}-bucket", f"{unique}-events"
-    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": stack.region})
-    url = sqs.create_queue(QueueName=queue)["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={"QueueConfigurations": [
-        {"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]})
+    url = notifying_bucket(stack, s3, sqs, bucket, queue)
     document = book_order_document("landing/", unique)
     document["in"]["bucket"] = bucket
     document["in"]["notifications"] = {"queue": queue, "sweep_interval": "1h"}

@@ -23,7 +23,7 @@ from pipeline import config as config_module
 from pipeline.batch import RunSummary
 from pipeline.follow import ObjectFollow
 from pipeline_tests.books import COLUMNS
-from pipeline_tests.conftest import _aws_client
+from pipeline_tests.conftest import _aws_client, notifying_bucket
 from pipeline_tests.engine.test_batch import count, rows_csv
 
 pytestmark = pytest.mark.stack
@@ -52,11 +52,7 @@ def sqs(stack) -> Any:
 def events(stack, s3, sqs, unique) -> Iterator[dict[str, str]]:
     """A bucket that notifies a queue of its own of every created object."""
     bucket, queue = f"{unique}-bucket", f"{unique}-events"
-    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": stack.region})
-    url = sqs.create_queue(QueueName=queue)["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={"QueueConfigurations": [
-        {"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]})
+    url = notifying_bucket(stack, s3, sqs, bucket, queue)
     yield {"bucket": bucket, "queue": queue, "url": url}
     sqs.delete_queue(QueueUrl=url)
 
