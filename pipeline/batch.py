@@ -26,17 +26,18 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from pipeline.config import CsvParserConfig, PipelineConfig, S3InputConfig
+from pipeline.config import PipelineConfig, S3InputConfig
 from pipeline.errors import PipelineError, RecordError, SourceError, WarehouseError
 from pipeline.progress import Display, Lines, Progress
 from pipeline.warehouse import staging, state
 from pipeline.warehouse.connection import describe_target
-from pipeline.warehouse.copy import copy_bytes, copy_csv_statement, copy_lines, copy_text_statement, text_line
+from pipeline.warehouse.copy import copy_bytes, copy_csv_statement, copy_lines, copy_text_statement
 from pipeline.warehouse.fit import Fitter
 from pipeline.warehouse.target import REJECTED_COLUMNS, Target
 
@@ -166,7 +167,12 @@ class BatchLoad:
             raise PipelineError(f"{config.name}: in.parser is missing; run `pipeline guess` first")
         self.config = config
         self.input: S3InputConfig = config.input
-        self.parser: CsvParserConfig = config.input.parser
+        self.parser = config.input.parser
+        from pipeline import registry
+
+        self.reader = registry.reader(self.parser)
+        # The CSV options the warehouse's COPY reads the objects' bytes with, when it reads them as the reader does.
+        self.native = self.reader.native_csv()
         self.emit = emit or log.info
         # Where progress goes: a bar on a terminal, Dagster's run log, or (default) a line every 5 s via emit.
         self.display = display or Lines(self.emit, 5.0)
@@ -815,22 +821,7 @@ class BatchLoad:
     # ----------------------------------------------------------------- one object's rows
 
     def _fast_path_possible(self) -> bool:
-        from pipeline.formats.types import postgres_parses_natively
-
-        p = self.parser
-        return (
-            not self.config.filters
-            # COPY takes one single-byte delimiter and quote; without quoting Embulk splits where COPY would not.
-            and p.quote is not None and len(p.quote.encode()) == 1
-            and len(p.delimiter.encode()) == 1
-            and p.comment_line_marker is None
-            and not p.trim_if_not_quoted
-            # Stray-quote mode reads some well-formed RFC 4180 fields otherwise ("a"",b"): our reader only.
-            and p.quotes_in_quoted_fields == "ACCEPT_ONLY_RFC4180_ESCAPED"
-            and not p.allow_extra_columns
-            and not p.allow_optional_columns
-            and all(postgres_parses_natively(c) for c in p.columns)
-        )
+        return not self.config.filters and self.native is not None
 
     def _write_object(self, cur: psycopg.Cursor, obj, table: sql.Identifier, rejected: sql.Identifier,
                       progress: Progress, path: str, refused: dict[int, RecordError], files: list[str] | None, *,
@@ -854,25 +845,18 @@ class BatchLoad:
         return self._copy_checked(cur, obj, table, rejected, progress, refused, files, upsert=upsert or (),
                                   deferred=deferred, sequence=sequence, fitter=self.target.fitter(types))
 
+    def _blob(self, obj, progress: Progress, counted: Callable[[int], None] | None = None):
+        from pipeline.sources.s3 import S3Blob
+
+        def read(nbytes: int) -> None:
+            progress.read(nbytes)
+            if counted is not None:
+                counted(nbytes)
+
+        return S3Blob(self.s3, obj, read)
+
     def _object_bytes(self, obj, progress: Progress) -> Iterator[bytes]:
-        from pipeline.formats.decode import decompress
-        from pipeline.sources.prefetch import prefetch
-        from pipeline.sources.s3 import read_object
-
-        def counted(chunks: Iterable[bytes]) -> Iterator[bytes]:
-            for chunk in chunks:
-                progress.read(len(chunk))
-                yield chunk
-
-        source = self._source(obj)
-
-        def decompressed() -> Iterator[bytes]:
-            try:
-                yield from decompress(prefetch(counted(read_object(self.s3, obj))))
-            except ValueError as error:
-                raise SourceError(f"{source}: cannot decompress: {error}") from None
-
-        return decompressed()
+        return self._blob(obj, progress).chunks()
 
     def _copy_fast(self, cur: psycopg.Cursor, obj, table: sql.Identifier, progress: Progress,
                    extra: Sequence[sql.Composable]) -> tuple[int, int]:
@@ -883,12 +867,14 @@ class BatchLoad:
         in record-aligned chunks (a chunk never ends inside a quoted field)."""
         from pipeline.formats.decode import split_header, to_utf8
 
-        p = self.parser
+        p = self.native
+        assert p is not None
         _, body = split_header(to_utf8(self._object_bytes(obj, progress), p.charset), p.skip_header_lines)
         return _refuse_end_of_data_marker(self._plain(body))
 
     def _fast_statement(self, table: sql.Identifier, extra: Sequence[sql.Composable] = ()) -> sql.Composed:
-        p = self.parser
+        p = self.native
+        assert p is not None
         # The guard lets no escape sequence through, so the server's escape is the quote, as in RFC 4180.
         return copy_csv_statement(table, self.target.column_names, delimiter=p.delimiter,
                                   quote=p.quote or '"', escape=p.quote or '"', null_string=p.null_string,
@@ -898,8 +884,8 @@ class BatchLoad:
         """``body``, raising NotPlain (a ValueError: the fast path is refused) where Embulk would read it otherwise."""
         from pipeline.formats.strict import guard
 
-        p = self.parser
-        assert p.quote is not None
+        p = self.native
+        assert p is not None and p.quote is not None
         from pipeline.formats.csv import NEWLINES
 
         return guard(body, delimiter=p.delimiter, quote=p.quote, escape=p.escape,
@@ -948,7 +934,8 @@ class BatchLoad:
         from pipeline.sources.s3 import read_sample
         from pipeline.warehouse.dialects.base import CopyFormat
 
-        p = self.parser
+        p = self.native
+        assert p is not None
         if p.charset.replace("-", "").upper() not in ("UTF8",) or len(p.delimiter) != 1 or p.newline != "LF":
             return None
         head, _ = read_sample(self.s3, obj, 4) if obj.size else (b"", True)
@@ -970,7 +957,7 @@ class BatchLoad:
         from pipeline.formats.strict import NotPlain
 
         try:
-            _, body = split_header(self._object_bytes(obj, progress), self.parser.skip_header_lines)
+            _, body = split_header(self._object_bytes(obj, progress), fmt.ignore_header)
             for _ in self._plain(body):
                 pass
         except NotPlain as error:
@@ -1001,16 +988,11 @@ class BatchLoad:
         warehouse refused in an earlier attempt (``refused``, by line) are rejected here too. With
         ``sequence`` each row carries its line number, the staged order a merge keeps.
         """
-        from pipeline.filters import projector, s3_identity
-        from pipeline.formats.csv import read_records
-        from pipeline.formats.types import normalizer
+        from pipeline.filters import s3_identity
+        from pipeline.records import RowPath
 
-        p = self.parser
         source = self._source(obj)
         result = ObjectResult(obj.key, obj.etag, path="checked")
-        columns = p.columns
-        column_names = [c.name for c in columns]
-        converters = [normalizer(c) for c in columns]
         names = self.target.column_names + ([SEQUENCE_COLUMN] if sequence else [])
         write = self._row_writer(cur, table, names, source, upsert, files)
         lines: list[str] = []
@@ -1019,6 +1001,7 @@ class BatchLoad:
         rejects: list[RecordError] = []
         raw_bytes = 0
         limit = CHUNK_LINES_BYTES if self.dialect.capabilities.copy_from_stdin else STAGED_PART_BYTES
+        stop_on_invalid = self.reader.stop_on_invalid_record
 
         def flush_rows() -> None:
             nonlocal size
@@ -1028,7 +1011,7 @@ class BatchLoad:
             size = 0
 
         def reject(error: RecordError) -> None:
-            if p.stop_on_invalid_record:
+            if stop_on_invalid:
                 raise error
             result.rejected += 1
             if deferred is not None:
@@ -1039,14 +1022,13 @@ class BatchLoad:
                 self.target.write_rejects(cur, rejects, rejected_table)
                 rejects.clear()
 
-        def counted(chunks: Iterable[bytes]) -> Iterator[bytes]:
+        def counted(nbytes: int) -> None:
             nonlocal raw_bytes
-            for chunk in chunks:
-                raw_bytes += len(chunk)
-                yield chunk
+            raw_bytes += nbytes
 
-        project = projector(columns, self.filters) if self.filters else None
-        for item in read_records(counted(self._object_bytes(obj, progress)), p, source):
+        path = RowPath(self.reader.columns, self.filters, fitter=fitter, sequence=sequence)
+        identity = partial(s3_identity, source, obj.etag)
+        for item in self.reader.records(self._blob(obj, progress, counted)):
             result.parsed += 1
             if isinstance(item, RecordError):
                 reject(item)
@@ -1055,31 +1037,11 @@ class BatchLoad:
                 result.rejected += 1
                 (deferred if deferred is not None else rejects).append(refused[item.line])
                 continue
-            values: list[str | None] = []
-            bad = None
-            for column, convert, value in zip(columns, converters, item.values, strict=True):
-                try:
-                    values.append(None if value is None else convert(value))
-                except ValueError as error:
-                    bad = RecordError(source, item.line, str(error), column=column.name, value=value, raw=item.raw)
-                    break
-            if bad is not None:
-                reject(bad)
+            encoded = path.encode(item, source, identity)
+            if isinstance(encoded, RecordError):
+                reject(encoded)
                 continue
-            row: Sequence[str | None] = values
-            if project is not None:
-                row = project(dict(zip(column_names, values, strict=True)), s3_identity(source, obj.etag, item.line))
-            if fitter is not None:
-                row, refused_row = fitter.judge(row, source, item.line, item.raw)
-                if refused_row is not None:
-                    reject(refused_row)
-                    continue
-            if sequence:  # a projected row is a tuple, which has no append
-                row = [*row, str(item.line)]
-            line = text_line(row)
-            if "\x00" in line:
-                reject(RecordError(source, item.line, "NUL byte in the record", raw=item.raw))
-                continue
+            line = encoded[1]
             lines.append(line)
             line_numbers.append(item.line)
             size += len(line)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError
-from pipeline.formats.csv import QUOTES_IN_QUOTED_FIELDS, CsvOptions
+from pipeline.formats.csv_parser import CsvParserConfig  # noqa: F401 -- where callers have always found it
 from pipeline.schema import COLUMN_TYPES, Column
 from pipeline.transport import check_aws, check_warehouse, is_loopback
 
@@ -90,14 +90,6 @@ class AwsSettings:
 
 
 @dataclass(frozen=True)
-class CsvParserConfig(CsvOptions):
-    """``in.parser`` for CSV: the reader's options plus what the loader does with a bad record."""
-
-    stop_on_invalid_record: bool = False  # Embulk's default: skip (here: reject) a bad record
-    type: str = "csv"
-
-
-@dataclass(frozen=True)
 class JsonParserConfig:
     columns: tuple[Column, ...] = ()
     stop_on_invalid_record: bool = False
@@ -120,7 +112,7 @@ class S3InputConfig:
     aws: AwsSettings
     path_match_pattern: str | None = None
     total_file_count_limit: int | None = None
-    parser: CsvParserConfig | None = None
+    parser: Any = None  # the in.parser of its type (pipeline.registry), or None before guess
     # Embulk's incremental: false re-reads everything; here it makes the sensor also sweep for changed objects.
     incremental: bool = True
     type: str = "s3"
@@ -764,7 +756,7 @@ def _input(section: _Section, require_parser: bool) -> S3InputConfig | KinesisIn
             aws=aws,
             path_match_pattern=pattern,
             total_file_count_limit=section.integer("total_file_count_limit", minimum=1),
-            parser=_csv_parser(section, require_parser),
+            parser=_parser(section, require_parser),
             incremental=section.boolean("incremental", True),
             path=path,
             # With use_modified_time, Embulk lists by modification time and leaves last_path aside.
@@ -831,80 +823,18 @@ def _modified_time(section: _Section) -> datetime | None:
             from None
 
 
-def _csv_parser(parent: _Section, require_parser: bool) -> CsvParserConfig | None:
+def _parser(parent: _Section, require_parser: bool) -> Any:
+    """``in.parser``, read by the module its ``type`` names (pipeline.registry)."""
+    from pipeline import registry
+
     if not parent.has("parser"):
         parent.get("parser")
         if require_parser:
             raise ConfigError(parent.at("parser"), "is required; run `pipeline guess` to fill it in")
         return None
     section = parent.section("parser")
-    section.string("type", "csv", choices=("csv",))
-    _check_charset(section, section.string("charset", "UTF-8"))
-    try:
-        config = _csv_parser_config(section, require_parser)
-    except ValueError as error:  # the reader's own checks of delimiter, quote and escape
-        raise ConfigError(section.path, str(error)) from None
-    section.done(refused={
-        "line_delimiter_recognized": "records end at LF, CRLF or CR in any mix (Embulk's default when unset)"})
-    return config
-
-
-def _csv_parser_config(section: _Section, require_parser: bool) -> CsvParserConfig:
-    return CsvParserConfig(
-        charset=section.string("charset", "UTF-8"),
-        newline=section.string("newline", "CRLF", choices=NEWLINES),
-        delimiter=section.string("delimiter", section.string("field_delimiter", ",")) or ",",
-        quote=_quoting_char(section, "quote", '"'),
-        escape=_quoting_char(section, "escape", "\\"),
-        null_string=section.string("null_string"),
-        skip_header_lines=_skip_header_lines(section),
-        trim_if_not_quoted=section.boolean("trim_if_not_quoted", False),
-        comment_line_marker=section.string("comment_line_marker"),
-        allow_extra_columns=section.boolean("allow_extra_columns", False),
-        allow_optional_columns=section.boolean("allow_optional_columns", False),
-        max_quoted_size_limit=section.integer("max_quoted_size_limit", 131072, minimum=1),
-        stop_on_invalid_record=section.boolean("stop_on_invalid_record", False),
-        columns=_columns(section, require=require_parser),
-        quotes_in_quoted_fields=section.string("quotes_in_quoted_fields", QUOTES_IN_QUOTED_FIELDS[0],
-                                            choices=QUOTES_IN_QUOTED_FIELDS),
-    )
-
-
-def _quoting_char(section: _Section, key: str, default: str) -> str | None:
-    """Embulk's quote and escape: null disables it; one character; an empty string is obsolete."""
-    if section.given_null(key):
-        return None
-    value = section.string(key, default)
-    if value == "":
-        if key == "quote":
-            section.warn(key, "an empty quote is obsolete; as Embulk does, '\"' is used (write null for no quoting)")
-            return '"'
-        section.warn(key, "an empty escape is obsolete; as Embulk does, nothing is escaped (write null instead)")
-        return None
-    if len(value) != 1:
-        raise ConfigError(section.at(key), f"accepts only 1 character, got {value!r}")
-    return value
-
-
-def _skip_header_lines(section: _Section) -> int:
-    """skip_header_lines, or Embulk's older header_line (true: one line), but not both."""
-    skip = section.integer("skip_header_lines", 0)
-    if section.has("header_line"):
-        header_line = section.boolean("header_line", False)
-        if skip > 0:
-            raise ConfigError(section.at("header_line"), "is invalid if skip_header_lines is set, as in Embulk; "
-                                                         "keep skip_header_lines")
-        return 1 if header_line else 0
-    return skip
-
-
-def _check_charset(section: _Section, charset: str) -> None:
-    from pipeline.formats.decode import python_codec
-
-    try:
-        python_codec(charset)
-    except (ValueError, LookupError):
-        raise ConfigError(section.at("charset"), f"unknown charset {charset!r}") from None
+    kind = section.string("type", "csv", choices=registry.parser_types())
+    return registry.parser_module(kind).configure(section, require_parser, _columns)
 
 
 def _json_parser(parent: _Section) -> JsonParserConfig:

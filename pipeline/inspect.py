@@ -8,8 +8,9 @@ functions; neither imports Dagster.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -86,62 +87,40 @@ def _on_invalid(config: PipelineConfig, stop: bool) -> str:
 
 def _preview_s3(config: PipelineConfig, limit: int, s3_client: Any) -> Preview:
     from pipeline.batch import BatchLoad
-    from pipeline.filters import build_filters, output_columns, projector, s3_identity
-    from pipeline.formats.csv import read_records
-    from pipeline.formats.decode import decompress
-    from pipeline.formats.types import normalizer
-    from pipeline.sources.s3 import list_objects, read_object
+    from pipeline.filters import s3_identity
+    from pipeline.records import RowPath
+    from pipeline.sources.s3 import S3Blob, list_objects
 
     load = BatchLoad(config, s3_client=s3_client)
     source_config: S3InputConfig = load.input
-    filters = build_filters(list(config.filters))
-    record_columns = list(load.parser.columns)
-    columns = output_columns(record_columns, filters)
-    project = projector(record_columns, filters)
+    columns = load.target.columns
     result = Preview(config.name, columns, _types(config, columns),
-                     on_invalid=_on_invalid(config, load.parser.stop_on_invalid_record))
+                     on_invalid=_on_invalid(config, load.reader.stop_on_invalid_record))
     first = next(list_objects(load.s3, source_config.bucket, source_config.path_prefix,
                               pattern=source_config.path_match_pattern, limit=1), None)
     if first is None:
         result.notes.append(f"no object under {source_config.uri} matches; nothing to preview")
         return result
     result.sources.append(first.uri)
-    normalizers = [normalizer(c) for c in record_columns]
-
-    def bounded() -> Iterator[bytes]:
-        read = 0
-        for chunk in read_object(load.s3, first, chunk_size=PREVIEW_CHUNK_BYTES):
-            yield chunk
-            read += len(chunk)
-            if read >= PREVIEW_MAX_BYTES:
-                result.notes.append(f"stopped after {read:,} bytes of {first.uri}")
-                return
-
-    records = read_records(decompress(bounded()), load.parser, first.uri)
+    # What a load does with each record (filters, identity, NUL check), without the table's fit.
+    path = RowPath(load.reader.columns, load.filters)
+    identity = partial(s3_identity, first.uri, first.etag)
+    blob = S3Blob(load.s3, first, chunk_size=PREVIEW_CHUNK_BYTES, limit=PREVIEW_MAX_BYTES)
+    records = load.reader.records(blob)
     try:
         for item in records:
-            if isinstance(item, RecordError):
-                result.rows.append(_rejected_row(item))
+            encoded = item if isinstance(item, RecordError) else path.encode(item, first.uri, identity)
+            if isinstance(encoded, RecordError):
+                result.rows.append(_rejected_row(encoded))
             else:
-                result.rows.append(_typed_row(item, record_columns, normalizers, project,
-                                              s3_identity(first.uri, first.etag, item.line), first.uri))
+                result.rows.append(PreviewRow(first.uri, item.line, list(encoded[0]), raw=item.raw))
             if len(result.rows) >= limit:
                 break
     finally:
         records.close()  # closes the object's body: nothing past the sample is downloaded
+    if blob.cut:
+        result.notes.append(f"stopped after {PREVIEW_MAX_BYTES:,} bytes of {first.uri}")
     return result
-
-
-def _typed_row(item: Any, record_columns: list[Column], normalizers: list[Callable[[str], str]],
-               project: Callable[[dict[Any, Any], str], tuple], identity: str, source: str) -> PreviewRow:
-    record: dict[str, Any] = {}
-    for column, normalize, value in zip(record_columns, normalizers, item.values, strict=True):
-        try:
-            record[column.name] = None if value is None else normalize(value)
-        except ValueError as error:
-            return _rejected_row(RecordError(source, item.line, str(error), column=column.name, value=value,
-                                             raw=item.raw))
-    return PreviewRow(source, item.line, list(project(record, identity)), raw=item.raw)
 
 
 def _rejected_row(error: RecordError) -> PreviewRow:

@@ -62,23 +62,37 @@ def guess_config(seed, raw: dict, *, all_strings: bool = False) -> dict:
 
     if not isinstance(seed.input, S3InputConfig):
         raise SourceError("guess reads S3 objects; for a stream list in.parser.columns in the config")
-    from pipeline.formats.guess import guess_growing
+    from pipeline import registry
     from pipeline.sources.aws import client
-    from pipeline.sources.s3 import list_objects, read_sample
+    from pipeline.sources.s3 import S3Blob, list_objects
 
     s3 = client("s3", **seed.input.aws.client_kwargs())
     sample_object = next((o for o in list_objects(s3, seed.input.bucket, seed.input.path_prefix,
                                                   pattern=seed.input.path_match_pattern) if o.size > 0), None)
     if sample_object is None:
         raise SourceError(f"no non-empty object under {seed.input.uri} to guess from")
-    # As embulk guess does, what the seed's in.parser says stays fixed and the rest is guessed with it;
-    # the sample grows until it holds enough whole records (a gzip or bzip2 sample is decompressed).
+    # As embulk guess does, what the seed's in.parser says stays fixed and the rest is guessed with it.
     seed_parser = raw["in"].get("parser") or {}
-    parser = guess_growing(lambda size: read_sample(s3, sample_object, size), fixed=seed_parser,
-                           all_strings=all_strings)
+    blob = S3Blob(s3, sample_object)
+    kind = seed_parser.get("type") or registry.detected_type(_head(blob))
+    parser = registry.parser_module(kind).guess(blob, seed_parser, all_strings=all_strings)
     completed = dict(raw)
     completed["in"] = {**raw["in"], "parser": parser}
     return completed
+
+
+def _head(blob, nbytes: int = 4096) -> bytes:
+    """The first bytes of ``blob``, decompressed."""
+    head = b""
+    chunks = blob.chunks()
+    try:
+        for chunk in chunks:
+            head += chunk
+            if len(head) >= nbytes:
+                break
+    finally:
+        chunks.close()
+    return head[:nbytes]
 
 
 def create_table_sql(config) -> str:

@@ -391,3 +391,53 @@ def missing(error: SourceError) -> bool:
     """Whether ``error`` (from :func:`describe`) says the object does not exist (deleted since it was named)."""
     code = (getattr(error.__cause__, "response", None) or {}).get("Error", {}).get("Code")
     return code in ("404", "NoSuchKey", "NotFound")
+
+
+class S3Blob:
+    """One object version as a reader sees it (:class:`pipeline.records.Blob`); ``counted(n)`` hears of every
+    ``n`` bytes read from S3, for progress."""
+
+    def __init__(self, client: Any, obj: S3Object, counted: Callable[[int], None] | None = None, *,
+                 chunk_size: int | None = None, limit: int | None = None):
+        self.client = client
+        self.obj = obj
+        self.counted = counted
+        self.chunk_size = chunk_size
+        self.limit = limit  # chunks() stops after about this many bytes (a preview's sample)
+        self.cut = False  # chunks() stopped at the limit
+
+    @property
+    def uri(self) -> str:
+        return self.obj.uri
+
+    @property
+    def size(self) -> int:
+        return self.obj.size
+
+    def _raw(self) -> Iterator[bytes]:
+        read = 0
+        for chunk in read_object(self.client, self.obj, chunk_size=self.chunk_size):
+            if self.counted is not None:
+                self.counted(len(chunk))
+            yield chunk
+            read += len(chunk)
+            if self.limit is not None and read >= self.limit:
+                self.cut = True
+                return
+
+    def chunks(self) -> Iterator[bytes]:
+        from pipeline.formats.decode import decompress
+        from pipeline.sources.prefetch import prefetch
+
+        try:
+            yield from decompress(prefetch(self._raw()))
+        except ValueError as error:
+            raise SourceError(f"{self.uri}: cannot decompress: {error}") from None
+
+    def read(self, start: int, stop: int) -> bytes:
+        if stop <= start:
+            return b""
+        data = b"".join(_RangeReader(self.client, self.obj, READ_ATTEMPTS).chunks(start, stop, CHUNK_SIZE))
+        if self.counted is not None:
+            self.counted(len(data))
+        return data

@@ -1,0 +1,110 @@
+"""The seams of the batch path: an object a reader reads, the reader, and the one path every record takes.
+
+::
+
+    object store ──► Blob ──► RecordReader ──► Record ──► RowPath ──► COPY line
+    (s3, file)       bytes,    (csv, jsonl,     values in     filters, identity,
+                     ranges    parquet)         column order  fit, NUL check
+
+A reader (registered by its ``in.parser.type`` in :mod:`pipeline.registry`) turns one object into
+records whose values are already the canonical text of their column type, or into a
+:class:`~pipeline.errors.RecordError` for each record it cannot read. :class:`RowPath` is what a
+load, and ``pipeline preview``, do with each record from there, so a preview shows exactly what a
+load would send or reject.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from pipeline.errors import RecordError
+from pipeline.schema import Column
+
+if TYPE_CHECKING:
+    from pipeline.filters import Filter
+    from pipeline.formats.csv import CsvOptions
+    from pipeline.warehouse.fit import Fitter
+
+
+@dataclass(slots=True)
+class Record:
+    """One good record: ``values`` are canonical text (None is NULL), aligned to the reader's columns."""
+
+    values: list[str | None]
+    line: int  # 1-based: the physical line where the record starts, or the row's number in a columnar file
+    raw: str  # the record as the source holds it, for its rejected row
+
+
+class Blob(Protocol):
+    """One object version, as a reader sees it."""
+
+    @property
+    def uri(self) -> str: ...
+
+    @property
+    def size(self) -> int: ...
+
+    def chunks(self) -> Iterator[bytes]:
+        """The whole object, decompressed (gzip and bzip2 by content), in order."""
+        ...
+
+    def read(self, start: int, stop: int) -> bytes:
+        """Bytes ``start`` to ``stop`` (exclusive) of the object as stored (not decompressed)."""
+        ...
+
+
+class RecordReader(Protocol):
+    """An ``in.parser``, compiled: reads any number of objects, one after the other."""
+
+    @property
+    def columns(self) -> tuple[Column, ...]: ...
+
+    @property
+    def stop_on_invalid_record(self) -> bool: ...
+
+    def records(self, blob: Blob) -> Iterator[Record | RecordError]:
+        """Every record of ``blob`` in order; a record it cannot read is yielded as a RecordError, never raised."""
+        ...
+
+    def native_csv(self) -> CsvOptions | None:
+        """The CSV options under which the warehouse's own COPY reads the object's bytes as this reader does
+        (so they may go to it unparsed), or None when only this reader reads them right."""
+        ...
+
+
+class RowPath:
+    """From a reader's record to the row a load sends: filters, the row's identity, the table's fit, NUL check.
+
+    ``identity(line)`` names a record for ``add_uuid`` (it is only called when a filter needs it).
+    ``fitter`` rejects rows the table's column types would refuse; ``sequence`` appends the record's line
+    (the staged order a merge keeps).
+    """
+
+    def __init__(self, columns: Sequence[Column], filters: Sequence[Filter], *, fitter: Fitter | None = None,
+                 sequence: bool = False):
+        from pipeline.filters import projector
+
+        self.names = [c.name for c in columns]
+        self.project = projector(columns, filters) if filters else None
+        self.fitter = fitter
+        self.sequence = sequence
+
+    def encode(self, record: Record, source: str, identity: Callable[[int], str]
+               ) -> tuple[Sequence[str | None], str] | RecordError:
+        """The record's output values and its COPY text line, or the error that rejects it."""
+        from pipeline.warehouse.copy import text_line
+
+        row: Sequence[str | None] = record.values
+        if self.project is not None:
+            row = self.project(dict(zip(self.names, record.values, strict=True)), identity(record.line))
+        if self.fitter is not None:
+            row, refused = self.fitter.judge(row, source, record.line, record.raw)
+            if refused is not None:
+                return refused
+        values = [*row, str(record.line)] if self.sequence else row
+        line = text_line(values)
+        if "\x00" in line:
+            return RecordError(source, record.line, "NUL byte in the record", raw=record.raw)
+        return row, line
