@@ -25,6 +25,7 @@ from pipeline.errors import PipelineError
 
 PARSERS: dict[str, str] = {
     "csv": "pipeline.formats.csv_parser",
+    "jsonl": "pipeline.formats.jsonl",
 }
 
 

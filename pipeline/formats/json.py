@@ -130,7 +130,7 @@ def parse_records(
 
 
 def parse_record(
-    data: bytes, metadata: Mapping[str, Any], options: JsonOptions, source: str, position: str
+    data: bytes, metadata: Mapping[str, Any], options: JsonOptions, source: str, position: str | int
 ) -> Row | RecordError:
     """The row of a record holding exactly one JSON object."""
     text = _text(data, options)
@@ -219,11 +219,11 @@ def _row(document: Any, text: str, metadata: Mapping[str, Any], options: JsonOpt
     return row
 
 
-def _error_or_row(row: Row | _Failure, source: str, position: str, text: str) -> Row | RecordError:
+def _error_or_row(row: Row | _Failure, source: str, position: str | int, text: str) -> Row | RecordError:
     return _error(row, source, position, text) if isinstance(row, _Failure) else row
 
 
-def _error(failure: _Failure, source: str, position: str, raw: str | bytes) -> RecordError:
+def _error(failure: _Failure, source: str, position: str | int, raw: str | bytes) -> RecordError:
     if isinstance(raw, bytes):
         raw = raw[: MAX_RAW_CHARS * 4].decode("utf-8", errors="backslashreplace")
     raw = _storable(raw[:MAX_RAW_CHARS])
