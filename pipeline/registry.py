@@ -26,6 +26,7 @@ from pipeline.errors import PipelineError
 PARSERS: dict[str, str] = {
     "csv": "pipeline.formats.csv_parser",
     "jsonl": "pipeline.formats.jsonl",
+    "parquet": "pipeline.formats.parquet",
 }
 
 

@@ -1,0 +1,353 @@
+"""``parser: {type: parquet}``: Parquet objects through pyarrow, read by byte range, one row group at a time.
+
+::
+
+    parser:
+      type: parquet
+      columns:                       # filled in by `pipeline guess` from the file's own schema
+      - {name: order_id, type: string}
+      - {name: order_amt, type: double}
+
+Only the configured columns are read (column projection), through ranged GETs of the object: the
+footer first, then each row group's column chunks in buffered pieces, so memory holds about one
+row group's batch, whatever the object's size. Each value becomes the canonical text of its
+configured column type, losslessly or not at all:
+
+- integers, floats, booleans, strings, lists, structs and maps follow the JSON parser's rules
+  (:mod:`pipeline.formats.json`): a ``long`` takes integral numbers within 64 bits, a ``string``
+  refuses a list or struct (declare the column ``json``), ``json`` writes any value as compact JSON;
+- decimals keep every digit: a ``long`` takes an integral one, a ``double`` or ``string`` its exact
+  text, ``json`` a JSON number;
+- a timestamp with a zone (``isAdjustedToUTC``) is that instant; one without is a wall time in the
+  column's ``timezone`` (``default_timezone``, UTC unless set), as a CSV timestamp without an offset
+  is read; a date is its midnight there. Nanoseconds the warehouse cannot keep (it keeps
+  microseconds) make the value an error rather than a rounded one;
+- binary values must be UTF-8 text.
+
+A value that does not fit is a record error naming the object, the row (1-based, as ``line``) and
+the column; a configured column the file lacks fails the object, naming both.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from decimal import Decimal
+from typing import Any
+
+from pipeline.errors import RecordError, SourceError
+from pipeline.records import Blob, Record
+from pipeline.schema import Column
+
+TYPE = "parquet"
+BATCH_ROWS = 16_384  # rows converted at a time
+READ_BUFFER_BYTES = 1 << 20  # a column chunk is read in pieces of this size, never whole
+MAGIC = b"PAR1"
+MAX_RAW_CHARS = 4096
+# Decimals with at most this many digits survive a double and back as the same text (DBL_DIG).
+DOUBLE_DIGITS = 15
+
+
+@dataclass(frozen=True)
+class ParquetParserConfig:
+    columns: tuple[Column, ...] = ()
+    stop_on_invalid_record: bool = False
+    type: str = TYPE
+
+
+def configure(section: Any, require_parser: bool, columns: Callable[..., tuple[Column, ...]]) -> ParquetParserConfig:
+    config = ParquetParserConfig(columns=columns(section, require=require_parser),
+                                 stop_on_invalid_record=section.boolean("stop_on_invalid_record", False))
+    section.done(refused={
+        "charset": "Parquet strings are UTF-8 by the format's definition",
+        "decoders": "Parquet compresses its own pages (snappy, gzip, zstd, ...); pyarrow reads them",
+    })
+    return config
+
+
+class RangeFile(io.RawIOBase):
+    """A read-only, seekable file over a Blob's byte ranges: what pyarrow reads a Parquet file through."""
+
+    def __init__(self, blob: Blob):
+        super().__init__()
+        self.blob = blob
+        self.position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.blob.size}[whence]
+        self.position = max(0, base + offset)
+        return self.position
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[:len(data)] = data
+        return len(data)
+
+    def read(self, size: int | None = -1) -> bytes:
+        stop = self.blob.size if size is None or size < 0 else min(self.blob.size, self.position + size)
+        data = self.blob.read(self.position, stop) if stop > self.position else b""
+        self.position += len(data)
+        return data
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+
+def _open(blob: Blob) -> Any:
+    import pyarrow.parquet as pq
+
+    if blob.size < 12:
+        raise SourceError(f"{blob.uri}: {blob.size} bytes is too short for a Parquet file")
+    try:
+        return pq.ParquetFile(RangeFile(blob), buffer_size=READ_BUFFER_BYTES, pre_buffer=False)
+    except SourceError:
+        raise
+    except Exception as error:  # pyarrow's ArrowInvalid and friends: the object is no Parquet file
+        raise SourceError(f"{blob.uri}: not a readable Parquet file: {error}") from None
+
+
+class ParquetReader:
+    def __init__(self, config: ParquetParserConfig):
+        from pipeline.formats.json import JsonOptions
+
+        self.config = config
+        self.columns = config.columns
+        self.stop_on_invalid_record = config.stop_on_invalid_record
+        json_converters = JsonOptions(columns=config.columns, default_metadata=()).converters
+        self._converters = [_value_converter(column, convert)
+                            for column, (_, _, convert) in zip(config.columns, json_converters, strict=True)]
+
+    def records(self, blob: Blob) -> Iterator[Record | RecordError]:
+        source = blob.uri
+        parquet = _open(blob)
+        names = [c.name for c in self.columns]
+        present = set(parquet.schema_arrow.names)
+        lacking = [name for name in names if name not in present]
+        if lacking:
+            raise SourceError(f"{source}: has no column {lacking[0]!r}, which in.parser.columns lists "
+                              f"(its columns: {', '.join(parquet.schema_arrow.names)})")
+        types = [parquet.schema_arrow.field(name).type for name in names]
+        converters = [convert(kind) for convert, kind in zip(self._converters, types, strict=True)]
+        row = 0
+        try:
+            batches = parquet.iter_batches(batch_size=BATCH_ROWS, columns=names, use_threads=False)
+            for batch in batches:
+                columns = [_values(batch.column(index)) for index in range(len(names))]
+                for values in zip(*columns, strict=True):
+                    row += 1
+                    texts: list[str | None] = []
+                    for name, convert, value in zip(names, converters, values, strict=True):
+                        if value is None:
+                            texts.append(None)
+                            continue
+                        try:
+                            texts.append(convert(value))
+                        except (ValueError, TypeError, OverflowError) as error:
+                            yield RecordError(source, row, str(error), column=name, value=_shown(value),
+                                              raw=_raw(names, values))
+                            break
+                    else:
+                        yield Record(texts, row, "")
+        except SourceError:
+            raise
+        except Exception as error:  # a corrupt page: the rows before it are read, the rest are not
+            from pipeline.errors import PipelineError
+
+            if isinstance(error, PipelineError):
+                raise
+            raise SourceError(f"{source}: cannot read the Parquet data after row {row:,}: {error}") from None
+
+    def native_csv(self) -> None:
+        return None  # no warehouse COPY here reads Parquet as this reader does
+
+
+def _values(array: Any) -> list[Any]:
+    """Python values of a column batch; nanosecond timestamps as (epoch nanoseconds, zone) so none is rounded."""
+    import pyarrow as pa
+
+    kind = array.type
+    if pa.types.is_timestamp(kind) and kind.unit == "ns":
+        nanos = array.cast(pa.int64()).to_pylist()
+        return [None if n is None else _Nanos(n) for n in nanos]
+    return array.to_pylist()
+
+
+@dataclass(frozen=True, slots=True)
+class _Nanos:
+    value: int
+
+
+def _raw(names: list[str], values: tuple) -> str:
+    """The row as a JSON object, for its rejected row."""
+    text = json.dumps(dict(zip(names, values, strict=True)), default=str, ensure_ascii=False)
+    return text[:MAX_RAW_CHARS]
+
+
+def _shown(value: Any) -> str:
+    return str(value.value) if isinstance(value, _Nanos) else str(value)
+
+
+def _value_converter(column: Column, json_convert: Callable[[Any], str | None]
+                     ) -> Callable[[Any], Callable[[Any], str | None]]:
+    """For a column, given the file's arrow type: the function from one of its values to canonical text."""
+    from pipeline.formats.types import normalizer
+
+    zone = column.timezone
+    iso = normalizer(Column(column.name, "timestamp", None, timezone=zone))
+
+    def for_type(kind: Any) -> Callable[[Any], str | None]:
+        import pyarrow as pa
+
+        aware = pa.types.is_timestamp(kind) and kind.tz is not None
+
+        def convert(value: Any) -> str | None:
+            if isinstance(value, _Nanos):
+                value = _from_nanos(value.value, aware)
+            if isinstance(value, Decimal):
+                return _decimal(column, value)
+            if isinstance(value, datetime | date | time) and not isinstance(value, bool):
+                return _temporal(column, value, iso)
+            if isinstance(value, bytes):
+                try:
+                    value = value.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    raise ValueError(f"binary value is not UTF-8 text (byte {error.start})") from None
+            if column.type == "double" and isinstance(value, float) and not math.isfinite(value):
+                return "NaN" if value != value else "Infinity" if value > 0 else "-Infinity"
+            if column.type == "json":
+                value = _jsonable(value)
+            elif isinstance(value, list) and value and isinstance(value[0], tuple):
+                raise ValueError("a map is not a " + column.type + "; declare the column json")
+            return json_convert(value)
+
+        return convert
+
+    return for_type
+
+
+def _from_nanos(nanos: int, aware: bool) -> datetime:
+    from datetime import UTC, timedelta
+
+    seconds, rest = divmod(nanos, 1_000_000_000)
+    if rest % 1000:
+        raise ValueError("the timestamp has nanoseconds, and the warehouse keeps microseconds")
+    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=seconds, microseconds=rest // 1000)
+    return moment if aware else moment.replace(tzinfo=None)
+
+
+def _decimal(column: Column, value: Decimal) -> str:
+    if not value.is_finite():
+        raise ValueError(f"decimal {value} is not a number")
+    text = format(value, "f")
+    if column.type == "long":
+        if value != value.to_integral_value():
+            raise ValueError(f"{text} is not a whole number")
+        whole = int(value)
+        if not -(1 << 63) <= whole < (1 << 63):
+            raise ValueError("not a 64-bit integer")
+        return str(whole)
+    if column.type in ("double", "string", "json"):
+        return text
+    raise ValueError(f"a decimal is not a {column.type}")
+
+
+def _temporal(column: Column, value: datetime | date | time, iso: Callable[[str], str]) -> str:
+    if isinstance(value, time):
+        if column.type in ("string", "json"):
+            text = value.isoformat()
+            return json.dumps(text) if column.type == "json" else text
+        raise ValueError(f"a time of day is not a {column.type}")
+    # A datetime carries its offset when the file says it is an instant; a date is its midnight.
+    text = value.isoformat(sep=" ") if isinstance(value, datetime) else value.isoformat() + " 00:00:00"
+    if column.type == "timestamp":
+        return iso(text)
+    if column.type == "string":
+        return value.isoformat(sep=" ") if isinstance(value, datetime) else value.isoformat()
+    if column.type == "json":
+        return json.dumps(text)
+    raise ValueError(f"a {'timestamp' if isinstance(value, datetime) else 'date'} is not a {column.type}")
+
+
+def _jsonable(value: Any) -> Any:
+    """Nested values with what JSON can hold: decimals as numbers written exactly, times as ISO text."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        if value and all(isinstance(item, tuple) and len(item) == 2 for item in value):
+            return {str(k): _jsonable(v) for k, v in value}  # a map's (key, value) pairs
+        return [_jsonable(item) for item in value]
+    if isinstance(value, Decimal):
+        return _json_number(value)
+    if isinstance(value, _Nanos):
+        return _from_nanos(value.value, True).isoformat(sep=" ")
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    return value
+
+
+def _json_number(value: Decimal) -> int | float | str:
+    """A decimal inside a JSON value: a number when one holds it exactly, else its digits as a string."""
+    if not value.is_finite():
+        return str(value)
+    if value == value.to_integral_value():
+        return int(value)
+    if len(value.as_tuple().digits) <= DOUBLE_DIGITS:
+        return float(value)  # repr() of it gives these digits back
+    return format(value, "f")
+
+
+def reader(config: ParquetParserConfig) -> ParquetReader:
+    return ParquetReader(config)
+
+
+def detects(head: bytes) -> bool:
+    return head.startswith(MAGIC)
+
+
+def guess(blob: Blob, fixed: Any, *, all_strings: bool = False) -> dict[str, Any]:
+    """``in.parser`` from the file's own schema (its footer); a seed's ``columns`` stay as written."""
+    parquet = _open(blob)
+    parser: dict[str, Any] = {"type": TYPE, **{k: v for k, v in dict(fixed or {}).items() if k != "type"}}
+    if not parser.get("columns"):
+        parser["columns"] = [{"name": field.name, "type": "string" if all_strings else column_type(field.type)}
+                             for field in parquet.schema_arrow]
+    return parser
+
+
+def column_type(kind: Any) -> str:
+    """The Embulk type that holds every value of an arrow type without loss."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    if pa.types.is_boolean(kind):
+        return "boolean"
+    if pa.types.is_integer(kind):
+        return "long"
+    if pa.types.is_floating(kind):
+        return "double"
+    if pa.types.is_decimal(kind):
+        if kind.scale == 0 and kind.precision <= 18:
+            return "long"
+        return "double" if kind.precision <= DOUBLE_DIGITS else "string"
+    if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
+        return "timestamp"
+    if pa.types.is_nested(kind):
+        return "json"
+    return "string"
