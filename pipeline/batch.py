@@ -25,15 +25,14 @@ from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from pipeline.config import PipelineConfig, S3InputConfig
-from pipeline.errors import PipelineError, RecordError, SourceError, WarehouseError
+from pipeline.config import PipelineConfig
+from pipeline.errors import PipelineError, RecordError, WarehouseError
 from pipeline.progress import Display, Lines, Progress
 from pipeline.warehouse import staging, state
 from pipeline.warehouse.connection import describe_target
@@ -161,15 +160,17 @@ class BatchLoad:
 
     def __init__(self, config: PipelineConfig, *, s3_client=None, emit: Callable[[str], None] | None = None,
                  display: Display | None = None):
-        if not isinstance(config.input, S3InputConfig):
-            raise PipelineError(f"{config.name}: in.type is {config.input.type}, not s3")
+        from pipeline import registry
+
+        store = registry.store(config.input, lambda: self.s3)
+        if store is None:
+            raise PipelineError(f"{config.name}: in.type is {config.input.type}, a stream, not objects")
         if config.input.parser is None:
             raise PipelineError(f"{config.name}: in.parser is missing; run `pipeline guess` first")
         self.config = config
-        self.input: S3InputConfig = config.input
+        self.input: Any = config.input
+        self.store = store
         self.parser = config.input.parser
-        from pipeline import registry
-
         self.reader = registry.reader(self.parser)
         # The CSV options the warehouse's COPY reads the objects' bytes with, when it reads them as the reader does.
         self.native = self.reader.native_csv()
@@ -207,23 +208,10 @@ class BatchLoad:
         return self._s3
 
     def listed_objects(self) -> list:
-        from pipeline.sources.s3 import acceptor, list_objects, start_after
-
-        return list(list_objects(self.s3, self.input.bucket, self.input.path_prefix,
-                                 start_after=start_after(self.input, None),
-                                 pattern=self.input.path_match_pattern,
-                                 limit=self.input.total_file_count_limit,
-                                 accept=acceptor(self.input, lambda message: self.emit(f"warning: {message}"))))
+        return self.store.listed(lambda message: self.emit(f"warning: {message}"))
 
     def _named(self, key: str):
-        from pipeline.sources.s3 import S3Object, describe
-
-        pattern = self.input.path_match_pattern
-        if not key.startswith(self.input.path_prefix) or (pattern and not re.search(pattern, key)) or (
-                self.input.path is not None and key != self.input.path):
-            raise SourceError(f"s3://{self.input.bucket}/{key} is not under {self.input.uri} "
-                              "or does not match in.path_match_pattern")
-        return describe(self.s3, S3Object(self.input.bucket, key, 0, "", datetime.fromtimestamp(0, UTC)))
+        return self.store.named(key)
 
     def run(self, keys: Sequence[str] | None = None, *, objects: Sequence[Any] | None = None) -> RunSummary:
         """Load every object that is new or changed (or only ``keys``), in the configured mode.
@@ -348,16 +336,16 @@ class BatchLoad:
             try:
                 return attempt(path, refused)
             except FastPathRefused as error:
-                log.info("s3://%s/%s: the server refused the fast path (%s); reading it with row checks",
-                         self.input.bucket, obj.key, _first_line(error))
+                log.info("%s: the server refused the fast path (%s); reading it with row checks",
+                         obj.uri, _first_line(error))
                 path = "checked"
             except RowRefused as refusal:
                 if self.parser.stop_on_invalid_record:
                     raise refusal.error from None
                 if len(refused) >= MAX_REFUSED_ROWS:
                     raise WarehouseError(
-                        f"the warehouse refused more than {MAX_REFUSED_ROWS} rows of s3://{self.input.bucket}/"
-                        f"{obj.key}; the last: {refusal.error}") from None
+                        f"the warehouse refused more than {MAX_REFUSED_ROWS} rows of {obj.uri}; "
+                        f"the last: {refusal.error}") from None
                 line = refusal.error.position
                 if not isinstance(line, int) or line in refused:
                     raise refusal.error from None
@@ -368,7 +356,7 @@ class BatchLoad:
                 if wait is None:
                     raise
                 conflicts += 1
-                self.emit(f"s3://{self.input.bucket}/{obj.key}: {_first_line(error)}; nothing of it was committed, "
+                self.emit(f"{obj.uri}: {_first_line(error)}; nothing of it was committed, "
                           f"running its transaction again in {wait:.1f} s (retry {conflicts})")
                 time.sleep(wait)
 
@@ -738,7 +726,7 @@ class BatchLoad:
         out = self.config.output
         for result in results:
             if not state.claim_object(cur, self.dialect, out.state, self.config.name, result.key, result.etag):
-                raise WarehouseError(f"s3://{self.input.bucket}/{result.key} (ETag {result.etag}) was "
+                raise WarehouseError(f"{self.input.object_uri(result.key)} (ETag {result.etag}) was "
                                      "loaded by another run meanwhile; nothing from this run was committed")
             state.complete_object(cur, out.state, self.config.name, result.key, result.etag,
                                   rows=result.rows, rejected=result.rejected, nbytes=result.bytes)
@@ -798,25 +786,25 @@ class BatchLoad:
                 return load_one(obj)
             except psycopg.OperationalError as error:
                 raise WarehouseError(
-                    f"the warehouse connection was lost while loading s3://{self.input.bucket}/{obj.key} "
+                    f"the warehouse connection was lost while loading {obj.uri} "
                     f"({_first_line(error)}); nothing of this object was committed, a re-run loads it") from None
             except WarehouseError as error:
                 if not str(error).startswith("cannot connect"):
                     raise
                 # The warehouse went away between two objects: name the one that was next.
                 raise WarehouseError(
-                    f"the warehouse connection was lost before loading s3://{self.input.bucket}/{obj.key} "
+                    f"the warehouse connection was lost before loading {obj.uri} "
                     f"({error}); nothing of this object was committed, a re-run loads it") from None
 
         return guarded
 
     def _log_object(self, result: ObjectResult) -> None:
         writers = f" by {result.writers} COPY writers" if result.writers > 1 else ""
-        self.emit(f"loaded s3://{self.input.bucket}/{result.key}: {result.rows:,} rows, "
+        self.emit(f"loaded {self.input.object_uri(result.key)}: {result.rows:,} rows, "
                   f"{result.rejected:,} rejected, {_mb(result.bytes)} in {result.seconds:.2f} s{writers}")
 
     def _source(self, obj) -> str:
-        return f"s3://{self.input.bucket}/{obj.key}"
+        return obj.uri
 
     # ----------------------------------------------------------------- one object's rows
 
@@ -834,6 +822,8 @@ class BatchLoad:
         """
         if path == "fast":
             if not self.dialect.capabilities.copy_from_stdin:
+                if not self.store.in_s3:
+                    raise FastPathRefused("the object is not in S3, where Redshift's COPY reads")
                 return self._copy_from_s3(cur, obj, table, progress)
             try:
                 rows, nbytes = self._copy_fast(cur, obj, table, progress, upsert or ())
@@ -846,14 +836,12 @@ class BatchLoad:
                                   deferred=deferred, sequence=sequence, fitter=self.target.fitter(types))
 
     def _blob(self, obj, progress: Progress, counted: Callable[[int], None] | None = None):
-        from pipeline.sources.s3 import S3Blob
-
         def read(nbytes: int) -> None:
             progress.read(nbytes)
             if counted is not None:
                 counted(nbytes)
 
-        return S3Blob(self.s3, obj, read)
+        return self.store.blob(obj, read)
 
     def _object_bytes(self, obj, progress: Progress) -> Iterator[bytes]:
         return self._blob(obj, progress).chunks()
@@ -931,14 +919,13 @@ class BatchLoad:
 
     def _redshift_format(self, obj):
         """How Redshift's COPY must read the object itself, or None where it would read it otherwise."""
-        from pipeline.sources.s3 import read_sample
         from pipeline.warehouse.dialects.base import CopyFormat
 
         p = self.native
         assert p is not None
         if p.charset.replace("-", "").upper() not in ("UTF8",) or len(p.delimiter) != 1 or p.newline != "LF":
             return None
-        head, _ = read_sample(self.s3, obj, 4) if obj.size else (b"", True)
+        head = self.store.blob(obj).read(0, 4) if obj.size else b""
         compression = "GZIP" if head.startswith(b"\x1f\x8b") else "BZIP2" if head.startswith(b"BZh") else None
         if head.startswith(b"\xef\xbb\xbf"):
             return None  # a BOM would be part of the first field

@@ -14,12 +14,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import ConfigError
 from pipeline.formats.csv_parser import CsvParserConfig  # noqa: F401 -- where callers have always found it
 from pipeline.schema import COLUMN_TYPES, Column
 from pipeline.transport import check_aws, check_warehouse, is_loopback
+
+if TYPE_CHECKING:
+    from pipeline.registry import RegisteredInput
 
 OUTPUT_TYPES = ("postgresql", "hologres", "redshift")
 MODES = ("insert", "insert_direct", "truncate_insert", "replace", "merge", "append")
@@ -140,6 +143,9 @@ class S3InputConfig:
     def uri(self) -> str:
         return f"s3://{self.bucket}/{self.path_prefix}"
 
+    def object_uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
 
 @dataclass(frozen=True)
 class KinesisInputConfig:
@@ -235,7 +241,7 @@ class OutputConfig:
 @dataclass(frozen=True)
 class PipelineConfig:
     name: str
-    input: S3InputConfig | KinesisInputConfig
+    input: S3InputConfig | KinesisInputConfig | RegisteredInput
     output: OutputConfig
     filters: tuple[Mapping[str, Any], ...] = ()
     exec: ExecConfig = field(default_factory=ExecConfig)
@@ -412,7 +418,8 @@ def parse(
 
 def aws_endpoint_variables(config: PipelineConfig) -> tuple[str, ...]:
     """The ``AWS_ENDPOINT_URL_<SERVICE>`` variables boto3 reads for the services this pipeline calls."""
-    services = ["S3", "KMS"] if isinstance(config.input, S3InputConfig) else ["KINESIS"]
+    services = (["S3", "KMS"] if isinstance(config.input, S3InputConfig)
+                else ["KINESIS"] if isinstance(config.input, KinesisInputConfig) else [])
     if config.output.s3_staging is not None:
         services += [s for s in ("S3", "KMS") if s not in services]
     return tuple(f"AWS_ENDPOINT_URL_{service}" for service in services)
@@ -729,8 +736,12 @@ def _aws(section: _Section) -> AwsSettings:
     return settings
 
 
-def _input(section: _Section, require_parser: bool) -> S3InputConfig | KinesisInputConfig:
-    kind = section.string("type", required=True, choices=("s3", "kinesis"))
+def _input(section: _Section, require_parser: bool) -> Any:
+    from pipeline import registry
+
+    kind = section.string("type", required=True, choices=("s3", "kinesis", *registry.source_types()))
+    if kind in registry.source_types():
+        return registry.source_module(kind).configure(section, require_parser, parser=_parser, aws=AwsSettings())
     aws = _aws(section)
     if kind == "s3":
         pattern = section.string("path_match_pattern")

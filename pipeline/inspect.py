@@ -22,7 +22,6 @@ from pipeline.schema import Column
 
 # A preview reads at most this much of an object, however few rows it finds.
 PREVIEW_MAX_BYTES = 8 << 20
-PREVIEW_CHUNK_BYTES = 64 << 10
 # A stream preview reads at most this much per shard.
 PREVIEW_SHARD_BYTES = 4 << 20
 
@@ -68,8 +67,8 @@ def preview(config: PipelineConfig, rows: int = 20, *, s3_client: Any = None, ki
     """
     if rows < 1:
         raise PipelineError("--rows must be at least 1")
-    if isinstance(config.input, S3InputConfig):
-        return _preview_s3(config, rows, s3_client)
+    if not config.is_stream:
+        return _preview_objects(config, rows, s3_client)
     return _preview_stream(config, rows, kinesis_client, conn)
 
 
@@ -85,19 +84,17 @@ def _on_invalid(config: PipelineConfig, stop: bool) -> str:
     return f"bad records go to {config.output.schema}.{config.output.rejected}"
 
 
-def _preview_s3(config: PipelineConfig, limit: int, s3_client: Any) -> Preview:
+def _preview_objects(config: PipelineConfig, limit: int, s3_client: Any) -> Preview:
     from pipeline.batch import BatchLoad
     from pipeline.filters import s3_identity
     from pipeline.records import RowPath
-    from pipeline.sources.s3 import S3Blob, list_objects
 
     load = BatchLoad(config, s3_client=s3_client)
-    source_config: S3InputConfig = load.input
+    source_config = load.input
     columns = load.target.columns
     result = Preview(config.name, columns, _types(config, columns),
                      on_invalid=_on_invalid(config, load.reader.stop_on_invalid_record))
-    first = next(list_objects(load.s3, source_config.bucket, source_config.path_prefix,
-                              pattern=source_config.path_match_pattern, limit=1), None)
+    first = load.store.first()
     if first is None:
         result.notes.append(f"no object under {source_config.uri} matches; nothing to preview")
         return result
@@ -105,7 +102,7 @@ def _preview_s3(config: PipelineConfig, limit: int, s3_client: Any) -> Preview:
     # What a load does with each record (filters, identity, NUL check), without the table's fit.
     path = RowPath(load.reader.columns, load.filters)
     identity = partial(s3_identity, first.uri, first.etag)
-    blob = S3Blob(load.s3, first, chunk_size=PREVIEW_CHUNK_BYTES, limit=PREVIEW_MAX_BYTES)
+    blob = load.store.blob(first, limit=PREVIEW_MAX_BYTES)
     records = load.reader.records(blob)
     try:
         for item in records:
@@ -224,10 +221,25 @@ def check(config: PipelineConfig, *, s3_client: Any = None, kinesis_client: Any 
 
     if isinstance(config.input, S3InputConfig):
         results.extend(_check_s3(config.input, client("s3", s3_client), lambda: client("kms", kms_client)))
-    else:
+    elif isinstance(config.input, KinesisInputConfig):
         results.extend(_check_kinesis(config.input, client("kinesis", kinesis_client)))
+    else:
+        results.append(_check_store(config.input))
     results.extend(_check_warehouse(config))
     return results
+
+
+def _check_store(source: Any) -> CheckResult:
+    """Any other batch input: its objects list."""
+    from pipeline import registry
+    from pipeline.errors import SourceError
+
+    name = f"source {source.uri}"
+    try:
+        listed = registry.store(source, lambda: None).listed(lambda message: None)
+    except SourceError as error:
+        return CheckResult(name, False, str(error))
+    return CheckResult(name, True, f"{len(listed):,} object(s) to consider, {sum(o.size for o in listed):,} bytes")
 
 
 def _credentials(aws: Any, environ: Mapping[str, str]) -> CheckResult:
@@ -451,7 +463,7 @@ def _is_local(host: str) -> bool:
 
 def _target_columns(config: PipelineConfig) -> list[Column]:
     """The columns a load writes, as the engine computes them (neither constructor connects anywhere)."""
-    if isinstance(config.input, S3InputConfig):
+    if not config.is_stream:
         from pipeline.batch import BatchLoad
 
         return list(BatchLoad(config).target.columns)
@@ -510,7 +522,7 @@ def _check_state(cur: psycopg.Cursor, config: PipelineConfig) -> list[CheckResul
 
     out = config.output
     schema_exists = _exists(cur, "SELECT 1 FROM pg_namespace WHERE nspname = %s", (out.state,))
-    tables = [(ddl.LEDGER_TABLE if isinstance(config.input, S3InputConfig) else ddl.CHECKPOINT_TABLE,
+    tables = [(ddl.CHECKPOINT_TABLE if config.is_stream else ddl.LEDGER_TABLE,
                ("SELECT", "INSERT", "UPDATE", "DELETE")),
               (out.rejected, ("INSERT",))]
     results = []

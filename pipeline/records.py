@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pipeline.errors import RecordError
 from pipeline.schema import Column
@@ -108,3 +108,45 @@ class RowPath:
         if "\x00" in line:
             return RecordError(source, record.line, "NUL byte in the record", raw=record.raw)
         return row, line
+
+
+class StoredObject(Protocol):
+    """One object version as a store lists it; the ledger keeps (key, etag)."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def etag(self) -> str: ...
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def uri(self) -> str: ...
+
+
+class ObjectStore(Protocol):
+    """Where a batch input's objects are (``in.type`` s3 or file): listed, named, read."""
+
+    @property
+    def in_s3(self) -> bool:
+        """Whether the objects are S3 objects, which a warehouse's COPY FROM S3 can read itself."""
+        ...
+
+    def listed(self, warn: Callable[[str], None]) -> list[Any]:
+        """Every object of the input, in key order, after its rules (prefix, pattern, last_path, limit)."""
+        ...
+
+    def named(self, key: str) -> Any:
+        """The current version of one object of the input, by key; SourceError when it is not one of them."""
+        ...
+
+    def first(self) -> Any | None:
+        """The first object :meth:`listed` would give, without listing the rest."""
+        ...
+
+    def blob(self, obj: Any, counted: Callable[[int], None] | None = None, *, limit: int | None = None) -> Blob:
+        """``obj`` for a reader; ``counted(n)`` hears of every ``n`` bytes read from the store. With ``limit``,
+        ``chunks()`` stops after about that many bytes and sets the blob's ``cut`` (a preview's sample)."""
+        ...

@@ -12,6 +12,13 @@ A parser module (``in.parser.type``) defines:
 - optionally ``detects(head)``: whether the first bytes of an object (decompressed) are this format,
   so a seed without ``in.parser.type`` is guessed as the right one (CSV when none says so).
 
+A batch source module (``in.type`` of an input whose objects a load reads) defines ``store(source, client)``:
+its :class:`pipeline.records.ObjectStore` (``client()`` gives an S3 client, made on first use). A source
+module other than the built-in S3 and Kinesis inputs (whose sections ``pipeline.config`` reads) also
+defines ``configure(section, require_parser, parser=..., aws=...)``: the ``in`` section read into its
+config, ``parser(section, require_parser)`` reading its ``in.parser``, ``aws`` the AWS settings of the
+standard chain.
+
 Modules are imported on first use, so a run imports only the format it reads (pyarrow only for Parquet).
 """
 
@@ -19,7 +26,7 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import PipelineError
 
@@ -28,6 +35,31 @@ PARSERS: dict[str, str] = {
     "jsonl": "pipeline.formats.jsonl",
     "parquet": "pipeline.formats.parquet",
 }
+
+
+STORES: dict[str, str] = {
+    "s3": "pipeline.sources.s3",
+}
+# Inputs whose config section their own module reads.
+SOURCES: dict[str, str] = {}
+if TYPE_CHECKING:
+    from typing import Never
+
+    RegisteredInput = Never  # the config classes of SOURCES (a union when there are several)
+
+
+def source_types() -> tuple[str, ...]:
+    return tuple(SOURCES)
+
+
+def source_module(kind: str) -> ModuleType:
+    return importlib.import_module(SOURCES[kind])
+
+
+def store(source: Any, client: Any) -> Any:
+    """The :class:`pipeline.records.ObjectStore` of a batch input config, or None for a stream's."""
+    name = STORES.get(source.type)
+    return None if name is None else importlib.import_module(name).store(source, client)
 
 
 def parser_types() -> tuple[str, ...]:

@@ -57,23 +57,24 @@ def run(args: argparse.Namespace) -> int:
 
 def guess_config(seed, raw: dict, *, all_strings: bool = False) -> dict:
     """The seed mapping with ``in.parser`` guessed from the first non-empty object of the source."""
-    from pipeline.config import S3InputConfig
+    from pipeline import registry
     from pipeline.errors import SourceError
 
-    if not isinstance(seed.input, S3InputConfig):
-        raise SourceError("guess reads S3 objects; for a stream list in.parser.columns in the config")
-    from pipeline import registry
-    from pipeline.sources.aws import client
-    from pipeline.sources.s3 import S3Blob, list_objects
+    if seed.is_stream:
+        raise SourceError("guess reads objects; for a stream list in.parser.columns in the config")
 
-    s3 = client("s3", **seed.input.aws.client_kwargs())
-    sample_object = next((o for o in list_objects(s3, seed.input.bucket, seed.input.path_prefix,
-                                                  pattern=seed.input.path_match_pattern) if o.size > 0), None)
+    def s3() -> object:
+        from pipeline.sources.aws import client
+
+        return client("s3", **seed.input.aws.client_kwargs())
+
+    store = registry.store(seed.input, s3)
+    sample_object = store.first()
     if sample_object is None:
         raise SourceError(f"no non-empty object under {seed.input.uri} to guess from")
     # As embulk guess does, what the seed's in.parser says stays fixed and the rest is guessed with it.
     seed_parser = raw["in"].get("parser") or {}
-    blob = S3Blob(s3, sample_object)
+    blob = store.blob(sample_object)
     kind = seed_parser.get("type") or registry.detected_type(_head(blob))
     parser = registry.parser_module(kind).guess(blob, seed_parser, all_strings=all_strings)
     completed = dict(raw)

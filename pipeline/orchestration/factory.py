@@ -14,7 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from pipeline.config import KinesisInputConfig
+from pipeline.config import KinesisInputConfig, S3InputConfig
 from pipeline.errors import ConfigError
 from pipeline.orchestration import assets, checks, sensors
 from pipeline.orchestration.check_jobs import check_job
@@ -85,8 +85,12 @@ def definitions_for(pipelines: list[Pipeline], translator: PipelineTranslator | 
         names[pipeline.name] = pipeline.path
         if isinstance(pipeline.config.input, KinesisInputConfig):
             built = stream_pipeline_definitions(pipeline)
-        else:
+        elif isinstance(pipeline.config.input, S3InputConfig):
             built = s3_pipeline_definitions(pipeline)
+        else:
+            raise ConfigError("in.type", f"{pipeline.path}: {pipeline.config.input.type} inputs run with `pipeline "
+                                         "run` (and guess, preview, check); the Dagster definitions model S3 and "
+                                         "Kinesis inputs, whose objects and shards they partition and sense")
         # The default translator with no translation changes nothing: skip the pass over every spec.
         if type(translator) is not PipelineTranslator or pipeline.translation != Translation():
             roles = {key: role for role, key in pipeline.keys.items()}

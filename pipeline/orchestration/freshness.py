@@ -74,7 +74,7 @@ def judge(conn: psycopg.Connection, config: PipelineConfig, *, now: datetime | N
     name, at = newest
     age = max((now - at).total_seconds(), 0.0)
     where = (f"the last records were committed from shard {name}" if isinstance(config.input, KinesisInputConfig)
-             else f"the newest load was s3://{config.input.bucket}/{name}")
+             else f"the newest load was {config.input.object_uri(name)}")
     when = f"{where} at {at.astimezone(UTC).isoformat(timespec='seconds')}, {span(age)} ago"
     if age > limit:
         return Freshness(False, f"{what} from {source} for {span(age)} ({wanted}): {when}", name, at, age, limit)

@@ -441,3 +441,44 @@ class S3Blob:
         if self.counted is not None:
             self.counted(len(data))
         return data
+
+
+class S3Store:
+    """An S3 input's objects (:class:`pipeline.records.ObjectStore`); ``client()`` gives the S3 client."""
+
+    in_s3 = True
+
+    def __init__(self, source: Any, client: Callable[[], Any]):
+        self.source = source
+        self.client = client
+
+    def listed(self, warn: Callable[[str], None]) -> list[S3Object]:
+        source = self.source
+        return list(list_objects(self.client(), source.bucket, source.path_prefix,
+                                 start_after=start_after(source, None), pattern=source.path_match_pattern,
+                                 limit=source.total_file_count_limit, accept=acceptor(source, warn)))
+
+    def named(self, key: str) -> S3Object:
+        from datetime import UTC
+
+        source = self.source
+        pattern = source.path_match_pattern
+        if not key.startswith(source.path_prefix) or (pattern and not re.search(pattern, key)) or (
+                source.path is not None and key != source.path):
+            raise SourceError(f"s3://{source.bucket}/{key} is not under {source.uri} "
+                              "or does not match in.path_match_pattern")
+        return describe(self.client(), S3Object(source.bucket, key, 0, "", datetime.fromtimestamp(0, UTC)))
+
+    def first(self) -> S3Object | None:
+        source = self.source
+        return next(list_objects(self.client(), source.bucket, source.path_prefix,
+                                 start_after=start_after(source, None), pattern=source.path_match_pattern,
+                                 limit=1, accept=acceptor(source, lambda message: None)), None)
+
+    def blob(self, obj: S3Object, counted: Callable[[int], None] | None = None, *,
+             limit: int | None = None) -> S3Blob:
+        return S3Blob(self.client(), obj, counted, limit=limit)
+
+
+def store(source: Any, client: Callable[[], Any]) -> S3Store:
+    return S3Store(source, client)

@@ -12,7 +12,8 @@ postpones a cycle to the first call) and under ``if TYPE_CHECKING:``. How an imp
   itself (its ``__init__``) is an edge to the package, and is one when the ``__init__`` imports back.
 
 ``importlib.import_module`` calls (the CLI's commands, the package's components) are not import
-statements and are not counted.
+statements and are not counted, except the registry's: ``pipeline.registry`` imports each module its
+tables name (the parsers, the stores, the sources), so those are its edges too.
 """
 
 from __future__ import annotations
@@ -63,6 +64,11 @@ def import_graph(root: Path) -> dict[str, set[str]]:
                                for alias in node.names)
         graph[name] = {nearest(target) for target in targets
                        if target == top or target.startswith(f"{top}.")} - {name}
+    if f"{top}.registry" in graph:
+        from pipeline import registry
+
+        graph[f"{top}.registry"] |= {*registry.PARSERS.values(), *registry.STORES.values(),
+                                     *registry.SOURCES.values()}
     return graph
 
 
@@ -97,7 +103,8 @@ def test_no_module_of_the_package_imports_itself_back() -> None:
 def test_the_graph_counts_lazy_imports_and_names_imported_from_packages() -> None:
     graph = import_graph(ROOT)
     assert "pipeline.orchestration.pipelines" in graph["pipeline.orchestration.factory"]
-    assert "pipeline.sources.s3" in graph["pipeline.batch"]  # imported inside BatchLoad's methods
+    assert "pipeline.registry" in graph["pipeline.batch"]  # imported inside BatchLoad's methods
+    assert "pipeline.formats.parquet" in graph["pipeline.registry"]  # named in its table of parsers
     assert "pipeline.warehouse.dialects" in graph["pipeline.warehouse.target"]  # names from the __init__
     assert "pipeline.config" in graph["pipeline.orchestration.pipelines"]  # from pipeline import config
 
