@@ -39,13 +39,16 @@ PARSERS: dict[str, str] = {
 
 STORES: dict[str, str] = {
     "s3": "pipeline.sources.s3",
+    "file": "pipeline.sources.files",
 }
 # Inputs whose config section their own module reads.
-SOURCES: dict[str, str] = {}
+SOURCES: dict[str, str] = {
+    "file": "pipeline.sources.files",
+}
 if TYPE_CHECKING:
-    from typing import Never
+    from pipeline.sources.files import FileInputConfig
 
-    RegisteredInput = Never  # the config classes of SOURCES (a union when there are several)
+    RegisteredInput = FileInputConfig  # the config classes of SOURCES (a union when there are several)
 
 
 def source_types() -> tuple[str, ...]:
