@@ -146,22 +146,30 @@ class ParquetReader:
         try:
             batches = parquet.iter_batches(batch_size=BATCH_ROWS, columns=names, use_threads=False)
             for batch in batches:
-                columns = [_values(batch.column(index)) for index in range(len(names))]
-                for values in zip(*columns, strict=True):
+                arrays = [batch.column(index) for index in range(len(names))]
+                texts = [_fast_texts(array, column) for array, column in zip(arrays, self.columns, strict=True)]
+                slow = [index for index, done in enumerate(texts) if done is None]
+                if not slow:  # every column converted at once: a row is its texts
+                    for values in zip(*texts, strict=True):
+                        row += 1
+                        yield Record(list(values), row, "")
+                    continue
+                values_of = [_values(arrays[index]) if done is None else done for index, done in enumerate(texts)]
+                for values in zip(*values_of, strict=True):
                     row += 1
-                    texts: list[str | None] = []
-                    for name, convert, value in zip(names, converters, values, strict=True):
+                    record = list(values)
+                    error = None
+                    for index in slow:
+                        value = record[index]
                         if value is None:
-                            texts.append(None)
                             continue
                         try:
-                            texts.append(convert(value))
-                        except (ValueError, TypeError, OverflowError) as error:
-                            yield RecordError(source, row, str(error), column=name, value=_shown(value),
-                                              raw=_raw(names, values))
+                            record[index] = converters[index](value)
+                        except (ValueError, TypeError, OverflowError) as problem:
+                            error = RecordError(source, row, str(problem), column=names[index],
+                                                value=_shown(value), raw=_raw(names, values))
                             break
-                    else:
-                        yield Record(texts, row, "")
+                    yield error if error is not None else Record(record, row, "")
         except SourceError:
             raise
         except Exception as error:  # a corrupt page: the rows before it are read, the rest are not
@@ -173,6 +181,38 @@ class ParquetReader:
 
     def native_csv(self) -> None:
         return None  # no warehouse COPY here reads Parquet as this reader does
+
+
+def _fast_texts(array: Any, column: Column) -> list[str | None] | None:
+    """The canonical texts of a whole column batch when its type converts without a check per value (the
+    same texts the per-value path gives), else None."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    kind = array.type
+    if pa.types.is_dictionary(kind):
+        if not (pa.types.is_string(kind.value_type) or pa.types.is_large_string(kind.value_type)):
+            return None
+        kind = kind.value_type
+    wanted = column.type
+    if (pa.types.is_string(kind) or pa.types.is_large_string(kind)) and wanted == "string":
+        return array.to_pylist()
+    if pa.types.is_integer(kind) and wanted in ("long", "string"):
+        if kind == pa.uint64() and wanted == "long":
+            highest = pc.max(array).as_py()
+            if highest is not None and highest >= 1 << 63:
+                return None  # those values are errors, found one by one
+        return pc.cast(array, pa.string()).to_pylist()
+    if pa.types.is_boolean(kind) and wanted in ("boolean", "string"):
+        return [None if value is None else "true" if value else "false" for value in array.to_pylist()]
+    if pa.types.is_floating(kind) and wanted == "double":
+        return [None if value is None else repr(value) if math.isfinite(value) else _float_word(value)
+                for value in array.to_pylist()]
+    return None
+
+
+def _float_word(value: float) -> str:
+    return "NaN" if value != value else "Infinity" if value > 0 else "-Infinity"
 
 
 def _values(array: Any) -> list[Any]:
@@ -227,7 +267,7 @@ def _value_converter(column: Column, json_convert: Callable[[Any], str | None]
                 except UnicodeDecodeError as error:
                     raise ValueError(f"binary value is not UTF-8 text (byte {error.start})") from None
             if column.type == "double" and isinstance(value, float) and not math.isfinite(value):
-                return "NaN" if value != value else "Infinity" if value > 0 else "-Infinity"
+                return _float_word(value)
             if column.type == "json":
                 value = _jsonable(value)
             elif isinstance(value, list) and value and isinstance(value[0], tuple):
