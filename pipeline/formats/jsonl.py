@@ -46,15 +46,21 @@ class JsonlParserConfig:
 
 
 def configure(section: Any, require_parser: bool, columns: Callable[..., tuple[Column, ...]]) -> JsonlParserConfig:
+    from pipeline.errors import ConfigError
+
+    # embulk-parser-jsonl's line decoder keys: UTF-8 (RFC 8259's encoding) and LF or CRLF read the same here.
+    charset = section.string("charset", "UTF-8")
+    if charset.replace("-", "").upper() != "UTF8":
+        raise ConfigError(section.at("charset"), f"JSON lines are read as UTF-8, the encoding RFC 8259 requires; "
+                                                 f"got {charset!r}")
+    if section.string("newline", "CRLF", choices=("CRLF", "LF", "CR")) == "CR":
+        raise ConfigError(section.at("newline"), "CR alone does not end a JSON line here; lines end at LF or CRLF")
     config = JsonlParserConfig(
         columns=columns(section, require=require_parser),
         stop_on_invalid_record=section.boolean("stop_on_invalid_record", False),
         max_record_bytes=section.integer("max_record_bytes", 1 << 20, minimum=1),
     )
-    section.done(refused={
-        "charset": "JSON lines are read as UTF-8, the encoding RFC 8259 requires",
-        "newline": "lines end at LF; a CR before it is dropped",
-    })
+    section.done()
     return config
 
 

@@ -83,9 +83,12 @@ def test_values_follow_the_kinesis_json_rules_and_errors_name_line_and_column():
     assert "line 2, column id" in out[1].describe()
 
 
-def test_keys_that_mean_nothing_for_json_lines_are_refused():
-    with pytest.raises(ConfigError, match=r"in\.parser\.charset: is not supported here"):
+def test_embulk_parser_jsonl_keys_are_read_and_what_cannot_hold_is_refused():
+    assert _reader(charset="UTF-8", newline="LF").columns[0].name == "order_id"
+    with pytest.raises(ConfigError, match=r"in\.parser\.charset: JSON lines are read as UTF-8"):
         _reader(charset="Shift_JIS")
+    with pytest.raises(ConfigError, match=r"in\.parser\.newline: CR alone"):
+        _reader(newline="CR")
     with pytest.raises(ConfigError, match=r"in\.parser\.delimiter: unknown key"):
         _reader(delimiter=",")
 

@@ -13,7 +13,6 @@ import pytest
 import yaml
 
 from pipeline import config as config_module
-from pipeline.batch import BatchLoad
 from pipeline.errors import ConfigError, SourceError
 from pipeline.sources.files import FileObject, FileStore
 from pipeline_tests.books import COLUMNS, HEADER
