@@ -46,6 +46,7 @@ from pipeline.schema import Column
 TYPE = "parquet"
 BATCH_ROWS = 4096  # rows converted at a time
 READ_BUFFER_BYTES = 1 << 20  # a column chunk is read in pieces of this size, never whole
+READ_AHEAD_BYTES = 256 << 10  # a smaller read fetches this much, for the reads that follow it
 MAGIC = b"PAR1"
 MAX_RAW_CHARS = 4096
 # Decimals with at most this many digits survive a double and back as the same text (DBL_DIG).
@@ -76,6 +77,8 @@ class RangeFile(io.RawIOBase):
         super().__init__()
         self.blob = blob
         self.position = 0
+        self._ahead_start = 0
+        self._ahead = b""
 
     def readable(self) -> bool:
         return True
@@ -99,7 +102,16 @@ class RangeFile(io.RawIOBase):
 
     def read(self, size: int | None = -1) -> bytes:
         stop = self.blob.size if size is None or size < 0 else min(self.blob.size, self.position + size)
-        data = self.blob.read(self.position, stop) if stop > self.position else b""
+        if stop <= self.position:
+            return b""
+        start = self.position
+        ahead = self._ahead_start
+        if not (ahead <= start and stop <= ahead + len(self._ahead)):
+            # pyarrow reads page headers and small pages a few KiB at a time: one GET fetches them all.
+            self._ahead_start = start
+            self._ahead = self.blob.read(start, min(self.blob.size, max(stop, start + READ_AHEAD_BYTES)))
+            ahead = start
+        data = self._ahead[start - ahead:stop - ahead]
         self.position += len(data)
         return data
 

@@ -101,7 +101,8 @@ def test_only_the_configured_columns_are_read_row_group_by_row_group():
     records = list(_reader([{"name": "keep", "type": "long"}]).records(blob))
     assert len(records) == 100_000 and records[-1].values == ["99999"] and records[-1].line == 100_000
     read = sum(stop - start for start, stop in blob.ranges)
-    assert read < blob.size / 5  # the 10 MB column was never fetched
+    assert read < blob.size / 3  # the 10 MB column was never fetched (but for the reads ahead of the other)
+    assert len(blob.ranges) < 100  # small reads are served from one read ahead
     assert max(stop - start for start, stop in blob.ranges) <= parquet.READ_BUFFER_BYTES
 
 
