@@ -925,8 +925,11 @@ class BatchLoad:
         assert p is not None
         if p.charset.replace("-", "").upper() not in ("UTF8",) or len(p.delimiter) != 1 or p.newline != "LF":
             return None
-        head = self.store.blob(obj).read(0, 4) if obj.size else b""
-        compression = "GZIP" if head.startswith(b"\x1f\x8b") else "BZIP2" if head.startswith(b"BZh") else None
+        from pipeline.formats.decode import compression as compression_of
+
+        head = self.store.blob(obj).read(0, 10) if obj.size else b""
+        kind = compression_of(head)
+        compression = None if kind is None else kind.upper()  # COPY's GZIP, BZIP2 and ZSTD
         if head.startswith(b"\xef\xbb\xbf"):
             return None  # a BOM would be part of the first field
         return CopyFormat(csv=True, delimiter=p.delimiter, quote=p.quote or '"', null_as=p.null_string or "",

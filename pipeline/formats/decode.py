@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import bz2
 import codecs
+import io
 import re
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from itertools import chain
+from typing import Any
 
 GZIP_MAGIC = b"\x1f\x8b\x08"
 BZIP2_MAGIC = b"BZh"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # a zstd frame (RFC 8878, 3.1.1)
+# The decoders an ``in.decoders`` list may name: each is recognised from the bytes, named or not.
+DECODERS = ("gzip", "bzip2", "zstd")
 UTF8_BOM = codecs.BOM_UTF8
 
 # Output is produced in pieces of this size so a small, highly compressed object cannot balloon memory.
@@ -79,8 +84,29 @@ def python_codec(charset: str) -> str:
     return codec
 
 
+def compression(head: bytes) -> str | None:
+    """``gzip``, ``bzip2`` or ``zstd`` by an object's first bytes (at least 10 of them), else None."""
+    if head.startswith(GZIP_MAGIC):
+        return "gzip"
+    if _is_bzip2(head):
+        return "bzip2"
+    if head.startswith(ZSTD_MAGIC):
+        return "zstd"
+    return None
+
+
+def check_decoders(section: Any) -> None:
+    """``in.decoders``: each entry names a decoder of :data:`DECODERS` (which the bytes would select anyway)."""
+    from pipeline.errors import ConfigError
+
+    for decoder in section.sequence("decoders", default=[]):
+        if not (isinstance(decoder, Mapping) and decoder.get("type") in DECODERS and len(decoder) == 1):
+            raise ConfigError(section.at("decoders"), "each decoder must be one of "
+                              + ", ".join(f"{{type: {name}}}" for name in DECODERS))
+
+
 def decompress(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """Decompress gzip or bzip2 content, recognised by its magic bytes; pass anything else through."""
+    """Decompress gzip, bzip2 or zstd content, recognised by its magic bytes; pass anything else through."""
     iterator = iter(chunks)
     head = b""
     for chunk in iterator:
@@ -88,10 +114,13 @@ def decompress(chunks: Iterable[bytes]) -> Iterator[bytes]:
         if len(head) >= _SNIFF_BYTES:
             break
     stream = chain([head], iterator)
-    if head.startswith(GZIP_MAGIC):
+    kind = compression(head)
+    if kind == "gzip":
         yield from _gunzip(stream)
-    elif _is_bzip2(head):
+    elif kind == "bzip2":
         yield from _bunzip2(stream)
+    elif kind == "zstd":
+        yield from _unzstd(stream)
     else:
         yield from (chunk for chunk in stream if chunk)
 
@@ -148,6 +177,49 @@ def _bunzip2(chunks: Iterable[bytes]) -> Iterator[bytes]:
             raise ValueError("bzip2 data is truncated: the stream ends inside a compressed block")
     except (OSError, EOFError) as exc:
         raise ValueError(f"corrupt bzip2 data: {exc}") from exc
+
+
+def _unzstd(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    # pyarrow (a dependency for Parquet) carries libzstd: its stream reads frame after frame, bounds each
+    # read by the size asked for, and fails on a stream that ends inside a frame.
+    import pyarrow as pa
+
+    source = _ChunkFile(chunks)
+    stream = pa.CompressedInputStream(pa.PythonFile(source, mode="r"), "zstd")
+    try:
+        while piece := stream.read(_OUTPUT_PIECE):
+            yield piece
+    except OSError as exc:
+        if exc is source.failure:  # reading the chunks failed (pyarrow re-raises that error as it was)
+            raise
+        message = "the stream ends inside a frame" if "Truncated" in str(exc) else str(exc)
+        raise ValueError(f"corrupt zstd data: {message}") from None
+
+
+class _ChunkFile(io.RawIOBase):
+    """The chunks as a readable file, for pyarrow."""
+
+    def __init__(self, chunks: Iterator[bytes]):
+        self._chunks = chunks
+        self._pending = memoryview(b"")
+        self.failure: BaseException | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            try:
+                self._pending = memoryview(next(self._chunks))
+            except StopIteration:
+                return 0
+            except BaseException as error:
+                self.failure = error
+                raise
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
 
 
 def _nonempty(piece: bytes) -> Iterator[bytes]:

@@ -13,7 +13,7 @@
 Each line's values follow the Kinesis JSON parser's column and type rules
 (:mod:`pipeline.formats.json`): a missing key or ``null`` is NULL, ``long`` takes integers and
 integral numbers, ``string`` refuses objects and arrays, ``json`` keeps any value as compact JSON.
-The object's content is decompressed by what it starts with (gzip, bzip2), read as UTF-8 (a
+The object's content is decompressed by what it starts with (gzip, bzip2, zstd), read as UTF-8 (a
 leading BOM is skipped), and split on LF (a CR before it is dropped); blank lines are skipped.
 A line that is not one JSON object, or holds a value its column refuses, is a record error that
 names the object, its line and the column.

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError, SourceError
+from pipeline.formats.decode import check_decoders
 
 TYPE = "file"
 CHUNK_SIZE = 1 << 20
@@ -54,9 +55,7 @@ def configure(section: Any, require_parser: bool, *, parser: Callable[[Any, bool
     if not prefix:
         raise ConfigError(section.at("path_prefix"), "must name a directory or a path prefix, as in Embulk")
     last_path = section.string("last_path")
-    for decoder in section.sequence("decoders", default=[]):
-        if not (isinstance(decoder, dict) and decoder.get("type") in ("gzip", "bzip2")):
-            raise ConfigError(section.at("decoders"), "each decoder must be {type: gzip} or {type: bzip2}")
+    check_decoders(section)
     config = FileInputConfig(
         path_prefix=_absolute(prefix),
         parser=parser(section, require_parser),

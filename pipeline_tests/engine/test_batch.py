@@ -181,6 +181,31 @@ def test_compressed_objects_are_decoded_by_content(stack, s3, hologres, tmp_path
     assert BatchLoad(config_module.load(config_path)).run().rows == 20
 
 
+@pytest.mark.parametrize("target", ["hologres", "redshift"])
+def test_gzip_bzip2_and_zstd_objects_load_on_either_target(stack, s3, request, tmp_path, unique, target):
+    # On Redshift, COPY reads each object from S3 itself: with the GZIP, BZIP2 or ZSTD its bytes call for.
+    import pyarrow as pa
+
+    from pipeline_tests.faults.loads import write_config as write_target_config
+
+    zstd = pa.Codec("zstd")
+    bodies = {"a.csv.gz": gzip.compress((HEADER + rows_csv(0, 10)).encode()),
+              "b.csv.bz2": bz2.compress((HEADER + rows_csv(10, 10)).encode()),
+              # Two frames, as `zstd -c a b` or a writer that flushes frames writes them.
+              "c.csv.zst": (zstd.compress((HEADER + rows_csv(20, 3)).encode(), asbytes=True)
+                            + zstd.compress(rows_csv(23, 7).encode(), asbytes=True))}
+    for key, body in bodies.items():
+        put(s3, stack.bucket, f"{unique}/{key}", body)
+    path = write_target_config(tmp_path / f"{unique}.yml", f"{unique}/", unique, target=target,
+                               primary_key=["order_id"])
+    summary = BatchLoad(config_module.load(path)).run()
+    assert summary.rows == 30 and summary.rejected == 0
+    assert [r.path for r in summary.loaded] == ["fast"] * 3  # none fell back to our own reader
+    conn = request.getfixturevalue(target)
+    ids = [r[0] for r in conn.execute(f"SELECT order_id FROM public.{unique} ORDER BY order_id")]
+    assert ids == [f"o{i:06d}" for i in range(30)]
+
+
 def test_shift_jis_crlf_quoted_newlines_and_empty_objects(stack, s3, hologres, tmp_path, unique):
     config_path = write_config(tmp_path / f"{unique}.yml", f"{unique}/", unique, parser={"charset": "MS932"})
     text = (HEADER + 'o1,1,1,"嫌われる,\r\n勇気",1,500\r\n' + 'o2,2,2,"ノルウェイの""森""",1,600\r\n')

@@ -8,7 +8,7 @@ import zlib
 
 import pytest
 
-from pipeline.formats.decode import decompress, python_codec, split_header, to_utf8
+from pipeline.formats.decode import compression, decompress, python_codec, split_header, to_utf8
 
 
 def pieces(data: bytes, size: int) -> list[bytes]:
@@ -87,6 +87,46 @@ def test_truncated_bzip2_raises_a_value_error() -> None:
 def test_zlib_wrapped_content_is_not_taken_for_gzip() -> None:
     data = zlib.compress(b"a,b\n")
     assert b"".join(decompress([data])) == data
+
+
+def zstd(data: bytes) -> bytes:
+    import pyarrow as pa
+
+    return pa.Codec("zstd").compress(data, asbytes=True)
+
+
+@pytest.mark.parametrize("size", [1, 5, 1 << 16])
+def test_zstd_content_is_decompressed_whatever_the_chunk_size(size: int) -> None:
+    assert b"".join(decompress(pieces(zstd(BOOK_ORDER), size))) == BOOK_ORDER
+
+
+def test_concatenated_zstd_frames_are_all_decompressed() -> None:
+    assert b"".join(decompress(pieces(zstd(b"a\n") + zstd(b"b\n") + zstd(b"c\n"), 3))) == b"a\nb\nc\n"
+
+
+def test_zstd_output_comes_in_bounded_pieces() -> None:
+    zeros = bytes(5 * (1 << 20))
+    output = list(decompress([zstd(zeros)]))
+    assert b"".join(output) == zeros and max(map(len, output)) <= 1 << 20
+
+
+def test_truncated_zstd_raises_a_value_error() -> None:
+    with pytest.raises(ValueError, match="corrupt zstd data: the stream ends inside a frame"):
+        b"".join(decompress([zstd(BOOK_ORDER * 20)[:-6]]))
+
+
+def test_an_error_reading_the_chunks_of_zstd_content_is_raised_as_it_was() -> None:
+    def chunks():
+        yield zstd(BOOK_ORDER * 1000)[:50]
+        raise ConnectionResetError("s3://bucket/key: connection reset")
+
+    with pytest.raises(ConnectionResetError, match="s3://bucket/key"):
+        b"".join(decompress(chunks()))
+
+
+def test_compression_is_named_by_the_first_bytes() -> None:
+    assert [compression(data[:10]) for data in (gzip.compress(b"a"), bz2.compress(b"a"), zstd(b"a"), b"a,b\n")] \
+        == ["gzip", "bzip2", "zstd", None]
 
 
 # -- charsets -----------------------------------------------------------------------------------

@@ -5,10 +5,11 @@ from __future__ import annotations
 import bz2
 import gzip
 
+import pyarrow as pa
 import pytest
 
 from pipeline.formats.csv import CsvOptions, CsvRecord, read_records
-from pipeline.formats.guess import SAMPLE_BYTES, guess_csv, guess_json_columns
+from pipeline.formats.guess import SAMPLE_BYTES, guess_csv, guess_growing, guess_json_columns
 from pipeline.formats.types import normalize
 from pipeline.schema import Column
 
@@ -277,6 +278,24 @@ def types_of_cut(sample: str) -> list[str]:
 def test_compressed_samples_are_guessed_from_their_content() -> None:
     assert guess_csv(gzip.compress(BOOK_ORDER.encode()), complete=True)["columns"] == BOOK_ORDER_COLUMNS
     assert guess_csv(bz2.compress(BOOK_ORDER.encode()), complete=True)["columns"] == BOOK_ORDER_COLUMNS
+    zstd = pa.Codec("zstd").compress(BOOK_ORDER.encode(), asbytes=True)
+    assert guess_csv(zstd, complete=True)["columns"] == BOOK_ORDER_COLUMNS
+
+
+def test_a_zstd_sample_grows_until_it_holds_whole_blocks() -> None:
+    # zstd decodes whole blocks (up to 128 KiB of output): a 32 KiB cut of a large object can hold none.
+    rows = "".join(f"o{i:07d},{i % 97},{i % 13},Book {i * 7919 % 100003},{i % 5 + 1},{i % 991}\n"
+                   for i in range(60_000))
+    data = pa.Codec("zstd").compress((BOOK_ORDER.splitlines(keepends=True)[0] + rows).encode(), asbytes=True)
+    assert len(data) > 4 * SAMPLE_BYTES
+    sizes: list[int] = []
+
+    def read(size: int) -> tuple[bytes, bool]:
+        sizes.append(size)
+        return data[:size], size >= len(data)
+
+    assert [c["name"] for c in guess_growing(read)["columns"]] == [c["name"] for c in BOOK_ORDER_COLUMNS]
+    assert sizes[0] == SAMPLE_BYTES and len(sizes) > 1  # the first 32 KiB held no whole block
 
 
 def test_a_cut_gzip_sample_is_guessed_from_what_it_holds() -> None:

@@ -291,6 +291,26 @@ def test_gzip_objects_load(redshift: psycopg.Connection, table: str, objects: Ob
     assert rows(redshift, f"SELECT id, name FROM {table} ORDER BY id") == [(1, "a"), (2, "b")]
 
 
+def test_zstd_objects_load_frame_after_frame(redshift: psycopg.Connection, table: str, objects: Objects) -> None:
+    import pyarrow as pa
+
+    create_people(redshift, table)
+    zstd = pa.Codec("zstd")
+    objects.put("data.csv.zst", zstd.compress(b"1,a\n", asbytes=True) + zstd.compress(b"2,b\n", asbytes=True))
+    copy_from(redshift, table, objects.url(), "CSV ZSTD")
+    assert rows(redshift, f"SELECT id, name FROM {table} ORDER BY id") == [(1, "a"), (2, "b")]
+
+
+def test_a_truncated_zstd_object_fails_the_copy(redshift: psycopg.Connection, table: str, objects: Objects) -> None:
+    import pyarrow as pa
+
+    create_people(redshift, table)
+    objects.put("data.csv.zst", pa.Codec("zstd").compress(b"1,a\n2,b\n" * 100, asbytes=True)[:-8])
+    with pytest.raises(psycopg.Error, match="zstd"):
+        copy_from(redshift, table, objects.url(), "CSV ZSTD")
+    assert rows(redshift, f"SELECT id FROM {table}") == []
+
+
 @pytest.mark.parametrize(("options", "names"), [("CSV ACCEPTINVCHARS", ["a?b", "c??"]),
                                                 ("CSV ACCEPTINVCHARS AS '^'", ["a^b", "c^^"])],
                          ids=["question-mark", "caret"])

@@ -4,7 +4,7 @@ Each rule cites its page in docs/targets.md. In short:
 
 - no ``COPY FROM STDIN``: ``COPY table FROM 's3://...' IAM_ROLE ...`` reads the objects (every key under
   the prefix, or a MANIFEST's entries) from S3 itself, with CSV, DELIMITER, QUOTE, NULL AS, IGNOREHEADER,
-  GZIP, BZIP2, ACCEPTINVCHARS, TIMEFORMAT/DATEFORMAT 'auto', REGION, COMPUPDATE, STATUPDATE, MAXERROR 0/1;
+  GZIP, BZIP2, ZSTD, ACCEPTINVCHARS, TIMEFORMAT/DATEFORMAT 'auto', REGION, COMPUPDATE, STATUPDATE, MAXERROR 0/1;
   a refused load fails with "Load into table 'x' failed." and its rows in ``sys_load_error_detail``
   (``stl_load_errors`` too), found by ``pg_last_copy_id()``;
 - no ``INSERT ... ON CONFLICT``, no RETURNING, no DISTINCT ON, no FILTER, no arrays, no savepoints,
@@ -28,6 +28,7 @@ import threading
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from pglast import ast, enums, parse_sql
 from pglast.parser import ParseError
@@ -407,7 +408,7 @@ def parse_copy(sql: str) -> CopyRequest:
             request.quote = take_value(keyword)
         elif keyword == "DELIMITER":
             request.delimiter = take_value(keyword)
-        elif keyword in ("GZIP", "BZIP2"):
+        elif keyword in ("GZIP", "BZIP2", "ZSTD"):
             request.compression = keyword
         elif keyword == "NULL":
             request.null_as = take_value(keyword)
@@ -500,6 +501,8 @@ def object_lines(request: CopyRequest, uri: str, *, skip_header: bool = True) ->
         chunks = _gunzip(chunks, uri)
     elif request.compression == "BZIP2":
         chunks = _bunzip(chunks, uri)
+    elif request.compression == "ZSTD":
+        chunks = _unzstd(body, uri)
     if skip_header and request.ignore_header:
         chunks = _skip_lines(chunks, request.ignore_header)
     if request.accept_invalid is not None:
@@ -534,6 +537,17 @@ def _bunzip(chunks: Iterator[bytes], uri: str) -> Iterator[bytes]:
                     decompressor = bz2.BZ2Decompressor()
     except (OSError, EOFError) as error:
         raise LoadFailure(f"bzip2: {uri} is not valid bzip2 data ({error})") from None
+
+
+def _unzstd(body: Any, uri: str) -> Iterator[bytes]:
+    import pyarrow as pa
+
+    stream = pa.CompressedInputStream(pa.PythonFile(body, mode="r"), "zstd")
+    try:
+        while piece := stream.read(1 << 18):
+            yield piece
+    except OSError as error:
+        raise LoadFailure(f"zstd: {uri} is not valid zstd data ({error})") from None
 
 
 def _skip_lines(chunks: Iterator[bytes], count: int) -> Iterator[bytes]:

@@ -49,7 +49,7 @@ class CopyFormat:
     quote: str = '"'
     null_as: str = "\\N"
     ignore_header: int = 0
-    compression: str | None = None  # GZIP | BZIP2
+    compression: str | None = None  # GZIP | BZIP2 | ZSTD
 
 
 @dataclass(frozen=True)
