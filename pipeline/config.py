@@ -16,8 +16,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline import registry
 from pipeline.errors import ConfigError
 from pipeline.formats.csv_parser import CsvParserConfig  # noqa: F401 -- where callers have always found it
+from pipeline.formats.decode import check_decoders
+from pipeline.inputs import (
+    AwsSettings,
+    JsonParserConfig,
+    KinesisInputConfig,
+    NotificationsConfig,
+    S3InputConfig,
+)
 from pipeline.schema import COLUMN_TYPES, Column
 from pipeline.transport import check_aws, check_warehouse, is_loopback
 
@@ -48,117 +57,6 @@ _SHELL = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 # --------------------------------------------------------------------------- dataclasses
-
-
-@dataclass(frozen=True)
-class AwsSettings:
-    """Where and as whom to call AWS; ``None`` means the standard AWS chain decides."""
-
-    endpoint: str | None = None
-    region: str | None = None
-    access_key_id: str | None = field(default=None, repr=False)
-    secret_access_key: str | None = field(default=None, repr=False)
-    session_token: str | None = field(default=None, repr=False)
-    allow_insecure: bool = False
-    # Embulk's auth_method: basic, env, instance, profile, anonymous, session, assume_role or default (the chain).
-    auth_method: str = "default"
-    profile_name: str | None = None
-    profile_file: str | None = None
-    # assume_role: the role, and how the session is named and how long it lasts.
-    role_arn: str | None = None
-    external_id: str | None = field(default=None, repr=False)
-    duration_in_seconds: int = 3600
-    session_name: str = "embulk"
-    path_style_access: bool = False
-    # Embulk's maximum_retries: attempts after the first of each AWS call (7, as Embulk's default).
-    maximum_retries: int = 7
-
-    def client_kwargs(self) -> dict[str, Any]:
-        return {
-            "endpoint": self.endpoint,
-            "region": self.region,
-            "access_key_id": self.access_key_id,
-            "secret_access_key": self.secret_access_key,
-            "session_token": self.session_token,
-            "auth_method": self.auth_method,
-            "profile_name": self.profile_name,
-            "profile_file": self.profile_file,
-            "role_arn": self.role_arn,
-            "external_id": self.external_id,
-            "duration_in_seconds": self.duration_in_seconds,
-            "session_name": self.session_name,
-            "path_style_access": self.path_style_access,
-            "max_attempts": self.maximum_retries + 1,
-        }
-
-
-@dataclass(frozen=True)
-class JsonParserConfig:
-    columns: tuple[Column, ...] = ()
-    stop_on_invalid_record: bool = False
-    max_record_bytes: int = 1 << 20
-    type: str = "json"
-
-
-@dataclass(frozen=True)
-class NotificationsConfig:
-    """The SQS queue an S3 input's bucket sends its s3:ObjectCreated:* events to (pipeline.follow)."""
-
-    queue: str  # name or URL
-    sweep_interval: float = 300.0  # seconds between listing sweeps, for notifications that were lost
-
-
-@dataclass(frozen=True)
-class S3InputConfig:
-    bucket: str
-    path_prefix: str
-    aws: AwsSettings
-    path_match_pattern: str | None = None
-    total_file_count_limit: int | None = None
-    parser: Any = None  # the in.parser of its type (pipeline.registry), or None before guess
-    # Embulk's incremental: false re-reads everything; here it makes the sensor also sweep for changed objects.
-    incremental: bool = True
-    type: str = "s3"
-    path: str | None = None  # one object (Embulk's path); path_prefix is then the same key
-    last_path: str | None = None  # keys up to this one (inclusive) are never listed, as with Embulk's last_path
-    last_modified_time: datetime | None = None  # use_modified_time: objects modified before this are not listed
-    skip_glacier_objects: bool = False  # else an object in Glacier stops the listing, as in Embulk
-    notifications: NotificationsConfig | None = None  # event-driven loads (not an Embulk key)
-
-    def wanted(self, key: str, last_modified: datetime) -> bool:
-        """Whether a listed object is one of this input's, before path_match_pattern."""
-        if self.path is not None and key != self.path:
-            return False
-        if self.last_path is not None and key <= self.last_path:
-            return False
-        return self.last_modified_time is None or last_modified >= self.last_modified_time
-
-    def covers(self, key: str) -> bool:
-        """Whether an announced key (a notification's) is one this input would list and match."""
-        return (key.startswith(self.path_prefix) and (self.path is None or key == self.path)
-                and (self.last_path is None or key > self.last_path)
-                and (self.path_match_pattern is None or re.search(self.path_match_pattern, key) is not None))
-
-    @property
-    def uri(self) -> str:
-        return f"s3://{self.bucket}/{self.path_prefix}"
-
-    def object_uri(self, key: str) -> str:
-        return f"s3://{self.bucket}/{key}"
-
-
-@dataclass(frozen=True)
-class KinesisInputConfig:
-    stream: str
-    aws: AwsSettings
-    starting_position: str = "trim_horizon"
-    timestamp: str | None = None
-    parser: JsonParserConfig = field(default_factory=JsonParserConfig)
-    type: str = "kinesis"
-    # Records that expired before they were read: stop the run (fail) or say so and go on (warn).
-    on_data_loss: str = "fail"
-    # The stream was deleted and created again under its name: stop (fail) or read the new one from its start.
-    on_stream_recreated: str = "fail"
 
 
 EXEC_MODES = ("micro_batch", "continuous")
@@ -251,7 +149,7 @@ class PipelineConfig:
 
     @property
     def is_stream(self) -> bool:
-        return isinstance(self.input, KinesisInputConfig)
+        return registry.is_stream(self.input)
 
 
 # --------------------------------------------------------------------------- loading
@@ -396,16 +294,16 @@ def parse(
         build_filters(list(filters))  # validates, raising ConfigError with the filters[i] path
     exec_config = _exec(top.section("exec", default={}))
     output = _output(top.section("out", required=True), os.environ if environ is None else environ)
-    if output.retry_limit is not None and isinstance(source, KinesisInputConfig):
+    if output.retry_limit is not None and registry.is_stream(source):
         given = next(k for k in ("retry_limit", "retry_wait", "max_retry_wait") if data["out"].get(k) is not None)
         raise ConfigError(f"out.{given}", "retries an object's transaction, and a stream has none: a batch that "
                                           "fails is read again from its checkpoints by the next run (the sensor "
                                           "retries it, exec.retries) or when the continuous job restarts")
-    if exec_config.mode == "continuous" and isinstance(source, S3InputConfig) and source.notifications is None:
-        raise ConfigError("exec.mode", "continuous, for an S3 input, keeps one run that follows the bucket's event "
-                                       "notifications: set in.notifications.queue (or leave exec.mode unset: a "
-                                       "run per new object)")
-    if exec_config.min_output_tasks is not None and isinstance(source, KinesisInputConfig):
+    if exec_config.mode == "continuous" and not registry.is_stream(source) and registry.notifications(source) is None:
+        raise ConfigError("exec.mode", "continuous, for objects, keeps one run that follows the bucket's event "
+                                       "notifications: set in.notifications.queue on an S3 input (or leave "
+                                       "exec.mode unset: a run per new object)")
+    if exec_config.min_output_tasks is not None and registry.is_stream(source):
         raise ConfigError("exec.min_output_tasks", "deals one object's pages to several COPY writers, and a stream "
                                                    "has no objects: each batch commits with its shard checkpoints "
                                                    "in one transaction")
@@ -418,8 +316,7 @@ def parse(
 
 def aws_endpoint_variables(config: PipelineConfig) -> tuple[str, ...]:
     """The ``AWS_ENDPOINT_URL_<SERVICE>`` variables boto3 reads for the services this pipeline calls."""
-    services = (["S3", "KMS"] if isinstance(config.input, S3InputConfig)
-                else ["KINESIS"] if isinstance(config.input, KinesisInputConfig) else [])
+    services = list(registry.input_kind(config.input).services)
     if config.output.s3_staging is not None:
         services += [s for s in ("S3", "KMS") if s not in services]
     return tuple(f"AWS_ENDPOINT_URL_{service}" for service in services)
@@ -737,9 +634,7 @@ def _aws(section: _Section) -> AwsSettings:
 
 
 def _input(section: _Section, require_parser: bool) -> Any:
-    from pipeline import registry
-
-    kind = section.string("type", required=True, choices=("s3", "kinesis", *registry.source_types()))
+    kind = section.string("type", required=True, choices=tuple(registry.INPUTS))
     if kind in registry.source_types():
         return registry.source_module(kind).configure(section, require_parser, parser=_parser, aws=AwsSettings())
     aws = _aws(section)
@@ -780,9 +675,7 @@ def _input(section: _Section, require_parser: bool) -> Any:
             section.get("last_path")
             section.warn("last_path", "is not used with " + ("use_modified_time: true" if use_modified_time
                                                                else "path (one object)") + ", as in Embulk")
-        for decoder in section.sequence("decoders", default=[]):
-            if not (isinstance(decoder, Mapping) and decoder.get("type") in ("gzip", "bzip2")):
-                raise ConfigError(section.at("decoders"), "each decoder must be {type: gzip} or {type: bzip2}")
+        check_decoders(section)
         backoff = "botocore's standard retry mode spaces the attempts (exponential, with jitter)"
         section.done(
             no_effect={"min_task_size": "each object is one task, loaded in one COPY",
@@ -836,8 +729,6 @@ def _modified_time(section: _Section) -> datetime | None:
 
 def _parser(parent: _Section, require_parser: bool) -> Any:
     """``in.parser``, read by the module its ``type`` names (pipeline.registry)."""
-    from pipeline import registry
-
     if not parent.has("parser"):
         parent.get("parser")
         if require_parser:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from pipeline import registry
 from pipeline.batch import BatchLoad, RunSummary
 from pipeline.config import PipelineConfig, S3InputConfig
 from pipeline.errors import PipelineError, SourceError
@@ -73,7 +74,7 @@ class ObjectFollow:
                  emit: Callable[[str], None] | None = None, display: Display | None = None,
                  on_run: Callable[[RunSummary], None] | None = None, poll_seconds: float = LONG_POLL_SECONDS):
         source = config.input
-        if not isinstance(source, S3InputConfig) or source.notifications is None:
+        if not registry.in_s3(source) or source.notifications is None:
             raise PipelineError(f"{config.name}: --follow for S3 needs in.notifications.queue: the SQS queue "
                                 "the bucket sends its s3:ObjectCreated:* events to (see `pipeline policy "
                                 "notification CONFIG`)")

@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from pipeline import registry
 from pipeline.config import KinesisInputConfig, PipelineConfig, S3InputConfig
 from pipeline.errors import PipelineError, RecordError
 from pipeline.schema import Column
@@ -162,7 +163,7 @@ def _read_checkpoints(config: PipelineConfig, conn: psycopg.Connection | None, r
     from pipeline.warehouse import ddl, state
     from pipeline.warehouse.connection import connect
 
-    assert isinstance(config.input, KinesisInputConfig)
+    assert registry.is_stream(config.input)
     out = config.output
     try:
         own = conn is None
@@ -219,9 +220,9 @@ def check(config: PipelineConfig, *, s3_client: Any = None, kinesis_client: Any 
 
         return aws_client(service, **aws.client_kwargs())
 
-    if isinstance(config.input, S3InputConfig):
+    if registry.in_s3(config.input):
         results.extend(_check_s3(config.input, client("s3", s3_client), lambda: client("kms", kms_client)))
-    elif isinstance(config.input, KinesisInputConfig):
+    elif registry.is_stream(config.input):
         results.extend(_check_kinesis(config.input, client("kinesis", kinesis_client)))
     else:
         results.append(_check_store(config.input))

@@ -12,12 +12,15 @@ A parser module (``in.parser.type``) defines:
 - optionally ``detects(head)``: whether the first bytes of an object (decompressed) are this format,
   so a seed without ``in.parser.type`` is guessed as the right one (CSV when none says so).
 
-A batch source module (``in.type`` of an input whose objects a load reads) defines ``store(source, client)``:
-its :class:`pipeline.records.ObjectStore` (``client()`` gives an S3 client, made on first use). A source
-module other than the built-in S3 and Kinesis inputs (whose sections ``pipeline.config`` reads) also
-defines ``configure(section, require_parser, parser=..., aws=...)``: the ``in`` section read into its
-config, ``parser(section, require_parser)`` reading its ``in.parser``, ``aws`` the AWS settings of the
-standard chain.
+Each input (``in.type``) is an :class:`InputKind` in :data:`INPUTS`: whether it reads objects or a stream,
+the AWS services it calls, whether the Dagster definitions model it. The engines, ``inspect``, ``security``
+and the Dagster layer ask those (:func:`is_stream`, :func:`in_s3`, :func:`notifications`, ...) rather than
+test a config's class. A batch source module (``in.type`` of an input whose objects a load reads)
+defines ``store(source, client)``: its :class:`pipeline.records.ObjectStore` (``client()`` gives an S3
+client, made on first use). A source module other than the built-in S3 and Kinesis inputs (whose sections
+``pipeline.config`` reads) also defines ``configure(section, require_parser, parser=..., aws=...)``: the
+``in`` section read into its config, ``parser(section, require_parser)`` reading its ``in.parser``,
+``aws`` the AWS settings of the standard chain.
 
 Modules are imported on first use, so a run imports only the format it reads (pyarrow only for Parquet).
 """
@@ -25,6 +28,7 @@ Modules are imported on first use, so a run imports only the format it reads (py
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -37,18 +41,55 @@ PARSERS: dict[str, str] = {
 }
 
 
-STORES: dict[str, str] = {
-    "s3": "pipeline.sources.s3",
-    "file": "pipeline.sources.files",
+@dataclass(frozen=True)
+class InputKind:
+    """What the rest of the code may ask about an ``in.type``, so that nothing outside here tests a config's class."""
+
+    reads: str  # "objects" (a store lists and reads them; a ledger row each) or "stream" (shards, checkpoints)
+    services: tuple[str, ...] = ()  # the AWS services it calls, whose endpoint variables it uses
+    dagster: bool = False  # the Dagster definitions model it (objects partitioned by key, a stream by shard)
+    store: str | None = None  # objects: the module whose store(source, client) lists and reads them
+    configures: str | None = None  # the module reading its own ``in`` section (else pipeline.config does)
+
+
+INPUTS: dict[str, InputKind] = {
+    "s3": InputKind("objects", ("S3", "KMS"), dagster=True, store="pipeline.sources.s3"),
+    "kinesis": InputKind("stream", ("KINESIS",), dagster=True),
+    "file": InputKind("objects", store="pipeline.sources.files", configures="pipeline.sources.files"),
 }
-# Inputs whose config section their own module reads.
-SOURCES: dict[str, str] = {
-    "file": "pipeline.sources.files",
-}
+STORES: dict[str, str] = {kind: spec.store for kind, spec in INPUTS.items() if spec.store}
+SOURCES: dict[str, str] = {kind: spec.configures for kind, spec in INPUTS.items() if spec.configures}
 if TYPE_CHECKING:
+    from typing_extensions import TypeIs
+
+    from pipeline.inputs import KinesisInputConfig, NotificationsConfig, S3InputConfig
     from pipeline.sources.files import FileInputConfig
 
     RegisteredInput = FileInputConfig  # the config classes of SOURCES (a union when there are several)
+
+
+def input_kind(source: Any) -> InputKind:
+    return INPUTS[source.type]
+
+
+def is_stream(source: Any) -> TypeIs[KinesisInputConfig]:
+    """Whether ``source`` reads a stream (shards and sequence numbers) rather than objects."""
+    return INPUTS[source.type].reads == "stream"
+
+
+def in_s3(source: Any) -> TypeIs[S3InputConfig]:
+    """Whether ``source`` reads objects in an S3 bucket (listed, read by range, announced by notifications)."""
+    spec = INPUTS[source.type]
+    return spec.reads == "objects" and "S3" in spec.services
+
+
+def notifications(source: Any) -> NotificationsConfig | None:
+    """The queue of event notifications ``source`` follows, if it names one."""
+    return source.notifications if in_s3(source) else None
+
+
+def in_dagster(source: Any) -> bool:
+    return INPUTS[source.type].dagster
 
 
 def source_types() -> tuple[str, ...]:

@@ -11,7 +11,8 @@ import ipaddress
 from collections.abc import Iterable
 from typing import Any
 
-from pipeline.config import KinesisInputConfig, PipelineConfig, S3InputConfig
+from pipeline import registry
+from pipeline.config import PipelineConfig
 
 POLICY_VERSION = "2012-10-17"
 
@@ -58,7 +59,7 @@ def iam_policy(config: PipelineConfig, *, account: str = "*", region: str = "*",
     """
     statements: list[dict[str, Any]] = []
     source = config.input
-    if isinstance(source, S3InputConfig):
+    if registry.in_s3(source):
         prefix = source.path_prefix
         listing: dict[str, Any] = {
             "Sid": "ListSourcePrefix",
@@ -93,7 +94,7 @@ def iam_policy(config: PipelineConfig, *, account: str = "*", region: str = "*",
                 "Action": ["sqs:GetQueueUrl", "sqs:ReceiveMessage", "sqs:DeleteMessage"],
                 "Resource": arn,
             })
-    elif isinstance(source, KinesisInputConfig):
+    elif registry.is_stream(source):
         statements.append({
             "Sid": "ReadSourceStream",
             "Effect": "Allow",

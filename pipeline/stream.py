@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg import sql
 
+from pipeline import registry
 from pipeline.config import KinesisInputConfig, PipelineConfig
 from pipeline.errors import PipelineError, RecordError, SourceError, WarehouseError
 from pipeline.progress import Display, Progress
@@ -143,7 +144,7 @@ class StreamLoad:
 
     def __init__(self, config: PipelineConfig, *, kinesis_client=None, s3_client=None,
                  emit: Callable[[str], None] | None = None, sleep: Callable[[float], None] = time.sleep):
-        if not isinstance(config.input, KinesisInputConfig):
+        if not registry.is_stream(config.input):
             raise PipelineError(f"{config.name}: in.type is {config.input.type}, not kinesis")
         from pipeline.filters import build_filters, output_columns, projector
         from pipeline.formats.json import JsonOptions

@@ -73,12 +73,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _notifications(args: argparse.Namespace) -> dict:
     from pipeline import config as config_module
+    from pipeline import registry
     from pipeline.sources import sqs
 
     environ, _ = _environ_for_structure(args.config)
     config = config_module.load(args.config, environ=environ)
     source = config.input
-    if not isinstance(source, config_module.S3InputConfig) or source.notifications is None:
+    if not registry.in_s3(source) or source.notifications is None:
         raise config_module.ConfigError("in.notifications", "is not set: name the SQS queue the bucket notifies, "
                                                             "as {queue: NAME} (see the README)")
     region = args.region or source.aws.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")

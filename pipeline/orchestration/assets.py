@@ -13,6 +13,7 @@ from typing import Any
 
 import dagster as dg
 
+from pipeline import registry
 from pipeline.config import PipelineConfig, S3InputConfig
 from pipeline.errors import PipelineError
 from pipeline.orchestration.pipelines import REBUILDING_MODES, Pipeline
@@ -99,7 +100,7 @@ def rejected_spec(pipeline: Pipeline) -> dg.AssetSpec:
         group_name=pipeline.name,
         kinds={out.type},
         deps=[pipeline.table_key],
-        partitions_def=pipeline.partitions_def if isinstance(pipeline.config.input, S3InputConfig) else None,
+        partitions_def=None if registry.is_stream(pipeline.config.input) else pipeline.partitions_def,
         metadata={"dagster/table_name": f"{out.schema}.{out.rejected}",
                   "dagster/column_schema": dg.TableSchema(columns=[
                       dg.TableColumn(name=name, type=kind, description=what)
@@ -266,6 +267,6 @@ def column_schema(config: PipelineConfig, columns: Sequence[Any] | None = None) 
 
 
 def _s3_input(config: PipelineConfig) -> S3InputConfig:
-    if not isinstance(config.input, S3InputConfig):
+    if not registry.in_s3(config.input):
         raise PipelineError(f"{config.name}: in.type is {config.input.type}, not s3")
     return config.input

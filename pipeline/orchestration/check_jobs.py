@@ -8,7 +8,8 @@ from typing import Any
 
 import dagster as dg
 
-from pipeline.config import KinesisInputConfig, PipelineConfig
+from pipeline import registry
+from pipeline.config import PipelineConfig
 from pipeline.errors import ConfigError
 from pipeline.inspect import CheckResult
 from pipeline.orchestration.pipelines import Pipeline
@@ -63,7 +64,7 @@ def run_checks(pipeline: Pipeline, resources: Any) -> list[CheckResult]:
     except ConfigError as error:
         return [CheckResult("config", False, str(error))]
     aws = config.input.aws
-    if isinstance(config.input, KinesisInputConfig):
+    if registry.is_stream(config.input):
         return check(config, kinesis_client=resources.kinesis.client(aws))
     return check(config, s3_client=resources.s3.client(aws), kms_client=resources.kms.client(aws))
 

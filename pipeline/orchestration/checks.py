@@ -15,6 +15,7 @@ from typing import Any
 import dagster as dg
 import psycopg
 
+from pipeline import registry
 from pipeline.config import OutputConfig, PipelineConfig
 from pipeline.orchestration.pipelines import REBUILDING_MODES, Pipeline
 from pipeline.warehouse.quality import (
@@ -81,14 +82,13 @@ def evaluate_object(conn: psycopg.Connection, pipeline: Pipeline, config: Pipeli
 
 def table_checks(pipeline: Pipeline) -> list[dg.AssetChecksDefinition]:
     """Whole-table checks: primary key unique, no NULL where none may be, row count matches the ledger."""
-    from pipeline.config import S3InputConfig
 
     out = pipeline.config.output
     built = [_required_columns_check(pipeline)]
     if out.primary_key:
         built.insert(0, _primary_key_check(pipeline))
     # The object ledger is the S3 side's; merge updates rows in place, so the ledger counts more than the table.
-    if isinstance(pipeline.config.input, S3InputConfig) and out.mode != "merge":
+    if not registry.is_stream(pipeline.config.input) and out.mode != "merge":
         built.append(_ledger_total_check(pipeline))
     return built
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from pipeline.config import KinesisInputConfig, S3InputConfig
+from pipeline import registry
 from pipeline.errors import ConfigError
 from pipeline.orchestration import assets, checks, sensors
 from pipeline.orchestration.check_jobs import check_job
@@ -60,7 +60,7 @@ def prepare(pipeline: Pipeline, translator: PipelineTranslator | None = None,
     """``pipeline`` with its translation, its trigger, and its keys as the translator names them."""
     if trigger not in TRIGGERS:
         raise ConfigError("trigger", f"{trigger!r} is not one of {', '.join(TRIGGERS)}")
-    if trigger != "sensor" and isinstance(pipeline.config.input, KinesisInputConfig):
+    if trigger != "sensor" and registry.is_stream(pipeline.config.input):
         raise ConfigError("trigger", f"{pipeline.name} reads a Kinesis stream, whose loads its stream sensor or "
                                      "continuous job drives; trigger: automation is for S3 pipelines")
     prepared = replace(pipeline, translation=translation or Translation(), trigger=trigger)
@@ -69,7 +69,7 @@ def prepare(pipeline: Pipeline, translator: PipelineTranslator | None = None,
 
 
 def roles_of(pipeline: Pipeline) -> tuple[str, ...]:
-    source = "stream" if isinstance(pipeline.config.input, KinesisInputConfig) else "objects"
+    source = "stream" if registry.is_stream(pipeline.config.input) else "objects"
     return ("table", source, "rejected")
 
 
@@ -83,14 +83,12 @@ def definitions_for(pipelines: list[Pipeline], translator: PipelineTranslator | 
             raise ConfigError("name", f"{pipeline.path} and {names[pipeline.name]} both define pipeline "
                                       f"{pipeline.name!r}")
         names[pipeline.name] = pipeline.path
-        if isinstance(pipeline.config.input, KinesisInputConfig):
-            built = stream_pipeline_definitions(pipeline)
-        elif isinstance(pipeline.config.input, S3InputConfig):
-            built = s3_pipeline_definitions(pipeline)
-        else:
+        if not registry.in_dagster(pipeline.config.input):
             raise ConfigError("in.type", f"{pipeline.path}: {pipeline.config.input.type} inputs run with `pipeline "
                                          "run` (and guess, preview, check); the Dagster definitions model S3 and "
                                          "Kinesis inputs, whose objects and shards they partition and sense")
+        built = (stream_pipeline_definitions(pipeline) if registry.is_stream(pipeline.config.input)
+                 else s3_pipeline_definitions(pipeline))
         # The default translator with no translation changes nothing: skip the pass over every spec.
         if type(translator) is not PipelineTranslator or pipeline.translation != Translation():
             roles = {key: role for role, key in pipeline.keys.items()}

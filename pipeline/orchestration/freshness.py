@@ -20,7 +20,8 @@ from typing import Any
 import dagster as dg
 import psycopg
 
-from pipeline.config import KinesisInputConfig, PipelineConfig
+from pipeline import registry
+from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError
 from pipeline.orchestration.pipelines import Pipeline
 
@@ -60,7 +61,7 @@ def judge(conn: psycopg.Connection, config: PipelineConfig, *, now: datetime | N
         raise PipelineError(f"{config.name}: exec.expect_within is not set, so there is no freshness to judge")
     out = config.output
     now = now or datetime.now(UTC)
-    if isinstance(config.input, KinesisInputConfig):
+    if registry.is_stream(config.input):
         stream = config.input.stream
         newest = state.newest_checkpoint(conn, out.state, config.name, stream)
         what, source = "no new record", f"Kinesis stream {stream}"
@@ -73,7 +74,7 @@ def judge(conn: psycopg.Connection, config: PipelineConfig, *, now: datetime | N
                          None, None, None, limit)
     name, at = newest
     age = max((now - at).total_seconds(), 0.0)
-    where = (f"the last records were committed from shard {name}" if isinstance(config.input, KinesisInputConfig)
+    where = (f"the last records were committed from shard {name}" if registry.is_stream(config.input)
              else f"the newest load was {config.input.object_uri(name)}")
     when = f"{where} at {at.astimezone(UTC).isoformat(timespec='seconds')}, {span(age)} ago"
     if age > limit:

@@ -10,7 +10,7 @@ loaded stay in the table, and their materializations in the asset's history.
 
 import dagster as dg
 
-from pipeline.config import S3InputConfig
+from pipeline import registry
 from pipeline.orchestration.pipelines import Pipeline
 
 
@@ -22,7 +22,7 @@ def sync_partitions_job(pipeline: Pipeline) -> dg.JobDefinition:
     from pipeline.orchestration.sensors import usable_partition_key
 
     listed_input = pipeline.config.input
-    assert isinstance(listed_input, S3InputConfig)  # only an S3 pipeline's assets are partitioned by object
+    assert registry.in_s3(listed_input)  # only an S3 pipeline's assets are partitioned by object
 
     @dg.op(name=f"{pipeline.name}_sync_partitions_op", required_resource_keys={"s3"},
            description=f"Adds a partition of {pipeline.table_key.to_user_string()} for each object under the "
@@ -32,7 +32,7 @@ def sync_partitions_job(pipeline: Pipeline) -> dg.JobDefinition:
 
         resolved = pipeline.resolve_source()
         source = resolved.input
-        assert isinstance(source, S3InputConfig)
+        assert registry.in_s3(source)
         accept = acceptor(source, context.log.warning)
         listed = [obj.key for obj in list_objects(context.resources.s3.client(source.aws), source.bucket,
                                                   source.path_prefix, pattern=source.path_match_pattern)

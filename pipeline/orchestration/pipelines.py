@@ -22,7 +22,8 @@ import dagster as dg
 import yaml
 
 from pipeline import config as pipeline_config
-from pipeline.config import PipelineConfig, S3InputConfig
+from pipeline import registry
+from pipeline.config import PipelineConfig
 from pipeline.errors import ConfigError
 from pipeline.orchestration.translation import PipelineTranslator, Translation, freshness_policy
 
@@ -167,7 +168,7 @@ def read_pipeline(path: Path, *, section: Sequence[str] = (), name: str | None =
         config=structure,
         conninfo_variable=variable,
         warehouse=_warehouse_name(structure, variable),
-        sweep=isinstance(structure.input, S3InputConfig) and not structure.input.incremental,
+        sweep=registry.in_s3(structure.input) and not structure.input.incremental,
         stream_mode=stream_mode_of(structure),
         section=tuple(section),
         default_name=name,
@@ -184,7 +185,7 @@ def stream_mode_of(config: PipelineConfig) -> str:
     if mode not in STREAM_MODES:
         raise ConfigError("exec.mode", f"{mode!r} is not one of {', '.join(STREAM_MODES)} "
                                        f"(from ${stream_mode_variable(config.name)})")
-    if mode == "continuous" and isinstance(config.input, S3InputConfig) and config.input.notifications is None:
+    if mode == "continuous" and not registry.is_stream(config.input) and registry.notifications(config.input) is None:
         raise ConfigError("exec.mode", f"continuous (from ${stream_mode_variable(config.name)}) follows the queue "
                                        "in.notifications names, and this S3 pipeline names none")
     return mode

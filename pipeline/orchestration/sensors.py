@@ -40,6 +40,7 @@ import dagster as dg
 import psycopg
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
+from pipeline import registry
 from pipeline.config import S3InputConfig
 from pipeline.errors import PipelineError, SourceError
 from pipeline.inspect import CheckResult
@@ -225,7 +226,7 @@ def object_sensor(pipeline: Pipeline, job: Any, *, max_keys: int = MAX_KEYS_PER_
     """``<pipeline>_sensor``: add a partition and request a run for each new object version."""
     sweep = pipeline.sweep if sweep is None else sweep
     source = pipeline.config.input
-    assert isinstance(source, S3InputConfig)
+    assert registry.in_s3(source)
     how = ("lists keys after the last one seen and sweeps the whole prefix a page per tick against the "
            "ledger, catching re-uploaded objects" if sweep else
            "lists keys after the last one seen (Embulk's last_path); set in.incremental: false to also "
@@ -258,7 +259,7 @@ def object_sensor(pipeline: Pipeline, job: Any, *, max_keys: int = MAX_KEYS_PER_
                 return state.loaded_objects(conn, output.state, config.name, keys)
 
         source = config.input
-        assert isinstance(source, S3InputConfig)
+        assert registry.in_s3(source)
         client = context.resources.s3.client(source.aws)
         cursor_in = Cursor.parse(context.cursor)
         listing_due = source.notifications is None or cursor_in.listed_at is None or (

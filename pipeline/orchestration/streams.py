@@ -23,6 +23,7 @@ from typing import Any
 import dagster as dg
 import psycopg
 
+from pipeline import registry
 from pipeline.config import ExecConfig, KinesisInputConfig, PipelineConfig
 from pipeline.errors import PipelineError
 from pipeline.orchestration import check_jobs
@@ -520,7 +521,7 @@ def stream_columns(config: PipelineConfig) -> tuple[list[Any], list[Any]]:
 
 
 def _stream(config: PipelineConfig) -> KinesisInputConfig:
-    if not isinstance(config.input, KinesisInputConfig):
+    if not registry.is_stream(config.input):
         raise PipelineError(f"{config.name}: in.type is {config.input.type}, not kinesis")
     return config.input
 
