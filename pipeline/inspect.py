@@ -132,7 +132,7 @@ def _preview_stream(config: PipelineConfig, limit: int, kinesis_client: Any,
     from pipeline.stream import StreamLoad
 
     load = StreamLoad(config, kinesis_client=kinesis_client)
-    project = load.project
+    path = load.path  # what a load does with each record (filters, identity, NUL check), without the table's fit
     result = Preview(config.name, list(load.columns), _types(config, list(load.columns)),
                      on_invalid=_on_invalid(config, load.input.parser.stop_on_invalid_record))
     checkpoints = _read_checkpoints(config, conn, result)
@@ -148,12 +148,14 @@ def _preview_stream(config: PipelineConfig, limit: int, kinesis_client: Any,
                             max_records=limit - len(result.rows), max_bytes=PREVIEW_SHARD_BYTES, stop_at_tip=True)
         for record in reader:
             identity = record.identity(stream)
+            raw = partial(record.data.decode, "utf-8", "replace")
             for line, row in parse_records(record.data, record.metadata(), load.options, source, record.position):
-                if isinstance(row, RecordError):
-                    result.rows.append(_rejected_row(row))
+                encoded = row if isinstance(row, RecordError) else path.encode_fields(
+                    row, source, record.position, row_identity(identity, line), raw)
+                if isinstance(encoded, RecordError):
+                    result.rows.append(_rejected_row(encoded))
                     continue
-                result.rows.append(PreviewRow(source, record.position,
-                                              list(project(row, row_identity(identity, line)))))
+                result.rows.append(PreviewRow(source, record.position, list(encoded[0])))
     del result.rows[limit:]
     return result
 

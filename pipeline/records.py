@@ -75,38 +75,54 @@ class RecordReader(Protocol):
 
 
 class RowPath:
-    """From a reader's record to the row a load sends: filters, the row's identity, the table's fit, NUL check.
+    """From a parsed record to the row a load sends: filters, the row's identity, the table's fit, NUL check.
 
-    ``identity(line)`` names a record for ``add_uuid`` (it is only called when a filter needs it).
-    ``fitter`` rejects rows the table's column types would refuse; ``sequence`` appends the record's line
-    (the staged order a merge keeps).
+    Batch loads, stream loads and ``pipeline preview`` all encode their records here. ``fitter`` rejects
+    rows the table's column types would refuse; ``sequence`` appends the record's position (the staged
+    order a merge keeps); ``noun`` is what a refusal calls the record ("row", or "record" for a stream's).
     """
 
     def __init__(self, columns: Sequence[Column], filters: Sequence[Filter], *, fitter: Fitter | None = None,
-                 sequence: bool = False):
+                 sequence: bool = False, noun: str = "row"):
         from pipeline.filters import projector
 
         self.names = [c.name for c in columns]
         self.project = projector(columns, filters) if filters else None
-        self.fitter = fitter
+        self.fitter = fitter if fitter is not None and fitter.checks_anything else None
         self.sequence = sequence
+        self.noun = noun
 
     def encode(self, record: Record, source: str, identity: Callable[[int], str]
                ) -> tuple[Sequence[str | None], str] | RecordError:
-        """The record's output values and its COPY text line, or the error that rejects it."""
-        from pipeline.warehouse.copy import text_line
+        """A reader's record (values in column order): its output values and COPY text line, or its error.
 
+        ``identity(line)`` names the record for ``add_uuid`` (only called when a filter needs it).
+        """
         row: Sequence[str | None] = record.values
         if self.project is not None:
             row = self.project(dict(zip(self.names, record.values, strict=True)), identity(record.line))
+        return self._finish(row, source, record.line, record.raw)
+
+    def encode_fields(self, fields: dict[str, Any], source: str, position: int | str, identity: str,
+                      raw: Callable[[], str]) -> tuple[Sequence[str | None], str] | RecordError:
+        """The same for a record parsed into fields by column name (a stream's JSON), named by ``identity``;
+        ``raw()`` gives its text for a rejection."""
+        row = self.project(fields, identity) if self.project is not None else [fields[n] for n in self.names]
+        return self._finish(row, source, position, raw)
+
+    def _finish(self, row: Sequence[Any], source: str, position: int | str, raw: str | Callable[[], str] | None
+                ) -> tuple[Sequence[str | None], str] | RecordError:
+        from pipeline.warehouse.copy import text_line
+
         if self.fitter is not None:
-            row, refused = self.fitter.judge(row, source, record.line, record.raw)
+            row, refused = self.fitter.judge(row, source, position, None, noun=self.noun)
             if refused is not None:
+                refused.raw = raw() if callable(raw) else raw
                 return refused
-        values = [*row, str(record.line)] if self.sequence else row
+        values = [*row, str(position)] if self.sequence else row
         line = text_line(values)
         if "\x00" in line:
-            return RecordError(source, record.line, "NUL byte in the record", raw=record.raw)
+            return RecordError(source, position, "NUL byte in the record", raw=raw() if callable(raw) else raw)
         return row, line
 
 

@@ -20,10 +20,11 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg import sql
@@ -32,8 +33,9 @@ from pipeline import registry
 from pipeline.config import KinesisInputConfig, PipelineConfig
 from pipeline.errors import PipelineError, RecordError, SourceError, WarehouseError
 from pipeline.progress import Display, Progress
+from pipeline.records import RowPath
 from pipeline.warehouse import staging, state
-from pipeline.warehouse.copy import copy_lines, copy_text_statement, text_line, text_values
+from pipeline.warehouse.copy import copy_lines, copy_text_statement, text_values
 from pipeline.warehouse.fit import Fitter
 from pipeline.warehouse.target import Target
 
@@ -146,7 +148,7 @@ class StreamLoad:
                  emit: Callable[[str], None] | None = None, sleep: Callable[[float], None] = time.sleep):
         if not registry.is_stream(config.input):
             raise PipelineError(f"{config.name}: in.type is {config.input.type}, not kinesis")
-        from pipeline.filters import build_filters, output_columns, projector
+        from pipeline.filters import build_filters, output_columns
         from pipeline.formats.json import JsonOptions
 
         self.config = config
@@ -163,8 +165,9 @@ class StreamLoad:
         kept = tuple(name for name in self.options.default_metadata if name in needed)
         if kept != self.options.default_metadata:
             self.options = dataclasses.replace(self.options, default_metadata=kept)
-        # A parsed row to its output values; the rows hold no metadata left out above (only drop_fields named it).
-        self.project = projector(self.options.record_columns, self.filters)
+        # A parsed row to its output values and COPY line (the same path as a batch load's and the preview's);
+        # the rows hold no metadata left out above (only drop_fields named it). _prepare adds the table's fit.
+        self.path = RowPath(self.options.record_columns, self.filters, noun="record")
         self.target = Target(config.output, self.columns, config.name)
         self.emit = emit or log.info
         self.sleep = sleep
@@ -323,6 +326,7 @@ class StreamLoad:
             with conn.cursor() as cur:
                 self._fitter = self.target.fitter(column_types(cur, out.schema, out.table))
             conn.commit()
+            self.path = RowPath(self.options.record_columns, self.filters, fitter=self._fitter, noun="record")
             self._prepared = True
 
     def _check_source(self, conn: psycopg.Connection) -> list[DataLoss]:
@@ -569,11 +573,10 @@ class StreamLoad:
         from pipeline.sources.kinesis import Page, identity_prefix
 
         stream = self.input.stream
-        project, options = self.project, self.options
+        encode, options = self.path.encode_fields, self.options
         uses_metadata = options.uses_metadata
         stop_on_invalid = self.input.parser.stop_on_invalid_record
         lines, rejects, origins = parsed.lines, parsed.rejects, parsed.origins
-        fitter = self._fitter if self._fitter is not None and self._fitter.checks_anything else None
         unfinished = list(reads)
 
         def all_caught_up() -> bool:  # every shard parsed up to its tip, or read to its end
@@ -597,23 +600,17 @@ class StreamLoad:
                     if result.oldest_arrival is None or arrival < result.oldest_arrival:
                         result.oldest_arrival = arrival
                     at = record.position
+                    raw = partial(record.data.decode, "utf-8", "replace")
                     for line, row in parse_records(record.data, record.metadata() if uses_metadata else NO_METADATA,
                                                    options, source, at):
-                        if isinstance(row, RecordError):
+                        encoded = row if isinstance(row, RecordError) else encode(
+                            row, source, at, row_identity(prefix + at, line), raw)
+                        if isinstance(encoded, RecordError):
                             if stop_on_invalid:
-                                raise row
-                            rejects.append(row)
+                                raise encoded
+                            rejects.append(encoded)
                             continue
-                        values: Sequence[Any] = project(row, row_identity(prefix + at, line))
-                        if fitter is not None:
-                            values, error = fitter.judge(values, source, at, record.data.decode("utf-8", "replace"),
-                                                         noun="record")
-                            if error is not None:
-                                if stop_on_invalid:
-                                    raise error
-                                rejects.append(error)
-                                continue
-                        lines.append(text_line(values))
+                        lines.append(encoded[1])
                         origins.append((source, at))
                     read.consumed += 1
                     read.nbytes += len(record.data)

@@ -157,6 +157,11 @@ def test_preview_of_a_stream_shows_records_after_the_checkpoint_without_moving_i
     assert "REJECTED: " in out and "4 records shown" not in out and "5 records shown, 1 rejected" in out
     assert StreamLoad(config).checkpoints() == before
     assert StreamLoad(config).run().records == 5
+    # The preview encoded each record as the load did (one RowPath): the same values, the same uuid.
+    loaded = redshift.execute(f"SELECT sensorid::text, currenttemperature::text, status, uuid "
+                              f"FROM {config.output.qualified_table} WHERE sensorid >= 100").fetchall()
+    shown = [tuple(row.values) for row in result.rows if not row.rejected]
+    assert sorted(loaded) == sorted(shown)
 
 
 # --------------------------------------------------------------------------- check
