@@ -260,9 +260,10 @@ def _sensors(bench: Bench, section: Section, bucket: str, queues: dict[str, str]
     if runs.get("FAILURE"):
         raise BenchError(f"sensor mode (S3): {runs['FAILURE']} run(s) failed; see {log_path}")
     detail = {"runs": sum(runs.values()), "first_object_seconds": round(ready, 1)}
+    stages = _stages(dagster_db, f"{notified}_load", put_at["notified"], watcher.seen)
     notified_p95 = _add(section, "events.sensor", f"PutObject to visible in the table, the sensor with "
                         f"in.notifications (Dagster daemon, a tick every {NOTIFIED_INTERVAL_SECONDS:g} s, a run per "
-                        "object)", put_at["notified"], watcher.seen, detail, target=True)
+                        "object)", put_at["notified"], watcher.seen, {**detail, "stages": stages}, target=True)
     continuous_p95 = _add(section, "events.continuous", "the same, in continuous mode (exec.mode: continuous: the "
                           f"sensor keeps one run following the queue, one object every "
                           f"{CONTINUOUS_PUT_INTERVAL_SECONDS:g} s)", put_at["continuous"], watcher.seen, detail,
@@ -275,8 +276,50 @@ def _sensors(bench: Bench, section: Section, bucket: str, queues: dict[str, str]
         "its own, started as a fresh process that loads the code location, after the sensor's tick and the run "
         f"queue's dequeue (every second). The daemon started and landed a first object in {ready:.0f} s, before "
         "timing began.")
+    if stages:
+        section.notes.append(
+            "Where a run per object spends its time (p50 / p95, s): " + "; ".join(
+                f"{name} {span['p50']:g} / {span['p95']:g}" for name, span in stages.items())
+            + " (sensor: put to the run enqueued; queue: to its launch; process: a fresh process loading the code "
+              "location; load: to visible in the table).")
     bench.emit(f"events: sensor with notifications p95 {notified_p95:.1f} s, continuous mode p95 "
                f"{continuous_p95:.2f} s, polling sensor p95 {polled_p95:.1f} s")
+
+
+# The events that mark each stage of a sensor-requested run, in order (Dagster's event log).
+_STAGE_EVENTS = ("RUN_ENQUEUED", "RUN_STARTING", "RUN_START")
+
+
+def _stages(dagster_db: str, job_name: str, put_at: dict[str, float], seen: dict[str, float]
+            ) -> dict[str, dict[str, float]]:
+    """Where the time of each object's run went: stage -> {p50, p95} in seconds.
+
+    ``put_at`` and ``seen`` are monotonic; Dagster's event log is in UTC wall time, so both are moved onto
+    the wall clock with one offset. Stages: the sensor (put to the run enqueued), the queue (to the launch),
+    the process (a fresh process loading the code location, to the run's start), the load (to visible).
+    """
+    from datetime import UTC
+
+    offset = time.time() - time.monotonic()
+    with psycopg.connect(dagster_db, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT r.partition, e.dagster_event_type, min(e.timestamp) FROM runs r "
+            "JOIN event_logs e ON e.run_id = r.run_id WHERE r.pipeline_name = %s AND e.dagster_event_type = ANY(%s) "
+            "GROUP BY r.partition, e.dagster_event_type", (job_name, list(_STAGE_EVENTS))).fetchall()
+    marks: dict[str, dict[str, float]] = {}
+    for partition, kind, at in rows:
+        order_id = str(partition).rsplit("/", 1)[-1].removesuffix(".csv")
+        marks.setdefault(order_id, {})[kind] = at.replace(tzinfo=UTC).timestamp()
+    spans: dict[str, list[float]] = {"sensor": [], "queue": [], "process": [], "load": []}
+    for order_id, put in put_at.items():
+        mark = marks.get(order_id, {})
+        if order_id not in seen or any(kind not in mark for kind in _STAGE_EVENTS):
+            continue
+        points = [put + offset, *(mark[kind] for kind in _STAGE_EVENTS), seen[order_id] + offset]
+        for name, start, end in zip(spans, points, points[1:], strict=True):
+            spans[name].append(end - start)
+    return {name: {"p50": round(percentile(values, 0.5), 2), "p95": round(percentile(values, 0.95), 2)}
+            for name, values in spans.items() if values}
 
 
 def _terminate(env: dict[str, str], job_name: str) -> None:
