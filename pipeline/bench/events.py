@@ -211,7 +211,7 @@ def _sensors(bench: Bench, section: Section, bucket: str, queues: dict[str, str]
     from pipeline.bench.harness import checkout
     from pipeline.bench.stream import _daemon_environment, _runs, _runs_summary
     from pipeline.local.dagster_process import dagster_command, dagster_process
-    from pipeline.orchestration.sensors import MINIMUM_INTERVAL_SECONDS, NOTIFIED_INTERVAL_SECONDS
+    from pipeline.orchestration.sensors import MINIMUM_INTERVAL_SECONDS, NOTIFIED_INTERVAL_SECONDS, tick_every
 
     directory = bench.workdir / "events-sensors"
     notified, _ = _config(bench, "notified", bucket, directory, queues["notified"])
@@ -261,15 +261,16 @@ def _sensors(bench: Bench, section: Section, bucket: str, queues: dict[str, str]
         raise BenchError(f"sensor mode (S3): {runs['FAILURE']} run(s) failed; see {log_path}")
     detail = {"runs": sum(runs.values()), "first_object_seconds": round(ready, 1)}
     stages = _stages(dagster_db, f"{notified}_load", put_at["notified"], watcher.seen)
+    notified_every, polled_every = tick_every(NOTIFIED_INTERVAL_SECONDS), tick_every(MINIMUM_INTERVAL_SECONDS)
     notified_p95 = _add(section, "events.sensor", f"PutObject to visible in the table, the sensor with "
-                        f"in.notifications (Dagster daemon, a tick every {NOTIFIED_INTERVAL_SECONDS:g} s, a run per "
-                        "object)", put_at["notified"], watcher.seen, {**detail, "stages": stages}, target=True)
+                        f"in.notifications (Dagster daemon, a tick every {notified_every:g} s, a run per object)",
+                        put_at["notified"], watcher.seen, {**detail, "stages": stages}, target=True)
     continuous_p95 = _add(section, "events.continuous", "the same, in continuous mode (exec.mode: continuous: the "
                           f"sensor keeps one run following the queue, one object every "
                           f"{CONTINUOUS_PUT_INTERVAL_SECONDS:g} s)", put_at["continuous"], watcher.seen, detail,
                           target=True)
     polled_p95 = _add(section, "events.polling", f"the same, the polling sensor (ListObjectsV2 after the last key, "
-                      f"a tick every {MINIMUM_INTERVAL_SECONDS:g} s)", put_at["polled"], watcher.seen, detail,
+                      f"a tick every {polled_every:g} s)", put_at["polled"], watcher.seen, detail,
                       target=False)
     section.notes.append(
         f"Sensor mode: one object for each pipeline every {SENSOR_PUT_INTERVAL_SECONDS:g} s. Each object is a run of "
@@ -286,8 +287,9 @@ def _sensors(bench: Bench, section: Section, bucket: str, queues: dict[str, str]
                f"{continuous_p95:.2f} s, polling sensor p95 {polled_p95:.1f} s")
 
 
-# The events that mark each stage of a sensor-requested run, in order (Dagster's event log).
-_STAGE_EVENTS = ("RUN_ENQUEUED", "RUN_STARTING", "RUN_START")
+# The events that mark each stage of a sensor-requested run, in order, as Dagster's event log names them
+# (DagsterEventType.RUN_ENQUEUED, RUN_STARTING and RUN_START).
+_STAGE_EVENTS = ("PIPELINE_ENQUEUED", "PIPELINE_STARTING", "PIPELINE_START")
 
 
 def _stages(dagster_db: str, job_name: str, put_at: dict[str, float], seen: dict[str, float]
@@ -316,7 +318,7 @@ def _stages(dagster_db: str, job_name: str, put_at: dict[str, float], seen: dict
         if order_id not in seen or any(kind not in mark for kind in _STAGE_EVENTS):
             continue
         points = [put + offset, *(mark[kind] for kind in _STAGE_EVENTS), seen[order_id] + offset]
-        for name, start, end in zip(spans, points, points[1:], strict=True):
+        for name, start, end in zip(spans, points[:-1], points[1:], strict=True):
             spans[name].append(end - start)
     return {name: {"p50": round(percentile(values, 0.5), 2), "p95": round(percentile(values, 0.95), 2)}
             for name, values in spans.items() if values}

@@ -447,9 +447,10 @@ def _sensor_latency(bench: Bench, section: Section) -> None:
 
 
 def _sensor_interval() -> float:
+    from pipeline.orchestration.sensors import tick_every
     from pipeline.orchestration.streams import MINIMUM_INTERVAL_SECONDS
 
-    return MINIMUM_INTERVAL_SECONDS
+    return tick_every(MINIMUM_INTERVAL_SECONDS)
 
 
 def _daemon_environment(bench: Bench, config_dir, what: str = "dagster") -> tuple[dict[str, str], str]:

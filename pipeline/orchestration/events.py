@@ -41,7 +41,7 @@ def continuous_job(pipeline: Pipeline) -> dg.JobDefinition:
 
     @dg.job(
         name=continuous_job_name(pipeline),
-        tags=pipeline.run_tags,
+        tags=pipeline.continuous_run_tags,
         description=f"Continuous mode: one long run that loads each object into "
                     f"{pipeline.config.output.qualified_table} as its notification arrives, {until}. "
                     f"{pipeline.name}_sensor keeps one such run alive.",
@@ -124,6 +124,6 @@ def follow_sensor(pipeline: Pipeline, follow_job: dg.JobDefinition) -> dg.Sensor
         context.log.info(f"continuous mode{'; ' + why if why else ''}: requesting {follow_job.name} "
                          f"with run_key {run_key}")
         return dg.SensorResult(run_requests=[dg.RunRequest(run_key=run_key, job_name=follow_job.name,
-                                                           tags={**pipeline.run_tags, **NO_RUN_RETRIES})])
+                                                           tags={**pipeline.continuous_run_tags, **NO_RUN_RETRIES})])
 
     return keep_following

@@ -36,6 +36,9 @@ DEFAULT_CONFIG_DIR = Path("pipelines")
 TRIGGERS = ("sensor", "automation")
 # The run tag the QueuedRunCoordinator limits concurrency by (dagster.yaml), one value per warehouse.
 WAREHOUSE_TAG = "pipeline/warehouse"
+# A continuous run (one per pipeline, for as long as it runs) carries this tag instead of WAREHOUSE_TAG:
+# held by long runs, the per-warehouse run limit would starve every other run into that warehouse.
+CONTINUOUS_TAG = "pipeline/continuous"
 
 # Modes that rebuild the whole table from every object: the ledger restarts with each rebuild.
 REBUILDING_MODES = ("replace", "truncate_insert")
@@ -107,6 +110,10 @@ class Pipeline:
     @property
     def run_tags(self) -> dict[str, str]:
         return {WAREHOUSE_TAG: self.warehouse}
+
+    @property
+    def continuous_run_tags(self) -> dict[str, str]:
+        return {CONTINUOUS_TAG: self.warehouse}
 
     def resolve(self, conninfo: str | None = None) -> PipelineConfig:
         """The config read again with the real environment.

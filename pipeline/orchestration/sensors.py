@@ -51,7 +51,16 @@ from pipeline.warehouse import state
 MAX_KEYS_PER_TICK = 1000  # one ListObjectsV2 page: a backlog is worked off a page per tick
 SWEEP_KEYS_PER_TICK = 1000
 MINIMUM_INTERVAL_SECONDS = 30
-NOTIFIED_INTERVAL_SECONDS = 5  # with in.notifications: a tick drains the queue, a listing is a sweep now and then
+# With in.notifications: a tick drains the queue, a listing is a sweep now and then. The daemon evaluates
+# sensors in a loop of 5 s at the shortest; an interval of 5 s would skip every other loop (a tick lands a
+# hair under 5 s after the last), so 1 s: a tick every loop.
+NOTIFIED_INTERVAL_SECONDS = 1
+DAEMON_LOOP_SECONDS = 5.0  # the sensor daemon's shortest loop (Dagster's MIN_INTERVAL_LOOP_TIME)
+
+
+def tick_every(minimum_interval: float) -> float:
+    """How often the daemon ticks a sensor of this ``minimum_interval_seconds``, at the most."""
+    return max(float(minimum_interval), DAEMON_LOOP_SECONDS)
 MAX_MESSAGES_PER_TICK = 1000
 CURSOR_VERSION = 1
 # Dagster refuses these in partition keys; such objects are reported and passed over.

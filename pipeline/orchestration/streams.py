@@ -36,8 +36,10 @@ MAX_BATCHES_PER_RUN = 10
 # to this long since it started: a run's start (a process that loads the code location) costs seconds, and
 # records that arrive meanwhile would otherwise wait for it to end, the next tick and the next run's start.
 RUN_LINGER_SECONDS = 60.0
-# Short, so a record waits at most a tick plus a run's start-up: sensor-mode latency well under 30 s.
-MINIMUM_INTERVAL_SECONDS = 5
+# Short, so a record waits at most a tick plus a run's start-up: sensor-mode latency well under 30 s. The
+# daemon evaluates sensors in a loop of 5 s at the shortest, and an interval of 5 s would skip every other
+# loop (a tick lands a hair under 5 s after the last): 1 s, a tick every loop.
+MINIMUM_INTERVAL_SECONDS = 1
 # The continuous job reports what it committed as a materialization at most this often.
 REPORT_EVERY_SECONDS = 60
 
@@ -266,7 +268,7 @@ def continuous_job(pipeline: Pipeline) -> dg.JobDefinition:
 
     @dg.job(
         name=continuous_job_name(pipeline),
-        tags=pipeline.run_tags,
+        tags=pipeline.continuous_run_tags,
         description=f"Continuous mode: one long run that commits {pipeline.config.output.qualified_table} every "
                     f"{execution.window_seconds:g} s {until}. Set ${stream_mode_variable(pipeline.name)}="
                     f"continuous and {pipeline.name}_sensor keeps one such run alive.",
@@ -396,8 +398,9 @@ def stream_sensor(pipeline: Pipeline, load_job: Any, follow_job: dg.JobDefinitio
             reason += f"; {why} ({last_failure(instance, name, base)})"
         context.log.info(f"{reason}: requesting {job_name} with run_key {run_key}")
         # The sensor retries (exec.retries) and keeps one continuous run alive: no daemon run retry beside it.
+        tags = pipeline.continuous_run_tags if continuous else pipeline.run_tags
         return dg.SensorResult(run_requests=[dg.RunRequest(run_key=run_key, job_name=job_name,
-                                                           tags={**pipeline.run_tags, **NO_RUN_RETRIES})])
+                                                           tags={**tags, **NO_RUN_RETRIES})])
 
     return watch_stream
 

@@ -305,6 +305,10 @@ def test_in_continuous_mode_one_run_follows_the_queue_and_reports_each_object_as
     request = tick(pipeline)
     assert [(r.job_name, r.run_key) for r in request.run_requests] == [(f"{pipeline.name}_continuous",
                                                                         "follow")]
+    # A long run holds no slot of the per-warehouse run limit (two would starve the warehouse's other runs).
+    job_tags = pipeline.defs.resolve_job_def(f"{pipeline.name}_continuous").tags
+    for tags in (request.run_requests[0].tags, job_tags):
+        assert tags["pipeline/continuous"] == "hologres" and "pipeline/warehouse" not in tags
     keys = [pipeline.key("2024-07-01.csv"), pipeline.key("2024-07-02.csv")]
     outcome: dict[str, Any] = {}
     with dg.instance_for_test() as instance:

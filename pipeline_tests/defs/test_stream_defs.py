@@ -173,6 +173,9 @@ def test_in_continuous_mode_the_sensor_requests_the_continuous_job_even_with_not
 
     assert run_keys(result) == ["continuous:start"]
     assert result.run_requests[0].job_name == f"{pipeline.name}_continuous"
+    # A long run holds no slot of the per-warehouse run limit (two would starve the warehouse's other runs).
+    tags = {**pipeline.defs.resolve_job_def(f"{pipeline.name}_continuous").tags, **result.run_requests[0].tags}
+    assert tags["pipeline/continuous"] == "redshift" and "pipeline/warehouse" not in tags
 
 
 def test_the_stream_table_has_key_null_flow_and_loss_checks_but_no_object_ledger_check():
