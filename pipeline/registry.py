@@ -55,7 +55,7 @@ class InputKind:
 INPUTS: dict[str, InputKind] = {
     "s3": InputKind("objects", ("S3", "KMS"), dagster=True, store="pipeline.sources.s3"),
     "kinesis": InputKind("stream", ("KINESIS",), dagster=True),
-    "file": InputKind("objects", store="pipeline.sources.files", configures="pipeline.sources.files"),
+    "file": InputKind("objects", dagster=True, store="pipeline.sources.files", configures="pipeline.sources.files"),
 }
 STORES: dict[str, str] = {kind: spec.store for kind, spec in INPUTS.items() if spec.store}
 SOURCES: dict[str, str] = {kind: spec.configures for kind, spec in INPUTS.items() if spec.configures}

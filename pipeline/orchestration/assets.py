@@ -23,8 +23,20 @@ WAREHOUSE_NAMES = {"hologres": "Hologres", "redshift": "Redshift", "postgresql":
 
 
 def objects_spec(pipeline: Pipeline) -> dg.AssetSpec:
-    """The S3 objects, an external asset: Dagster observes them and never writes them."""
-    source = _s3_input(pipeline.config)
+    """The source objects (S3 objects, or files), an external asset: Dagster observes them and never writes them."""
+    source = pipeline.config.input
+    assert not registry.is_stream(source)
+    if not registry.in_s3(source):
+        return dg.AssetSpec(
+            key=pipeline.objects_key,
+            description=(f"{source.parser.type.upper()} files under {source.uri}. One partition per path, added by "
+                         f"{pipeline.name}_sensor; each load observes the file's size and modification time."),
+            group_name=pipeline.name,
+            kinds={source.type},
+            partitions_def=pipeline.partitions_def,
+            metadata={"path_prefix": source.path_prefix, "dagster/uri": source.uri,
+                      "dagster/column_schema": source_schema(config_columns(source)), **code_references(pipeline)},
+        )
     matching = f" whose keys match `{source.path_match_pattern}`" if source.path_match_pattern else ""
     return dg.AssetSpec(
         key=pipeline.objects_key,
@@ -52,13 +64,13 @@ def table_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
 
     config = pipeline.config
     out = config.output
-    source = _s3_input(config)
+    source = _objects_input(config)
     key_note = f", primary key {', '.join(out.primary_key)}" if out.primary_key else ""
     description = (
-        f"Rows of the CSV objects under {source.uri}, loaded into {WAREHOUSE_NAMES[out.type]} table "
-        f"{out.qualified_table} (mode {out.mode}{key_note}). Each partition is one object; each version "
-        f"of an object (key and ETag) loads exactly once, and records that fail to parse go to "
-        f"{out.schema}.{out.rejected}. Config: {pipeline.path.name}."
+        f"Rows of the {source.parser.type.upper()} objects under {source.uri}, loaded into "
+        f"{WAREHOUSE_NAMES[out.type]} table {out.qualified_table} (mode {out.mode}{key_note}). Each partition "
+        f"is one object; each version of an object (key and ETag) loads exactly once, and records that fail "
+        f"to parse go to {out.schema}.{out.rejected}. Config: {pipeline.path.name}."
     )
 
     @dg.asset(
@@ -156,12 +168,17 @@ def materialize_object(context: dg.AssetExecutionContext, pipeline: Pipeline) ->
                 f"{config.name}: mode {config.output.mode} rebuilds the whole table from every object, so one "
                 f"object cannot be loaded on its own; use `pipeline run {pipeline.path}`, or mode insert_direct, "
                 "append or merge for per-object loads")
-        source = _s3_input(config)
+        source = config.input
+        assert not registry.is_stream(source)
         client = context.resources.s3.client(source.aws)
-        obj = describe(client, S3Object(source.bucket, key, 0, "", datetime.fromtimestamp(0, UTC)))
-        context.log_event(dg.AssetObservation(
-            asset_key=pipeline.objects_key, partition=key,
-            metadata=object_metadata(obj, context.resources.kms, source)))
+        if registry.in_s3(source):
+            obj = describe(client, S3Object(source.bucket, key, 0, "", datetime.fromtimestamp(0, UTC)))
+            observed = object_metadata(obj, context.resources.kms, source)
+        else:
+            obj = registry.store(source, lambda: client).named(key)
+            observed = {"key": obj.key, "uri": dg.MetadataValue.url(obj.uri), "size_bytes": obj.size,
+                        "etag": obj.etag}
+        context.log_event(dg.AssetObservation(asset_key=pipeline.objects_key, partition=key, metadata=observed))
         started = time.monotonic()
         summary = BatchLoad(config, s3_client=client, emit=context.log.info,
                             display=to_dagster(context)).run(keys=[key])
@@ -246,7 +263,7 @@ def column_schema(config: PipelineConfig, columns: Sequence[Any] | None = None) 
 
     out = config.output
     if columns is None:
-        columns = config_columns(_s3_input(config))
+        columns = config_columns(_objects_input(config))
     single_key = len(out.primary_key) == 1
     return dg.TableSchema(
         columns=[
@@ -266,7 +283,8 @@ def column_schema(config: PipelineConfig, columns: Sequence[Any] | None = None) 
     )
 
 
-def _s3_input(config: PipelineConfig) -> S3InputConfig:
-    if not registry.in_s3(config.input):
-        raise PipelineError(f"{config.name}: in.type is {config.input.type}, not s3")
+def _objects_input(config: PipelineConfig) -> Any:
+    """The input of a pipeline that reads objects (S3 objects, files): its config."""
+    if registry.is_stream(config.input):
+        raise PipelineError(f"{config.name}: in.type is {config.input.type}, a stream, not objects")
     return config.input

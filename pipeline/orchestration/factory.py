@@ -40,8 +40,8 @@ from pipeline.orchestration.translation import PipelineTranslator, Translation, 
 
 __all__ = [
     "CONFIG_DIR_VARIABLE", "DEFAULT_CONFIG_DIR", "REBUILDING_MODES", "STREAM_MODES", "TRIGGERS", "WAREHOUSE_TAG",
-    "Pipeline", "build_definitions", "config_dir", "definitions_for", "discover", "prepare", "read_pipeline",
-    "roles_of", "s3_pipeline_definitions", "shared_resources", "stream_mode_of", "stream_mode_variable",
+    "Pipeline", "build_definitions", "config_dir", "definitions_for", "discover", "objects_pipeline_definitions",
+    "prepare", "read_pipeline", "roles_of", "shared_resources", "stream_mode_of", "stream_mode_variable",
 ]
 
 
@@ -85,10 +85,10 @@ def definitions_for(pipelines: list[Pipeline], translator: PipelineTranslator | 
         names[pipeline.name] = pipeline.path
         if not registry.in_dagster(pipeline.config.input):
             raise ConfigError("in.type", f"{pipeline.path}: {pipeline.config.input.type} inputs run with `pipeline "
-                                         "run` (and guess, preview, check); the Dagster definitions model S3 and "
-                                         "Kinesis inputs, whose objects and shards they partition and sense")
+                                         "run` (and guess, preview, check); the Dagster definitions do not model "
+                                         "them")
         built = (stream_pipeline_definitions(pipeline) if registry.is_stream(pipeline.config.input)
-                 else s3_pipeline_definitions(pipeline))
+                 else objects_pipeline_definitions(pipeline))
         # The default translator with no translation changes nothing: skip the pass over every spec.
         if type(translator) is not PipelineTranslator or pipeline.translation != Translation():
             roles = {key: role for role, key in pipeline.keys.items()}
@@ -128,8 +128,8 @@ def shared_resources(pipelines: list[Pipeline]) -> dict[str, object]:
     return resources
 
 
-def s3_pipeline_definitions(pipeline: Pipeline) -> dg.Definitions:
-    """An S3 pipeline: objects and table assets, checks, the load job and its sensor."""
+def objects_pipeline_definitions(pipeline: Pipeline) -> dg.Definitions:
+    """A pipeline of objects (S3, local files): objects and table assets, checks, the load job and its sensor."""
     objects = assets.objects_spec(pipeline)
     table = assets.table_asset(pipeline)
     table_checks = checks.table_checks(pipeline)
@@ -141,7 +141,7 @@ def s3_pipeline_definitions(pipeline: Pipeline) -> dg.Definitions:
         | dg.AssetSelection.checks(checks.object_check_key(pipeline),
                                    *[c.check_key for c in table_checks if c.check_key.name in with_each]),
         tags=pipeline.run_tags,
-        description=f"Load one S3 object (one partition) into {pipeline.config.output.qualified_table}.",
+        description=f"Load one object (one partition) into {pipeline.config.output.qualified_table}.",
     )
     check_job = dg.define_asset_job(
         f"{pipeline.name}_table_checks",

@@ -22,7 +22,7 @@ def sync_partitions_job(pipeline: Pipeline) -> dg.JobDefinition:
     from pipeline.orchestration.sensors import usable_partition_key
 
     listed_input = pipeline.config.input
-    assert registry.in_s3(listed_input)  # only an S3 pipeline's assets are partitioned by object
+    assert not registry.is_stream(listed_input)  # only the assets of objects are partitioned by object
 
     @dg.op(name=f"{pipeline.name}_sync_partitions_op", required_resource_keys={"s3"},
            description=f"Adds a partition of {pipeline.table_key.to_user_string()} for each object under the "
@@ -32,11 +32,15 @@ def sync_partitions_job(pipeline: Pipeline) -> dg.JobDefinition:
 
         resolved = pipeline.resolve_source()
         source = resolved.input
-        assert registry.in_s3(source)
-        accept = acceptor(source, context.log.warning)
-        listed = [obj.key for obj in list_objects(context.resources.s3.client(source.aws), source.bucket,
-                                                  source.path_prefix, pattern=source.path_match_pattern)
-                  if accept(obj) and usable_partition_key(obj.key)]
+        assert not registry.is_stream(source)
+        if registry.in_s3(source):  # every object under the prefix, past total_file_count_limit too
+            accept = acceptor(source, context.log.warning)
+            objects = [obj for obj in list_objects(context.resources.s3.client(source.aws), source.bucket,
+                                                   source.path_prefix, pattern=source.path_match_pattern)
+                       if accept(obj)]
+        else:
+            objects = registry.store(source, lambda: None).listed(context.log.warning)
+        listed = [obj.key for obj in objects if usable_partition_key(obj.key)]
         known = set(context.instance.get_dynamic_partitions(pipeline.partitions_name))
         added = [key for key in listed if key not in known]
         gone = sorted(known - set(listed)) if config.delete_missing else []

@@ -60,21 +60,21 @@ class Retries:
     waiting: list[tuple[str, float]] = field(default_factory=list)  # key, when its retry is due (epoch seconds)
     given_up: list[tuple[str, int, str]] = field(default_factory=list)  # key, attempts, why the last one failed
 
-    def describe(self, bucket: str, retries: int) -> str:
-        """A clause for the tick's message; empty when there is nothing to say."""
+    def describe(self, uri: Callable[[str], str], retries: int) -> str:
+        """A clause for the tick's message (``uri(key)`` names an object); empty when there is nothing to say."""
         parts = []
         if self.requests:
             parts.append(f"{len(self.requests)} failed object(s) run again: "
-                         + ", ".join(f"s3://{bucket}/{r.partition_key} (attempt {r.tags[ATTEMPT_TAG]})"
+                         + ", ".join(f"{uri(r.partition_key or '')} (attempt {r.tags[ATTEMPT_TAG]})"
                                      for r in self.requests[:3]))
         if self.waiting:
             key, due = min(self.waiting, key=lambda item: item[1])
-            parts.append(f"{len(self.waiting)} failed object(s) wait for a retry, the next s3://{bucket}/{key} "
+            parts.append(f"{len(self.waiting)} failed object(s) wait for a retry, the next {uri(key)} "
                          f"at {datetime.fromtimestamp(due, UTC).isoformat(timespec='seconds')}")
         if self.given_up:
             key, attempts, why = self.given_up[0]
             parts.append(f"{len(self.given_up)} object(s) failed {attempts} times and are not retried again "
-                         f"(exec.retries {retries}), s3://{bucket}/{key}: {why}; fix it, then materialize the "
+                         f"(exec.retries {retries}), {uri(key)}: {why}; fix it, then materialize the "
                          "partition or run `pipeline run`")
         return "; ".join(parts)
 

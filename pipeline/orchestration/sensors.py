@@ -158,6 +158,19 @@ def scan(client: Any, source: S3InputConfig, cursor: Cursor, *, max_keys: int = 
     return result
 
 
+def scan_store(store: Any, cursor: Cursor, *, max_keys: int = MAX_KEYS_PER_TICK,
+               warn: Callable[[str], None] = log.warning) -> Scan:
+    """:func:`scan` for a store other than S3 (:class:`pipeline.records.ObjectStore`): its listing, in key
+    order after its rules, from the key after the cursor's; no sweep (a new key is a new object)."""
+    listed = [obj for obj in store.listed(warn) if cursor.last_key is None or obj.key > cursor.last_key]
+    page = listed[:max_keys]
+    result = Scan(cursor=Cursor(last_key=page[-1].key if page else cursor.last_key,
+                                sweep_after=cursor.sweep_after, sweeps=cursor.sweeps), listed=len(page))
+    result.unusable = [obj.key for obj in page if not usable_partition_key(obj.key)]
+    result.new = [obj for obj in page if usable_partition_key(obj.key)]
+    return result
+
+
 @dataclass
 class Drained:
     """What one tick took from the queue."""
@@ -235,17 +248,20 @@ def object_sensor(pipeline: Pipeline, job: Any, *, max_keys: int = MAX_KEYS_PER_
     """``<pipeline>_sensor``: add a partition and request a run for each new object version."""
     sweep = pipeline.sweep if sweep is None else sweep
     source = pipeline.config.input
-    assert registry.in_s3(source)
+    assert not registry.is_stream(source)  # an objects input: S3, or another store
+    in_s3 = registry.in_s3(source)
     how = ("lists keys after the last one seen and sweeps the whole prefix a page per tick against the "
            "ledger, catching re-uploaded objects" if sweep else
            "lists keys after the last one seen (Embulk's last_path); set in.incremental: false to also "
-           "catch objects re-uploaded under a key already seen")
+           "catch objects re-uploaded under a key already seen" if in_s3 else
+           "lists the files after the last path seen (Embulk's last_path)")
 
     name = f"{pipeline.name}_sensor"
-    notified = source.notifications is not None
-    if source.notifications is not None:
-        how = (f"drains SQS queue {source.notifications.queue} (the bucket's notifications) every tick and "
-               f"{how} every {source.notifications.sweep_interval:g} s, for notifications that were lost")
+    notifications = registry.notifications(source)
+    notified = notifications is not None
+    if notifications is not None:
+        how = (f"drains SQS queue {notifications.queue} (the bucket's notifications) every tick and "
+               f"{how} every {notifications.sweep_interval:g} s, for notifications that were lost")
 
     @dg.sensor(
         name=name,
@@ -268,32 +284,37 @@ def object_sensor(pipeline: Pipeline, job: Any, *, max_keys: int = MAX_KEYS_PER_
                 return state.loaded_objects(conn, output.state, config.name, keys)
 
         source = config.input
-        assert registry.in_s3(source)
-        client = context.resources.s3.client(source.aws)
+        assert not registry.is_stream(source)
+        notifications = registry.notifications(source)
         cursor_in = Cursor.parse(context.cursor)
-        listing_due = source.notifications is None or cursor_in.listed_at is None or (
-            time.time() - cursor_in.listed_at >= source.notifications.sweep_interval)
+        listing_due = notifications is None or cursor_in.listed_at is None or (
+            time.time() - cursor_in.listed_at >= notifications.sweep_interval)
         drained = Drained()
         try:
-            if source.notifications is not None:
-                drained = _drain(context, source, client, ledger, visibility_timeout)
-            if listing_due:
-                listed_at = time.time()
-                found = scan(client, source, cursor_in, max_keys=max_keys, sweep_keys=sweep_keys,
-                             loaded_etags=ledger if sweep else None, warn=context.log.warning)
-                if source.notifications is not None:
-                    found.cursor.listed_at = listed_at
+            if not registry.in_s3(source):  # another store (local files): its listing, after the last key seen
+                found = scan_store(registry.store(source, lambda: None), cursor_in, max_keys=max_keys,
+                                   warn=context.log.warning)
             else:
-                found = Scan(cursor=cursor_in)
+                client = context.resources.s3.client(source.aws)
+                if source.notifications is not None:
+                    drained = _drain(context, source, client, ledger, visibility_timeout)
+                if listing_due:
+                    listed_at = time.time()
+                    found = scan(client, source, cursor_in, max_keys=max_keys, sweep_keys=sweep_keys,
+                                 loaded_etags=ledger if sweep else None, warn=context.log.warning)
+                    if source.notifications is not None:
+                        found.cursor.listed_at = listed_at
+                else:
+                    found = Scan(cursor=cursor_in)
         except SourceError as error:
-            what = f"SQS {source.notifications.queue}" if source.notifications and not listing_due else \
-                f"S3 ListBucket {source.uri}"
+            what = f"SQS {notifications.queue}" if notifications and not listing_due else \
+                f"listing {source.uri}"
             return check_jobs.skip(CheckResult(what, False, str(error)))
         known = {(obj.key, obj.etag) for obj in found.to_run}
         found.new += [obj for obj in drained.to_run if (obj.key, obj.etag) not in known]
         found.unusable += drained.unusable
         for key in found.unusable:
-            context.log.warning(f"s3://{source.bucket}/{key}: Dagster cannot use this key as a partition key; "
+            context.log.warning(f"{source.object_uri(key)}: Dagster cannot use this key as a partition key; "
                                 "load it with `pipeline run`")
         try:
             retried = runs.object_retries(context.instance, sensor_name=name, job_name=job.name,
@@ -303,11 +324,11 @@ def object_sensor(pipeline: Pipeline, job: Any, *, max_keys: int = MAX_KEYS_PER_
             retried = runs.Retries()
         keys = list(dict.fromkeys(obj.key for obj in found.to_run))
         cursor = found.cursor.to_json()
-        about_retries = retried.describe(source.bucket, config.exec.retries)
+        about_retries = retried.describe(source.object_uri, config.exec.retries)
         if not keys and not retried.requests:
             heard = (f"{drained.received} notification(s), {drained.deleted} deleted, {drained.left} left for "
                      "loads still to commit" + ("; " if listing_due else "; no listing due")
-                     ) if source.notifications is not None else ""
+                     ) if notifications is not None else ""
             listed = (f"{found.listed} keys listed after the cursor" + (f", {found.swept} swept" if sweep else "")
                       ) if listing_due else ""
             return dg.SensorResult(cursor=cursor, skip_reason=(
@@ -328,7 +349,7 @@ def object_sensor(pipeline: Pipeline, job: Any, *, max_keys: int = MAX_KEYS_PER_
                           for obj in requested] + retried.requests,
             dynamic_partitions_requests=[dg.AddDynamicPartitionsRequest(pipeline.partitions_name, keys)] if keys
             else [],
-            asset_events=observations(pipeline, found.new, source.bucket) if automated else [],
+            asset_events=observations(pipeline, found.new, source.object_uri) if automated else [],
             cursor=cursor,
         )
 
@@ -354,11 +375,12 @@ def _drain(context: dg.SensorEvaluationContext, source: S3InputConfig, client: A
     return drain(queue, source, ledger, head, visibility_timeout=visibility_timeout, warn=context.log.warning)
 
 
-def observations(pipeline: Pipeline, objects: Sequence[Any], bucket: str) -> list[dg.AssetObservation]:
+def observations(pipeline: Pipeline, objects: Sequence[Any], uri: Callable[[str], str]
+                 ) -> list[dg.AssetObservation]:
     """What the sensor saw of each new object version, as an observation of its partition of the objects asset."""
     return [dg.AssetObservation(
         asset_key=pipeline.objects_key, partition=obj.key,
         tags={runs.ETAG_TAG: obj.etag, DATA_VERSION_TAG: obj.etag},
-        metadata={"etag": obj.etag, "size_bytes": obj.size, "uri": dg.MetadataValue.url(f"s3://{bucket}/{obj.key}")})
+        metadata={"etag": obj.etag, "size_bytes": obj.size, "uri": dg.MetadataValue.url(uri(obj.key))})
         for obj in objects]
 

@@ -138,11 +138,45 @@ def test_guess_and_preview_read_a_file_input(stack, tmp_path, capsys):
     assert "a1" in out and "REJECTED:" in out and "line 2, column order_amt" in out
 
 
-def test_the_dagster_definitions_refuse_a_file_input_naming_it(tmp_path):
+@pytest.mark.stack
+def test_in_dagster_the_sensor_finds_each_new_file_and_its_run_loads_it_once(stack, hologres, tmp_path):
+    import dagster as dg
+
     from pipeline.orchestration.factory import build_definitions
 
-    (tmp_path / "local_orders.yml").write_text(yaml.safe_dump(
-        {"in": {"type": "file", "path_prefix": str(tmp_path / "data/"), "parser": CSV},
-         "out": {"type": "postgresql", "url": "postgresql://localhost/x", "table": "t"}}), encoding="utf-8")
-    with pytest.raises(ConfigError, match="file inputs run with `pipeline run`"):
-        build_definitions(tmp_path)
+    table = f"t{uuid.uuid4().hex[:10]}"
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "book_1.csv").write_text(books(0, 5), encoding="utf-8")
+    (data / "book_2.csv").write_text(books(5, 3), encoding="utf-8")
+    directory = tmp_path / "pipelines"
+    directory.mkdir()
+    write_config(directory / f"{table}.yml", f"{data}/book_", table)
+    defs = build_definitions(directory)
+    sensor = defs.resolve_sensor_def(f"{table}_sensor")
+    job = defs.resolve_job_def(f"{table}_load")
+
+    with dg.instance_for_test() as instance:
+        def tick(cursor: str | None) -> dg.SensorResult:
+            with dg.build_sensor_context(cursor=cursor, resources=defs.resources, instance=instance) as context:
+                result = sensor(context)
+            assert isinstance(result, dg.SensorResult), result
+            return result
+
+        first = tick(None)
+        keys = [request.partition_key for request in first.run_requests]
+        assert keys == [str(data / "book_1.csv"), str(data / "book_2.csv")]
+        instance.add_dynamic_partitions(f"{table}_objects", keys)
+        for key in keys:
+            result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False)
+            assert result.success
+            (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == table]
+            metadata = event.materialization.metadata
+            assert metadata["object"].value == f"file://{key}" and metadata["new_rows"].value in (5, 3)
+        again = job.execute_in_process(partition_key=keys[0], instance=instance, raise_on_error=False)
+        assert again.success  # the ledger has that version: nothing loads twice
+        assert hologres.execute(f"SELECT count(*) FROM public.{table}").fetchone() == (8,)
+
+        assert not tick(first.cursor).run_requests  # nothing new after the last path seen
+        (data / "book_3.csv").write_text(books(8, 2), encoding="utf-8")
+        assert [r.partition_key for r in tick(first.cursor).run_requests] == [str(data / "book_3.csv")]
