@@ -103,7 +103,13 @@ def test_only_the_configured_columns_are_read_row_group_by_row_group():
     read = sum(stop - start for start, stop in blob.ranges)
     assert read < blob.size / 3  # the 10 MB column was never fetched (but for the reads ahead of the other)
     assert len(blob.ranges) < 100  # small reads are served from one read ahead
-    assert max(stop - start for start, stop in blob.ranges) <= parquet.READ_BUFFER_BYTES
+    assert max(stop - start for start, stop in blob.ranges) <= parquet.read_buffer_bytes(1)
+
+
+def test_column_chunks_are_read_in_2_mib_pieces_within_a_budget_for_all_the_columns():
+    assert parquet.read_buffer_bytes(6) == 2 << 20  # book_order: six columns, 2 MiB ranged GETs
+    assert parquet.read_buffer_bytes(8) == 3 << 19
+    assert parquet.read_buffer_bytes(500) == 1 << 20  # never below 1 MiB
 
 
 def test_a_column_the_file_lacks_and_a_file_that_is_no_parquet_fail_the_object_naming_it():
