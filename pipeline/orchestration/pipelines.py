@@ -175,7 +175,10 @@ def read_pipeline(path: Path, *, section: Sequence[str] = (), name: str | None =
         config=structure,
         conninfo_variable=variable,
         warehouse=_warehouse_name(structure, variable),
-        sweep=registry.in_s3(structure.input) and not structure.input.incremental,
+        # S3: with in.incremental: false. Another store (local files) lists everything every tick anyway,
+        # so its sensor always compares what it lists with the ledger: a file rewritten in place loads again.
+        sweep=not registry.is_stream(structure.input) and (
+            not registry.in_s3(structure.input) or not structure.input.incremental),
         stream_mode=stream_mode_of(structure),
         section=tuple(section),
         default_name=name,

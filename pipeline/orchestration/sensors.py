@@ -159,15 +159,34 @@ def scan(client: Any, source: S3InputConfig, cursor: Cursor, *, max_keys: int = 
 
 
 def scan_store(store: Any, cursor: Cursor, *, max_keys: int = MAX_KEYS_PER_TICK,
+               sweep_keys: int = SWEEP_KEYS_PER_TICK, loaded_etags: LoadedEtags | None = None,
                warn: Callable[[str], None] = log.warning) -> Scan:
     """:func:`scan` for a store other than S3 (:class:`pipeline.records.ObjectStore`): its listing, in key
-    order after its rules, from the key after the cursor's; no sweep (a new key is a new object)."""
-    listed = [obj for obj in store.listed(warn) if cursor.last_key is None or obj.key > cursor.last_key]
-    page = listed[:max_keys]
+    order after its rules, from the key after the cursor's; with ``loaded_etags``, a page of the keys up
+    to the cursor's is swept against the ledger, as :func:`scan` sweeps S3 (a version it lacks is changed)."""
+    everything = store.listed(warn)
+    page = [obj for obj in everything if cursor.last_key is None or obj.key > cursor.last_key][:max_keys]
     result = Scan(cursor=Cursor(last_key=page[-1].key if page else cursor.last_key,
                                 sweep_after=cursor.sweep_after, sweeps=cursor.sweeps), listed=len(page))
-    result.unusable = [obj.key for obj in page if not usable_partition_key(obj.key)]
-    result.new = [obj for obj in page if usable_partition_key(obj.key)]
+    result.new = list(page)
+    if loaded_etags is not None and cursor.last_key is not None:
+        last = cursor.last_key
+        after = cursor.sweep_after
+        candidates = [obj for obj in everything if obj.key <= last and (after is None or obj.key > after)]
+        swept = candidates[:sweep_keys]
+        try:
+            loaded = loaded_etags([obj.key for obj in swept]) if swept else {}
+        except (PipelineError, psycopg.Error) as error:
+            warn(f"sweep skipped this tick, the ledger could not be read: {error}")
+        else:
+            result.changed = [obj for obj in swept if obj.etag not in loaded.get(obj.key, ())]
+            result.swept = len(swept)
+            finished = len(candidates) <= sweep_keys
+            result.cursor.sweep_after = None if finished else swept[-1].key
+            result.cursor.sweeps += int(finished)
+    result.unusable = [obj.key for obj in result.to_run if not usable_partition_key(obj.key)]
+    result.new = [obj for obj in result.new if usable_partition_key(obj.key)]
+    result.changed = [obj for obj in result.changed if usable_partition_key(obj.key)]
     return result
 
 
@@ -251,10 +270,9 @@ def object_sensor(pipeline: Pipeline, job: Any, *, max_keys: int = MAX_KEYS_PER_
     assert not registry.is_stream(source)  # an objects input: S3, or another store
     in_s3 = registry.in_s3(source)
     how = ("lists keys after the last one seen and sweeps the whole prefix a page per tick against the "
-           "ledger, catching re-uploaded objects" if sweep else
+           "ledger, catching " + ("re-uploaded objects" if in_s3 else "files rewritten in place") if sweep else
            "lists keys after the last one seen (Embulk's last_path); set in.incremental: false to also "
-           "catch objects re-uploaded under a key already seen" if in_s3 else
-           "lists the files after the last path seen (Embulk's last_path)")
+           "catch objects re-uploaded under a key already seen")
 
     name = f"{pipeline.name}_sensor"
     notifications = registry.notifications(source)
@@ -293,6 +311,7 @@ def object_sensor(pipeline: Pipeline, job: Any, *, max_keys: int = MAX_KEYS_PER_
         try:
             if not registry.in_s3(source):  # another store (local files): its listing, after the last key seen
                 found = scan_store(registry.store(source, lambda: None), cursor_in, max_keys=max_keys,
+                                   sweep_keys=sweep_keys, loaded_etags=ledger if sweep else None,
                                    warn=context.log.warning)
             else:
                 client = context.resources.s3.client(source.aws)
