@@ -117,13 +117,17 @@ class RowPath:
         if self.fitter is not None:
             row, refused = self.fitter.judge(row, source, position, None, noun=self.noun)
             if refused is not None:
-                refused.raw = raw() if callable(raw) else raw
+                refused.raw = _text(raw)
                 return refused
         values = [*row, str(position)] if self.sequence else row
         line = text_line(values)
         if "\x00" in line:
-            return RecordError(source, position, "NUL byte in the record", raw=raw() if callable(raw) else raw)
+            return RecordError(source, position, "NUL byte in the record", raw=_text(raw))
         return row, line
+
+
+def _text(raw: str | Callable[[], str] | None) -> str | None:
+    return raw() if callable(raw) else raw
 
 
 class StoredObject(Protocol):

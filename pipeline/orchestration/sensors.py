@@ -56,17 +56,17 @@ MINIMUM_INTERVAL_SECONDS = 30
 # hair under 5 s after the last), so 1 s: a tick every loop.
 NOTIFIED_INTERVAL_SECONDS = 1
 DAEMON_LOOP_SECONDS = 5.0  # the sensor daemon's shortest loop (Dagster's MIN_INTERVAL_LOOP_TIME)
-
-
-def tick_every(minimum_interval: float) -> float:
-    """How often the daemon ticks a sensor of this ``minimum_interval_seconds``, at the most."""
-    return max(float(minimum_interval), DAEMON_LOOP_SECONDS)
 MAX_MESSAGES_PER_TICK = 1000
 CURSOR_VERSION = 1
 # Dagster refuses these in partition keys; such objects are reported and passed over.
 _INVALID_IN_PARTITION_KEYS = ("...", "\a", "\b", "\f", "\n", "\r", "\t", "\v", "\0")
 
 log = logging.getLogger(__name__)
+
+
+def tick_every(minimum_interval: float) -> float:
+    """How often the daemon ticks a sensor of this ``minimum_interval_seconds``, at the most."""
+    return max(float(minimum_interval), DAEMON_LOOP_SECONDS)
 
 
 def default_status() -> dg.DefaultSensorStatus:
@@ -139,19 +139,30 @@ def scan(client: Any, source: S3InputConfig, cursor: Cursor, *, max_keys: int = 
                                  start_after=start_after(source, cursor.sweep_after), limit=sweep_keys))
         # Keys after the old last_key are this tick's new ones: the sweep stops at the boundary.
         in_range = [obj for obj in page if obj.key <= cursor.last_key]
-        candidates = [obj for obj in in_range if wanted(obj)]
-        try:
-            loaded = loaded_etags([obj.key for obj in candidates]) if candidates else {}
-        except (PipelineError, psycopg.Error) as error:
-            warn(f"sweep skipped this tick, the ledger could not be read: {error}")
-        else:
-            result.changed = [obj for obj in candidates if obj.etag not in loaded.get(obj.key, ())]
-            result.swept = len(in_range)
-            # A short page means the listing ran out; either way the sweep starts again at the top.
-            finished = len(page) < sweep_keys or len(in_range) < len(page)
-            result.cursor.sweep_after = None if finished else page[-1].key
-            result.cursor.sweeps += int(finished)
+        # A short page means the listing ran out; either way the sweep starts again at the top.
+        _sweep(result, [obj for obj in in_range if wanted(obj)], loaded_etags, warn, swept=len(in_range),
+               finished=len(page) < sweep_keys or len(in_range) < len(page),
+               resume_after=page[-1].key if page else None)
+    return _partition_keys_only(result)
 
+
+def _sweep(result: Scan, candidates: list[Any], loaded_etags: LoadedEtags, warn: Callable[[str], None], *,
+           swept: int, finished: bool, resume_after: str | None) -> None:
+    """``result.changed``: the ``candidates`` whose ETag the ledger lacks; the sweep's cursor moves on (to the
+    top once ``finished``). A ledger that cannot be read skips the sweep this tick."""
+    try:
+        loaded = loaded_etags([obj.key for obj in candidates]) if candidates else {}
+    except (PipelineError, psycopg.Error) as error:
+        warn(f"sweep skipped this tick, the ledger could not be read: {error}")
+        return
+    result.changed = [obj for obj in candidates if obj.etag not in loaded.get(obj.key, ())]
+    result.swept = swept
+    result.cursor.sweep_after = None if finished else resume_after
+    result.cursor.sweeps += int(finished)
+
+
+def _partition_keys_only(result: Scan) -> Scan:
+    """``result`` without the objects whose keys Dagster refuses as partition keys (listed in ``unusable``)."""
     result.unusable = [obj.key for obj in result.to_run if not usable_partition_key(obj.key)]
     result.new = [obj for obj in result.new if usable_partition_key(obj.key)]
     result.changed = [obj for obj in result.changed if usable_partition_key(obj.key)]
@@ -170,24 +181,12 @@ def scan_store(store: Any, cursor: Cursor, *, max_keys: int = MAX_KEYS_PER_TICK,
                                 sweep_after=cursor.sweep_after, sweeps=cursor.sweeps), listed=len(page))
     result.new = list(page)
     if loaded_etags is not None and cursor.last_key is not None:
-        last = cursor.last_key
-        after = cursor.sweep_after
+        last, after = cursor.last_key, cursor.sweep_after
         candidates = [obj for obj in everything if obj.key <= last and (after is None or obj.key > after)]
         swept = candidates[:sweep_keys]
-        try:
-            loaded = loaded_etags([obj.key for obj in swept]) if swept else {}
-        except (PipelineError, psycopg.Error) as error:
-            warn(f"sweep skipped this tick, the ledger could not be read: {error}")
-        else:
-            result.changed = [obj for obj in swept if obj.etag not in loaded.get(obj.key, ())]
-            result.swept = len(swept)
-            finished = len(candidates) <= sweep_keys
-            result.cursor.sweep_after = None if finished else swept[-1].key
-            result.cursor.sweeps += int(finished)
-    result.unusable = [obj.key for obj in result.to_run if not usable_partition_key(obj.key)]
-    result.new = [obj for obj in result.new if usable_partition_key(obj.key)]
-    result.changed = [obj for obj in result.changed if usable_partition_key(obj.key)]
-    return result
+        _sweep(result, swept, loaded_etags, warn, swept=len(swept), finished=len(candidates) <= sweep_keys,
+               resume_after=swept[-1].key if swept else None)
+    return _partition_keys_only(result)
 
 
 @dataclass
