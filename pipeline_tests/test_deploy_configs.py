@@ -76,6 +76,8 @@ def test_the_variant_keeps_the_local_instance_storage_and_per_warehouse_limits(v
     assert deployed["storage"] == local["storage"]
     assert deployed["concurrency"] == local["concurrency"]
     assert deployed["run_coordinator"] == local["run_coordinator"]
+    # A notified S3 sensor listens to its queue between ticks only in a thread of its own.
+    assert deployed["sensors"] == local["sensors"] and local["sensors"]["use_threads"] is True
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))

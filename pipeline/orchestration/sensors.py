@@ -17,7 +17,10 @@ With ``in.notifications`` (the SQS queue the bucket notifies), each tick first d
 deleted only once the ledger holds what it announced, so a message whose run is still to commit
 comes back after its visibility timeout and is looked at again. The sensor then ticks every
 ``NOTIFIED_INTERVAL_SECONDS``, and lists (as above) only every ``in.notifications.sweep_interval``,
-for notifications that were lost: ``listed_at`` in the cursor says when it last did.
+for notifications that were lost: ``listed_at`` in the cursor says when it last did. A tick that
+finds nothing to request listens to the queue (SQS long polling) for the rest of ``LISTEN_SECONDS``
+and returns the moment a message comes, so an object announced between the daemon's loops gets its
+run request at once rather than at the next loop (``listens``: with ``sensors.use_threads`` only).
 
 Every run request has ``run_key = "<key>:<ETag>"``, so Dagster launches each object version at
 most once however often it is seen, and a re-uploaded object (new ETag) runs again. A run that
@@ -30,6 +33,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -56,6 +60,14 @@ MINIMUM_INTERVAL_SECONDS = 30
 # hair under 5 s after the last), so 1 s: a tick every loop.
 NOTIFIED_INTERVAL_SECONDS = 1
 DAEMON_LOOP_SECONDS = 5.0  # the sensor daemon's shortest loop (Dagster's MIN_INTERVAL_LOOP_TIME)
+# A notified tick that finds nothing to request waits on the queue (SQS long polling) until LISTEN_SECONDS after
+# it began, and requests the run the moment a message comes, so an object need not wait out the 5-s loop. Only
+# when the daemon gives each sensor a thread of its own (dagster.yaml sensors.use_threads: a tick evaluated in
+# turn would hold up every other sensor), and for at most LISTENERS ticks of a code server at once, so that
+# listening never takes all of its request threads. A second under the loop, so the next tick is not skipped.
+LISTEN_SECONDS = 4.0
+LISTENERS = 2
+_listeners = threading.BoundedSemaphore(LISTENERS)
 MAX_MESSAGES_PER_TICK = 1000
 CURSOR_VERSION = 1
 # Dagster refuses these in partition keys; such objects are reported and passed over.
@@ -199,18 +211,29 @@ class Drained:
     left: int = 0  # messages whose objects are still to load: back after their visibility timeout
     unusable: list[str] = field(default_factory=list)
 
+    def add(self, other: "Drained") -> None:
+        """Take in what a later drain of the same tick found."""
+        self.received += other.received
+        self.deleted += other.deleted
+        self.left += other.left
+        known = {(obj.key, obj.etag) for obj in self.to_run}
+        self.to_run += [obj for obj in other.to_run if (obj.key, obj.etag) not in known]
+        self.unusable += [key for key in other.unusable if key not in self.unusable]
+
 
 def drain(queue: Any, source: S3InputConfig, loaded_etags: LoadedEtags, head: Callable[[str], Any | None], *,
-          limit: int = MAX_MESSAGES_PER_TICK, visibility_timeout: int | None = None,
+          limit: int = MAX_MESSAGES_PER_TICK, visibility_timeout: int | None = None, until: float | None = None,
           warn: Callable[[str], None] = log.warning) -> Drained:
     """Take what ``queue`` (a pipeline.sources.sqs.Queue) holds; delete what needs nothing more.
 
     ``head(key)`` is the object's current version (an S3Object), or None when it is gone. It is asked
     only for a message without an ETag, or one that came back: its version may have been replaced.
+    With ``until`` (monotonic), an empty queue is listened to until a message comes or ``until`` does.
     """
     from pipeline.sources.s3 import S3Object
 
-    messages = list(queue.drain(limit) if visibility_timeout is None else queue.drain(limit, visibility_timeout))
+    options: dict[str, Any] = {} if visibility_timeout is None else {"visibility_timeout": visibility_timeout}
+    messages = list(queue.drain(limit, **options, **({} if until is None else {"until": until})))
     result = Drained(received=len(messages))
     done: list[tuple[Any, list[Any]]] = []
     pending: list[tuple[Any, list[Any]]] = []
@@ -277,7 +300,8 @@ def object_sensor(pipeline: Pipeline, job: Any, *, max_keys: int = MAX_KEYS_PER_
     notifications = registry.notifications(source)
     notified = notifications is not None
     if notifications is not None:
-        how = (f"drains SQS queue {notifications.queue} (the bucket's notifications) every tick and "
+        how = (f"drains SQS queue {notifications.queue} (the bucket's notifications) every tick, listening to it "
+               f"for up to {LISTEN_SECONDS:g} s when the tick finds nothing, and "
                f"{how} every {notifications.sweep_interval:g} s, for notifications that were lost")
 
     @dg.sensor(
@@ -290,6 +314,7 @@ def object_sensor(pipeline: Pipeline, job: Any, *, max_keys: int = MAX_KEYS_PER_
         required_resource_keys={"s3", pipeline.warehouse_resource_key},
     )
     def watch_objects(context: dg.SensorEvaluationContext, **_resources: object) -> dg.SensorResult | dg.SkipReason:
+        started = time.monotonic()
         # Called directly (not by the daemon), Dagster passes the resources as keywords too; the context has them.
         warehouse = getattr(context.resources, pipeline.warehouse_resource_key)
         # Listing S3 needs no warehouse secret; the ledger is read (and the secret resolved) only when needed.
@@ -328,18 +353,22 @@ def object_sensor(pipeline: Pipeline, job: Any, *, max_keys: int = MAX_KEYS_PER_
             what = f"SQS {notifications.queue}" if notifications and not listing_due else \
                 f"listing {source.uri}"
             return check_jobs.skip(CheckResult(what, False, str(error)))
-        known = {(obj.key, obj.etag) for obj in found.to_run}
-        found.new += [obj for obj in drained.to_run if (obj.key, obj.etag) not in known]
-        found.unusable += drained.unusable
-        for key in found.unusable:
-            context.log.warning(f"{source.object_uri(key)}: Dagster cannot use this key as a partition key; "
-                                "load it with `pipeline run`")
         try:
             retried = runs.object_retries(context.instance, sensor_name=name, job_name=job.name,
                                           execution=config.exec, tags=pipeline.run_tags, loaded=ledger)
         except (PipelineError, psycopg.Error) as error:
             context.log.warning(f"failed loads not retried this tick, the ledger could not be read: {error}")
             retried = runs.Retries()
+        if (registry.in_s3(source) and source.notifications is not None and not found.to_run and not drained.to_run
+                and not retried.requests and listens(context.instance)):
+            drained.add(_listen(context, source, context.resources.s3.client(source.aws), ledger,
+                                visibility_timeout, until=started + LISTEN_SECONDS))
+        known = {(obj.key, obj.etag) for obj in found.to_run}
+        found.new += [obj for obj in drained.to_run if (obj.key, obj.etag) not in known]
+        found.unusable += drained.unusable
+        for key in found.unusable:
+            context.log.warning(f"{source.object_uri(key)}: Dagster cannot use this key as a partition key; "
+                                "load it with `pipeline run`")
         keys = list(dict.fromkeys(obj.key for obj in found.to_run))
         cursor = found.cursor.to_json()
         about_retries = retried.describe(source.object_uri, config.exec.retries)
@@ -374,8 +403,30 @@ def object_sensor(pipeline: Pipeline, job: Any, *, max_keys: int = MAX_KEYS_PER_
     return watch_objects
 
 
+def listens(instance: dg.DagsterInstance) -> bool:
+    """Whether a notified tick may wait on its queue: only when the daemon evaluates each sensor in a thread
+    of its own (``sensors: use_threads: true`` in dagster.yaml), so that the wait holds up no other sensor."""
+    return bool((instance.get_settings("sensors") or {}).get("use_threads"))
+
+
+def _listen(context: dg.SensorEvaluationContext, source: S3InputConfig, client: Any, ledger: LoadedEtags,
+            visibility_timeout: int | None, *, until: float) -> Drained:
+    """:func:`_drain`, waiting until ``until`` (monotonic) for the first message, when fewer than
+    ``LISTENERS`` ticks of this process are listening already; a queue that fails is left for the next tick."""
+    if not _listeners.acquire(blocking=False):
+        return Drained()
+    try:
+        return _drain(context, source, client, ledger, visibility_timeout, until=until)
+    except SourceError as error:
+        context.log.warning(f"stopped listening to SQS {source.notifications and source.notifications.queue} "
+                            f"this tick: {error}")
+        return Drained()
+    finally:
+        _listeners.release()
+
+
 def _drain(context: dg.SensorEvaluationContext, source: S3InputConfig, client: Any, ledger: LoadedEtags,
-           visibility_timeout: int | None) -> Drained:
+           visibility_timeout: int | None, *, until: float | None = None) -> Drained:
     from pipeline.sources.s3 import S3Object, describe, missing
     from pipeline.sources.sqs import Queue
 
@@ -390,7 +441,8 @@ def _drain(context: dg.SensorEvaluationContext, source: S3InputConfig, client: A
                 return None
             raise
 
-    return drain(queue, source, ledger, head, visibility_timeout=visibility_timeout, warn=context.log.warning)
+    return drain(queue, source, ledger, head, visibility_timeout=visibility_timeout, until=until,
+                 warn=context.log.warning)
 
 
 def observations(pipeline: Pipeline, objects: Sequence[Any], uri: Callable[[str], str]

@@ -19,6 +19,7 @@ is deleted only once the ledger holds the object's current version (``pipeline.f
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -156,12 +157,21 @@ class Queue:
                                     int(attributes.get("ApproximateReceiveCount", 1))))
         return messages
 
-    def drain(self, limit: int, visibility_timeout: int = VISIBILITY_TIMEOUT_SECONDS) -> Iterator[Message]:
-        """What is in the queue now, up to ``limit`` messages, without waiting for more."""
+    def drain(self, limit: int, visibility_timeout: int = VISIBILITY_TIMEOUT_SECONDS, *,
+              until: float | None = None) -> Iterator[Message]:
+        """What is in the queue now, up to ``limit`` messages, without waiting for more.
+
+        With ``until`` (a ``time.monotonic()`` instant), an empty queue is long-polled a second at a time
+        until the first message arrives or ``until`` is less than a second away; what arrives with or
+        after that first message is taken as above.
+        """
         taken = 0
         while taken < limit:
-            batch = self.receive(0, limit=limit - taken, visibility_timeout=visibility_timeout)
+            wait = 1 if not taken and until is not None and time.monotonic() + 1 <= until else 0
+            batch = self.receive(wait, limit=limit - taken, visibility_timeout=visibility_timeout)
             if not batch:
+                if wait:
+                    continue
                 return
             taken += len(batch)
             yield from batch

@@ -287,6 +287,57 @@ def test_a_duplicate_notification_requests_nothing_and_is_deleted(notified, s3, 
     assert count_rows(hologres, notified.table) == 4
 
 
+def _receives(monkeypatch: Any, on_listen: Any = None) -> list[float]:
+    """The wait of each ReceiveMessage the sensor makes; ``on_listen()`` runs at the first that waits."""
+    from pipeline.sources import sqs
+
+    waits: list[float] = []
+    receive = sqs.Queue.receive
+
+    def recorded(self: Any, wait_seconds: float, **options: Any) -> Any:
+        waits.append(wait_seconds)
+        if wait_seconds and on_listen is not None and waits.count(wait_seconds) == 1:
+            on_listen()
+        return receive(self, wait_seconds, **options)
+
+    monkeypatch.setattr(sqs.Queue, "receive", recorded)
+    return waits
+
+
+def test_a_tick_that_finds_nothing_listens_to_the_queue_and_requests_what_comes_meanwhile(
+        notified, s3, hologres, monkeypatch):
+    first = tick(notified, visibility_timeout=1)
+    key = notified.key("2024-06-03.csv")
+    # The object lands while the tick waits on the queue: at its first long poll, not before it.
+    waits = _receives(monkeypatch, on_listen=lambda: put_objects(s3, notified.bucket, {key: orders_csv(0, 4)}))
+
+    with dg.instance_for_test(overrides={"sensors": {"use_threads": True}}) as instance:
+        second = tick(notified, first.cursor, instance=instance, visibility_timeout=1)
+
+    etag = etags(s3, notified.bucket, [key])[key]
+    assert run_keys(second) == [f"{key}:{etag}"] and partition_keys(second) == [key]
+    assert waits[0] == 0 and 1 in waits  # drained first, then listened
+    assert messages(notified) == 1  # kept until the ledger has the object, as a drained one
+
+
+def test_a_tick_listens_only_with_a_thread_of_its_own_and_a_free_listener(notified, s3, hologres, monkeypatch):
+    first = tick(notified, visibility_timeout=1)
+    waits = _receives(monkeypatch)
+    # Sensors evaluated in turn (Dagster's default): a wait would hold up every other sensor.
+    second = tick(notified, first.cursor, visibility_timeout=1)
+    assert waits and not any(waits) and run_keys(second) == []
+    # LISTENERS ticks of this process listening already: this one does not wait either.
+    waits.clear()
+    taken = [sensors._listeners.acquire(blocking=False) for _ in range(sensors.LISTENERS)]
+    try:
+        with dg.instance_for_test(overrides={"sensors": {"use_threads": True}}) as instance:
+            tick(notified, second.cursor, instance=instance, visibility_timeout=1)
+    finally:
+        for _ in filter(None, taken):
+            sensors._listeners.release()
+    assert all(taken) and waits and not any(waits)
+
+
 def count_rows(conn: Any, table: str) -> int:
     return conn.execute(f"SELECT count(*) FROM public.{table}").fetchone()[0]  # test-owned name
 
