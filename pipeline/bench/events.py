@@ -278,27 +278,36 @@ def _sensors(bench: Bench, section: Section, bucket: str, queues: dict[str, str]
         f"queue's dequeue (every second). The daemon started and landed a first object in {ready:.0f} s, before "
         "timing began.")
     if stages:
+        slowest = stages.get("slowest", {})
         section.notes.append(
             "Where a run per object spends its time (p50 / p95, s): " + "; ".join(
-                f"{name} {span['p50']:g} / {span['p95']:g}" for name, span in stages.items())
-            + " (sensor: put to the run enqueued; queue: to its launch; process: a fresh process loading the code "
-              "location; load: to visible in the table).")
+                f"{name} {span['p50']:g} / {span['p95']:g}" for name, span in stages.items() if name != "slowest")
+            + (" (the slowest object: " + ", ".join(f"{name} {span:g}" for name, span in slowest.items()) + ")"
+               if slowest else "")
+            + " (sensor: put to the run enqueued; queue: to its launch, which waits for a free run slot of the "
+              "warehouse; process: a fresh process starting Dagster and the instance; code: loading the code "
+              "location and planning the run; load: to visible in the table).")
     bench.emit(f"events: sensor with notifications p95 {notified_p95:.1f} s, continuous mode p95 "
                f"{continuous_p95:.2f} s, polling sensor p95 {polled_p95:.1f} s")
 
 
 # The events that mark each stage of a sensor-requested run, in order, as Dagster's event log names them
-# (DagsterEventType.RUN_ENQUEUED, RUN_STARTING and RUN_START).
-_STAGE_EVENTS = ("PIPELINE_ENQUEUED", "PIPELINE_STARTING", "PIPELINE_START")
+# (DagsterEventType.RUN_ENQUEUED, RUN_STARTING, the run worker's "Started process for run" engine event, and
+# RUN_START).
+_STAGE_EVENTS = ("PIPELINE_ENQUEUED", "PIPELINE_STARTING", "ENGINE_EVENT", "PIPELINE_START")
+_PROCESS_STARTED = "Started process for run"
+_STAGES = ("sensor", "queue", "process", "code", "load")
 
 
 def _stages(dagster_db: str, job_name: str, put_at: dict[str, float], seen: dict[str, float]
             ) -> dict[str, dict[str, float]]:
-    """Where the time of each object's run went: stage -> {p50, p95} in seconds.
+    """Where the time of each object's run went: stage -> {p50, p95} in seconds, and ``slowest``: the stages
+    of the object that took longest.
 
     ``put_at`` and ``seen`` are monotonic; Dagster's event log is in UTC wall time, so both are moved onto
     the wall clock with one offset. Stages: the sensor (put to the run enqueued), the queue (to the launch),
-    the process (a fresh process loading the code location, to the run's start), the load (to visible).
+    the process (a fresh process: the interpreter, Dagster and the instance, to the worker's first event),
+    the code (loading the code location and planning the run, to the run's start), the load (to visible).
     """
     from datetime import UTC
 
@@ -307,21 +316,29 @@ def _stages(dagster_db: str, job_name: str, put_at: dict[str, float], seen: dict
         rows = conn.execute(
             "SELECT r.partition, e.dagster_event_type, min(e.timestamp) FROM runs r "
             "JOIN event_logs e ON e.run_id = r.run_id WHERE r.pipeline_name = %s AND e.dagster_event_type = ANY(%s) "
-            "GROUP BY r.partition, e.dagster_event_type", (job_name, list(_STAGE_EVENTS))).fetchall()
+            "AND (e.dagster_event_type <> 'ENGINE_EVENT' OR e.event LIKE %s) "
+            "GROUP BY r.partition, e.dagster_event_type",
+            (job_name, list(_STAGE_EVENTS), f"%{_PROCESS_STARTED}%")).fetchall()
     marks: dict[str, dict[str, float]] = {}
     for partition, kind, at in rows:
         order_id = str(partition).rsplit("/", 1)[-1].removesuffix(".csv")
         marks.setdefault(order_id, {})[kind] = at.replace(tzinfo=UTC).timestamp()
-    spans: dict[str, list[float]] = {"sensor": [], "queue": [], "process": [], "load": []}
+    spans: dict[str, list[float]] = {name: [] for name in _STAGES}
+    slowest: tuple[float, dict[str, float]] = (0.0, {})
     for order_id, put in put_at.items():
         mark = marks.get(order_id, {})
         if order_id not in seen or any(kind not in mark for kind in _STAGE_EVENTS):
             continue
         points = [put + offset, *(mark[kind] for kind in _STAGE_EVENTS), seen[order_id] + offset]
-        for name, start, end in zip(spans, points[:-1], points[1:], strict=True):
-            spans[name].append(end - start)
-    return {name: {"p50": round(percentile(values, 0.5), 2), "p95": round(percentile(values, 0.95), 2)}
-            for name, values in spans.items() if values}
+        these = {name: end - start for name, start, end in zip(_STAGES, points[:-1], points[1:], strict=True)}
+        for name, span in these.items():
+            spans[name].append(span)
+        slowest = max(slowest, (points[-1] - points[0], these), key=lambda pair: pair[0])
+    result = {name: {"p50": round(percentile(values, 0.5), 2), "p95": round(percentile(values, 0.95), 2)}
+              for name, values in spans.items() if values}
+    if slowest[1]:
+        result["slowest"] = {name: round(span, 2) for name, span in slowest[1].items()}
+    return result
 
 
 def _terminate(env: dict[str, str], job_name: str) -> None:
