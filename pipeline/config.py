@@ -299,10 +299,7 @@ def parse(
         raise ConfigError(f"out.{given}", "retries an object's transaction, and a stream has none: a batch that "
                                           "fails is read again from its checkpoints by the next run (the sensor "
                                           "retries it, exec.retries) or when the continuous job restarts")
-    if exec_config.mode == "continuous" and not registry.is_stream(source) and registry.notifications(source) is None:
-        raise ConfigError("exec.mode", "continuous, for objects, keeps one run that follows the bucket's event "
-                                       "notifications: set in.notifications.queue on an S3 input (or leave "
-                                       "exec.mode unset: a run per new object)")
+    check_mode(exec_config.mode, source)
     if exec_config.min_output_tasks is not None and registry.is_stream(source):
         raise ConfigError("exec.min_output_tasks", "deals one object's pages to several COPY writers, and a stream "
                                                    "has no objects: each batch commits with its shard checkpoints "
@@ -825,6 +822,16 @@ def _guess_plugins(section: _Section) -> tuple[str, ...]:
             raise ConfigError(f"{section.at('guess_plugins')}[{index}]",
                               f"{name!r} is not a guess plugin here (known: {', '.join(GUESS_PLUGINS)})")
     return tuple(plugins)
+
+
+def check_mode(mode: str, source: S3InputConfig | KinesisInputConfig | RegisteredInput, given: str = "") -> None:
+    """Refuse an ``exec.mode`` the input cannot run in; ``given`` says where a mode from elsewhere came from."""
+    if mode not in EXEC_MODES:
+        raise ConfigError("exec.mode", f"{mode!r}{given} is not one of {', '.join(EXEC_MODES)}")
+    if mode == "continuous" and not registry.is_stream(source) and registry.notifications(source) is None:
+        raise ConfigError("exec.mode", f"continuous{given}, for objects, keeps one run that follows the bucket's "
+                                       "event notifications: set in.notifications.queue on an S3 input (or leave "
+                                       "exec.mode unset: a run per new object)")
 
 
 def _exec(section: _Section) -> ExecConfig:

@@ -43,7 +43,7 @@ CONTINUOUS_TAG = "pipeline/continuous"
 # Modes that rebuild the whole table from every object: the ledger restarts with each rebuild.
 REBUILDING_MODES = ("replace", "truncate_insert")
 # How a stream pipeline runs: a bounded run per sensor request, or one long run the sensor keeps alive.
-STREAM_MODES = ("micro_batch", "continuous")
+STREAM_MODES = pipeline_config.EXEC_MODES
 # Placeholders for unset variables: first shaped like a URL (out.url is the usual one), then a word.
 _PLACEHOLDERS = ("postgresql://unset.invalid/{name}", "unset-{name}")
 
@@ -191,14 +191,11 @@ def stream_mode_variable(name: str) -> str:
 
 def stream_mode_of(config: PipelineConfig) -> str:
     """``micro_batch`` or ``continuous``: ``$PIPELINE_<NAME>_MODE`` (to switch without an edit), else exec.mode."""
-    mode = os.environ.get(stream_mode_variable(config.name)) or config.exec.mode
-    if mode not in STREAM_MODES:
-        raise ConfigError("exec.mode", f"{mode!r} is not one of {', '.join(STREAM_MODES)} "
-                                       f"(from ${stream_mode_variable(config.name)})")
-    if mode == "continuous" and not registry.is_stream(config.input) and registry.notifications(config.input) is None:
-        raise ConfigError("exec.mode", f"continuous (from ${stream_mode_variable(config.name)}) follows the queue "
-                                       "in.notifications names, and this S3 pipeline names none")
-    return mode
+    variable = stream_mode_variable(config.name)
+    mode = os.environ.get(variable)
+    if mode:
+        pipeline_config.check_mode(mode, config.input, f" (from ${variable})")  # exec.mode was checked on parsing
+    return mode or config.exec.mode
 
 
 def _load_structure(path: Path, text: str, section: tuple[str, ...] = (), name: str | None = None) -> PipelineConfig:

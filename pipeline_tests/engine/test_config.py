@@ -205,6 +205,22 @@ def test_exec_mode_and_incremental_are_part_of_the_language():
     assert parse(notified + "exec: {mode: continuous}\n").exec.mode == "continuous"
 
 
+def test_the_mode_variable_is_held_to_the_rules_of_exec_mode(monkeypatch: pytest.MonkeyPatch):
+    from pipeline.orchestration.pipelines import stream_mode_of, stream_mode_variable
+
+    text = TUTORIAL.replace("  bucket: bob-embulk-demo", "  bucket: bob-embulk-demo\n  incremental: false")
+    cfg = parse(text)
+    variable = stream_mode_variable(cfg.name)
+    assert stream_mode_of(cfg) == "micro_batch"
+    for mode, said in (("forever", "'forever' (from $"), ("continuous", "in.notifications")):
+        monkeypatch.setenv(variable, mode)
+        with pytest.raises(ConfigError) as refused:
+            stream_mode_of(cfg)
+        assert refused.value.path == "exec.mode" and said in str(refused.value) and variable in str(refused.value)
+    notified = parse(text.replace("  incremental: false", "  incremental: false\n  notifications: {queue: q}"))
+    assert stream_mode_of(notified) == "continuous"
+
+
 def test_unset_variables_and_sole_variable_read_references_as_interpolation_does():
     text = "url: '{{ env.A }}'\nb: '${B:-x}'\nc: '{{ env.C | default: \"y\" }}'\nd: ${D}\n"
     assert config.unset_variables(text, {"D": "1"}) == {"A"}
