@@ -413,13 +413,13 @@ def _listen(context: dg.SensorEvaluationContext, source: S3InputConfig, client: 
             visibility_timeout: int | None, *, until: float) -> Drained:
     """:func:`_drain`, waiting until ``until`` (monotonic) for the first message, when fewer than
     ``LISTENERS`` ticks of this process are listening already; a queue that fails is left for the next tick."""
+    assert source.notifications is not None
     if not _listeners.acquire(blocking=False):
         return Drained()
     try:
         return _drain(context, source, client, ledger, visibility_timeout, until=until)
     except SourceError as error:
-        context.log.warning(f"stopped listening to SQS {source.notifications and source.notifications.queue} "
-                            f"this tick: {error}")
+        context.log.warning(f"stopped listening to SQS {source.notifications.queue} this tick: {error}")
         return Drained()
     finally:
         _listeners.release()
