@@ -24,7 +24,6 @@ from pipeline.orchestration.pipelines import (
     CONFIG_DIR_VARIABLE,
     DEFAULT_CONFIG_DIR,
     REBUILDING_MODES,
-    STREAM_MODES,
     TRIGGERS,
     WAREHOUSE_TAG,
     Pipeline,
@@ -39,7 +38,7 @@ from pipeline.orchestration.streams import stream_pipeline_definitions
 from pipeline.orchestration.translation import PipelineTranslator, Translation, check_names
 
 __all__ = [
-    "CONFIG_DIR_VARIABLE", "DEFAULT_CONFIG_DIR", "REBUILDING_MODES", "STREAM_MODES", "TRIGGERS", "WAREHOUSE_TAG",
+    "CONFIG_DIR_VARIABLE", "DEFAULT_CONFIG_DIR", "REBUILDING_MODES", "TRIGGERS", "WAREHOUSE_TAG",
     "Pipeline", "build_definitions", "config_dir", "definitions_for", "discover", "objects_pipeline_definitions",
     "prepare", "read_pipeline", "roles_of", "shared_resources", "stream_mode_of", "stream_mode_variable",
 ]

@@ -42,8 +42,6 @@ CONTINUOUS_TAG = "pipeline/continuous"
 
 # Modes that rebuild the whole table from every object: the ledger restarts with each rebuild.
 REBUILDING_MODES = ("replace", "truncate_insert")
-# How a stream pipeline runs: a bounded run per sensor request, or one long run the sensor keeps alive.
-STREAM_MODES = pipeline_config.EXEC_MODES
 # Placeholders for unset variables: first shaped like a URL (out.url is the usual one), then a word.
 _PLACEHOLDERS = ("postgresql://unset.invalid/{name}", "unset-{name}")
 
@@ -57,7 +55,7 @@ class Pipeline:
     conninfo_variable: str | None  # the variable out.url reads, when it is exactly one
     warehouse: str  # names the target in run tags, pools and resource keys
     sweep: bool  # in.incremental: false, so the sensor also sweeps the prefix for changed objects
-    stream_mode: str = "micro_batch"  # a Kinesis pipeline's STREAM_MODES entry (see stream_mode_of)
+    stream_mode: str = "micro_batch"  # exec.mode, or its $PIPELINE_<NAME>_MODE override (see stream_mode_of)
     translation: Translation = field(default_factory=Translation)
     keys: Mapping[str, dg.AssetKey] = field(default_factory=dict)  # by role, from the translator
     trigger: str = "sensor"  # an S3 pipeline's TRIGGERS entry

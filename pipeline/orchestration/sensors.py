@@ -232,8 +232,10 @@ def drain(queue: Any, source: S3InputConfig, loaded_etags: LoadedEtags, head: Ca
     """
     from pipeline.sources.s3 import S3Object
 
-    options: dict[str, Any] = {} if visibility_timeout is None else {"visibility_timeout": visibility_timeout}
-    messages = list(queue.drain(limit, **options, **({} if until is None else {"until": until})))
+    options: dict[str, Any] = {"until": until}
+    if visibility_timeout is not None:
+        options["visibility_timeout"] = visibility_timeout
+    messages = list(queue.drain(limit, **options))
     result = Drained(received=len(messages))
     done: list[tuple[Any, list[Any]]] = []
     pending: list[tuple[Any, list[Any]]] = []
